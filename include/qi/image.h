@@ -1,0 +1,99 @@
+/* qinspect public API: opening images, properties, guest reads, map walk.
+ *
+ * A qi_image is a qcow2 image (with its backing chain and external data
+ * file) or a raw file used as a backing file. All functions record failures
+ * in the image's error slot (qi_image_error) and return a QI_E* code. */
+#ifndef QI_IMAGE_H
+#define QI_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qi/error.h"
+
+typedef struct qi_image qi_image;
+
+/* qi_open_opts.flags */
+#define QI_OPEN_RW          0x01u /* read-write (writes are a later feature) */
+#define QI_OPEN_NO_BACKING  0x02u /* do not open the backing chain */
+#define QI_OPEN_FORCE_SHARE 0x04u /* like qemu-img -U: read even if QEMU writes it */
+#define QI_OPEN_NO_LOCK     0x08u /* take no locks at all (tests) */
+#define QI_OPEN_RAW         0x10u /* open the file as a raw image */
+#define QI_OPEN_PROBE       0x20u /* pick raw or qcow2 by the magic */
+
+#define QI_MAX_BACKING_DEPTH 64
+
+typedef struct qi_open_opts {
+    unsigned flags;
+    unsigned max_backing_depth; /* 0 = QI_MAX_BACKING_DEPTH */
+    size_t cache_bytes;         /* L2 + refblock cache budget, 0 = default */
+} qi_open_opts;
+
+#define QI_OPEN_OPTS_INIT { 0, 0, 0 }
+
+/* Open PATH. On success *out owns the image (free with qi_image_close).
+ * On failure *out is NULL and ERR (may be NULL) holds the reason.
+ * Returns 0, QI_EIO, QI_ENOENT, QI_ECORRUPT, QI_ENOTSUP, QI_EBUSY, QI_ENOMEM.
+ * Reads only; takes QEMU-compatible OFD locks held until close. */
+int qi_image_open(qi_image **out, const char *path, const qi_open_opts *opts,
+                  qi_err *err);
+
+/* Close and free; NULL is a no-op. Closes the backing chain too. */
+void qi_image_close(qi_image *img);
+
+/* The last error recorded on this image (code 0 if none). */
+const qi_err *qi_image_error(const qi_image *img);
+
+/* Properties. */
+const char *qi_image_path(const qi_image *img);     /* as given to open */
+const char *qi_image_format(const qi_image *img);   /* "qcow2" or "raw" */
+uint64_t qi_image_size(const qi_image *img);        /* virtual size, bytes */
+uint32_t qi_image_cluster_size(const qi_image *img); /* 0 for raw */
+bool qi_image_writable(const qi_image *img);
+uint64_t qi_image_file_size(const qi_image *img);   /* host file length */
+uint64_t qi_image_allocated_bytes(const qi_image *img); /* st_blocks*512 */
+
+/* The backing image, or NULL (none, or opened with QI_OPEN_NO_BACKING).
+ * Owned by IMG. */
+qi_image *qi_image_backing(const qi_image *img);
+
+/* Backing file name as stored in the header (NULL if none), the name
+ * resolved as QEMU resolves it (relative to the image's directory), and
+ * the backing format from the header extension (NULL if absent). */
+const char *qi_image_backing_name(const qi_image *img);
+const char *qi_image_backing_full_name(const qi_image *img);
+const char *qi_image_backing_format(const qi_image *img);
+
+/* External data file name (NULL if none) and whether data_file_raw is set. */
+const char *qi_image_data_file_name(const qi_image *img);
+
+/* Guest read of LEN bytes at OFF into BUF (OFF + LEN <= size). Reads the
+ * backing chain for unallocated clusters and zeroes past a shorter backing
+ * file. Returns 0, QI_EIO, QI_ECORRUPT, QI_EINVAL, QI_ENOMEM. */
+int qi_image_read(qi_image *img, void *buf, uint64_t off, size_t len);
+
+/* Guest read of a snapshot's view (index into the snapshot table). */
+int qi_image_read_snapshot(qi_image *img, uint32_t snap, void *buf,
+                           uint64_t off, size_t len);
+
+/* One run of guest bytes with the same status, as qemu-img map reports it. */
+typedef struct qi_map_ext {
+    uint64_t start, length;
+    int depth;             /* 0 = this image, n = n-th backing file */
+    bool present, zero, data, compressed;
+    bool has_offset;
+    uint64_t offset;       /* host offset in `file` when has_offset */
+    const char *file;      /* file holding the data at `offset` */
+} qi_map_ext;
+
+/* Called for each run, in guest order; a nonzero return stops the walk and
+ * is returned by qi_image_map. */
+typedef int (*qi_map_cb)(void *payload, const qi_map_ext *ext);
+
+/* Walk [START, START+LEN) and report runs merged the way qemu-img map merges
+ * them (same depth/flags/file and contiguous offsets). */
+int qi_image_map(qi_image *img, uint64_t start, uint64_t len, qi_map_cb cb,
+                 void *payload);
+
+#endif

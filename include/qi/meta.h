@@ -1,0 +1,171 @@
+/* qinspect public API: decoded views of qcow2 metadata.
+ *
+ * Everything here reads through the engine (and its cache) at the time of
+ * the call; nothing returned points into the cache. Structures are decoded
+ * views: the raw on-disk value is always kept beside the decoded fields. */
+#ifndef QI_META_H
+#define QI_META_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "qi/image.h"
+
+/* Feature bits (qcow2 spec) */
+#define QI_INCOMPAT_DIRTY       (1ull << 0)
+#define QI_INCOMPAT_CORRUPT     (1ull << 1)
+#define QI_INCOMPAT_DATA_FILE   (1ull << 2)
+#define QI_INCOMPAT_COMPRESSION (1ull << 3)
+#define QI_INCOMPAT_EXTL2       (1ull << 4)
+#define QI_INCOMPAT_KNOWN       0x1full
+#define QI_COMPAT_LAZY_REFCOUNTS (1ull << 0)
+#define QI_AUTOCLEAR_BITMAPS    (1ull << 0)
+#define QI_AUTOCLEAR_DATA_FILE_RAW (1ull << 1)
+
+/* Header extension types */
+#define QI_EXT_END          0x00000000u
+#define QI_EXT_BACKING_FMT  0xe2792acau
+#define QI_EXT_FEATURES     0x6803f857u
+#define QI_EXT_BITMAPS      0x23852875u
+#define QI_EXT_CRYPTO       0x0537be77u
+#define QI_EXT_DATA_FILE    0x44415441u
+
+typedef struct qi_header {
+    uint32_t magic, version;
+    uint64_t backing_file_offset;
+    uint32_t backing_file_size;
+    uint32_t cluster_bits;
+    uint64_t size;
+    uint32_t crypt_method;
+    uint32_t l1_size;
+    uint64_t l1_table_offset;
+    uint64_t refcount_table_offset;
+    uint32_t refcount_table_clusters;
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    /* v3 (v2: zero, refcount_order 4, header_length 72) */
+    uint64_t incompatible_features, compatible_features, autoclear_features;
+    uint32_t refcount_order;
+    uint32_t header_length;
+    uint8_t compression_type; /* 0 zlib (deflate), 1 zstd */
+} qi_header;
+
+typedef struct qi_ext {
+    uint32_t type;
+    uint32_t length;
+    uint64_t offset;        /* byte offset of the data in the header cluster */
+    const uint8_t *data;    /* owned by the image, valid until close */
+} qi_ext;
+
+typedef struct qi_feature_name {
+    uint8_t type;           /* 0 incompatible, 1 compatible, 2 autoclear */
+    uint8_t bit;
+    char name[47];          /* NUL-terminated copy */
+} qi_feature_name;
+
+/* Header view (owned by IMG, NULL for a raw image). */
+const qi_header *qi_meta_header(const qi_image *img);
+
+/* Header extensions in on-disk order (count in *n; owned by IMG). */
+const qi_ext *qi_meta_extensions(const qi_image *img, uint32_t *n);
+
+/* Feature name table entries (count in *n; owned by IMG). */
+const qi_feature_name *qi_meta_feature_names(const qi_image *img, uint32_t *n);
+
+/* Name of a feature bit: from the image's table if present, else QEMU's
+ * built-in names, else NULL. TYPE is 0/1/2 as in the table. */
+const char *qi_meta_feature_name(const qi_image *img, int type, int bit);
+
+/* Derived geometry. */
+uint32_t qi_meta_l2_entries(const qi_image *img);    /* entries per L2 table */
+uint32_t qi_meta_refcount_bits(const qi_image *img);
+uint64_t qi_meta_refblock_entries(const qi_image *img);
+bool qi_meta_extended_l2(const qi_image *img);
+
+typedef enum qi_cluster_type {
+    QI_CLUSTER_UNALLOCATED = 0,
+    QI_CLUSTER_NORMAL,
+    QI_CLUSTER_ZERO_PLAIN,
+    QI_CLUSTER_ZERO_ALLOC,
+    QI_CLUSTER_COMPRESSED,
+} qi_cluster_type;
+
+const char *qi_cluster_type_name(qi_cluster_type t);
+
+typedef struct qi_l1_entry {
+    uint64_t raw;
+    uint64_t l2_offset;     /* bits 9-55 */
+    bool copied;            /* bit 63 */
+    uint64_t reserved;      /* reserved bits that are set (should be 0) */
+} qi_l1_entry;
+
+typedef struct qi_l2_entry {
+    uint64_t raw;
+    uint64_t bitmap;        /* extended L2: subcluster bitmap, else 0 */
+    qi_cluster_type type;
+    bool copied;            /* bit 63 */
+    uint64_t host_offset;   /* standard: cluster offset; compressed: byte offset */
+    uint32_t csectors;      /* compressed: number of 512-byte sectors */
+    uint64_t csize;         /* compressed: bytes from host_offset to end of last sector */
+    uint64_t reserved;      /* reserved bits that are set (should be 0) */
+} qi_l2_entry;
+
+typedef enum qi_subcluster_state {
+    QI_SC_UNALLOCATED = 0,
+    QI_SC_ALLOCATED,
+    QI_SC_ZERO,
+    QI_SC_INVALID,          /* both allocated and zero */
+} qi_subcluster_state;
+
+/* Pure decoders (no I/O). */
+void qi_meta_decode_l1(const qi_image *img, uint64_t raw, qi_l1_entry *out);
+void qi_meta_decode_l2(const qi_image *img, uint64_t raw, uint64_t bitmap,
+                       qi_l2_entry *out);
+qi_subcluster_state qi_meta_subcluster(const qi_l2_entry *e, unsigned i);
+
+/* Active L1 entry INDEX (< header l1_size). */
+int qi_meta_l1_get(qi_image *img, uint32_t index, qi_l1_entry *out);
+
+/* L1 entry INDEX of the table at L1_OFF with L1_SIZE entries (snapshots). */
+int qi_meta_l1_get_at(qi_image *img, uint64_t l1_off, uint32_t l1_size,
+                      uint32_t index, qi_l1_entry *out);
+
+/* L2 entry INDEX (< qi_meta_l2_entries) of the L2 table at L2_OFF.
+ * Validates the table offset. */
+int qi_meta_l2_get(qi_image *img, uint64_t l2_off, uint32_t index,
+                   qi_l2_entry *out);
+
+/* The L2 entry mapping guest offset GOFF in the active tables.
+ * *l2_off = 0 when the L1 entry is unallocated (then *out is unallocated). */
+int qi_meta_l2_lookup(qi_image *img, uint64_t goff, uint64_t *l2_off,
+                      uint32_t *index, qi_l2_entry *out);
+
+/* Refcount table entry INDEX (raw value). */
+uint64_t qi_meta_reftable_size(const qi_image *img); /* entries */
+int qi_meta_reftable_get(qi_image *img, uint64_t index, uint64_t *raw);
+
+/* Refcount of the host cluster containing HOST_OFF (0 if not covered). */
+int qi_meta_refcount(qi_image *img, uint64_t host_off, uint64_t *rc);
+
+/* Internal snapshots */
+typedef struct qi_snapshot {
+    uint64_t entry_offset;  /* where the entry sits in the file */
+    uint64_t l1_table_offset;
+    uint32_t l1_size;
+    char *id;               /* NUL-terminated copies */
+    char *name;
+    uint32_t date_sec, date_nsec;
+    uint64_t vm_clock_nsec;
+    uint32_t vm_state_size32;
+    uint32_t extra_data_size;
+    uint64_t vm_state_size; /* large field if present, else the 32-bit one */
+    bool has_disk_size;
+    uint64_t disk_size;
+    bool has_icount;
+    uint64_t icount;
+} qi_snapshot;
+
+/* Snapshot table (validated at open; owned by IMG). */
+const qi_snapshot *qi_meta_snapshots(const qi_image *img, uint32_t *n);
+
+#endif

@@ -2,17 +2,17 @@
 # unit-deps.sh MODULE: the engine objects a unit test of MODULE may link:
 # MODULE's own layer and every layer below it (../shared/STYLE.md 1.1).
 # An upward call from a module then fails to link in its unit test.
-L0="err mem bio format compress"
+L0="err mem hashtab bio format compress"
 L1="$L0 cache"
 L2="$L1 refcount"
 L3="$L2 cluster"
-L4="$L3 image rw"
+L4="$L3 image rw map meta"
 case $1 in
-    err|mem|bio|format|compress) deps=$L0 ;;
+    err|mem|hashtab|bio|format|compress) deps=$L0 ;;
     cache) deps=$L1 ;;
     refcount) deps=$L2 ;;
     cluster) deps=$L3 ;;
-    image|rw) deps=$L4 ;;
+    image|rw|map|meta) deps=$L4 ;;
     *) echo "unit-deps.sh: unknown module '$1'" >&2; exit 1 ;;
 esac
 dir=$(dirname "$0")/../src/engine

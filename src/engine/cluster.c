@@ -1,0 +1,258 @@
+/* cluster.c - mapping guest offsets through L1 and L2 tables (layer 3).
+ *
+ * Validates each L1 entry (reserved bits, alignment, L2 table inside the
+ * file) and each L2 entry (reserved bits, alignment of data clusters,
+ * extended-L2 bitmap rules, compressed clusters not allowed with an
+ * external data file) as it is used, and groups consecutive clusters into
+ * runs of one kind for the read and map paths. Entry updates (COPIED rule
+ * included) come with write support. Calls: refcount, cache, format. */
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "cluster.h"
+#include "endian.h"
+#include "mem.h"
+
+static int load_l1(qi_image *img, uint64_t off, uint32_t n, uint64_t **out,
+                   const char *structure)
+{
+    uint8_t *raw = NULL;
+    uint64_t *l1 = NULL;
+    int rc;
+    *out = NULL;
+    if ((rc = qi_format_check_table(&img->g, off, 8ull * n, true, img->file->size,
+                                    img->path, structure, off, &img->err)) < 0) {
+        img->corrupt_seen = true;
+        return rc;
+    }
+    raw = qi_mem_alloc_capped(n, 8, QI_MAX_L1_ENTRIES * 8);
+    l1 = qi_mem_alloc_capped(n, 8, QI_MAX_L1_ENTRIES * 8);
+    if (!raw || !l1) {
+        rc = qi_fail(img, QI_ENOMEM, structure, off, "out of memory");
+        goto out;
+    }
+    if ((rc = qi_bio_pread(img->file, raw, 8ull * n, off, &img->err, structure)) < 0)
+        goto out;
+    for (uint32_t i = 0; i < n; i++)
+        l1[i] = qi_be64(raw + 8 * i);
+    *out = l1;
+    l1 = NULL;
+out:
+    free(raw);
+    free(l1);
+    return rc;
+}
+
+int qi_cluster_view_active(qi_image *img, qi_l1view *v)
+{
+    int rc;
+    if (!img->l1 && img->hdr.l1_size &&
+        (rc = load_l1(img, img->hdr.l1_table_offset, img->hdr.l1_size, &img->l1,
+                      "L1 table")) < 0)
+        return rc;
+    v->l1 = img->l1;
+    v->size = img->l1 ? img->hdr.l1_size : 0;
+    v->l1_off = img->hdr.l1_table_offset;
+    v->vsize = img->size;
+    return 0;
+}
+
+int qi_cluster_view_snapshot(qi_image *img, uint32_t snap, qi_l1view *v)
+{
+    const qi_snapshot *s;
+    int rc;
+    if (snap >= img->n_snaps)
+        return qi_fail(img, QI_ENOENT, "snapshot table", QI_NO_OFFSET,
+                       "no snapshot with index %" PRIu32, snap);
+    s = &img->snaps[snap];
+    if (!img->snap_l1 || img->snap_l1_index != snap) {
+        free(img->snap_l1);
+        img->snap_l1 = NULL;
+        if (s->l1_size && (rc = load_l1(img, s->l1_table_offset, s->l1_size,
+                                        &img->snap_l1, "snapshot L1 table")) < 0)
+            return rc;
+        img->snap_l1_index = snap;
+    }
+    v->l1 = img->snap_l1;
+    v->size = img->snap_l1 ? s->l1_size : 0;
+    v->l1_off = s->l1_table_offset;
+    v->vsize = s->has_disk_size ? s->disk_size : img->size;
+    return 0;
+}
+
+int qi_cluster_l2_offset(qi_image *img, const qi_l1view *v, uint64_t index,
+                         uint64_t *l2_off)
+{
+    qi_l1_entry e;
+    uint64_t where = v->l1_off + 8 * index;
+    int rc;
+    *l2_off = 0;
+    if (index >= v->size)
+        return 0;
+    qi_format_decode_l1(v->l1[index], &e);
+    if (e.reserved)
+        return qi_corrupt(img, "L1 table", where, "entry %" PRIu64 " (%#018" PRIx64
+                          ") has reserved bits set", index, e.raw);
+    if (!e.l2_offset)
+        return 0;
+    if ((rc = qi_format_check_table(&img->g, e.l2_offset, img->g.cluster_size, true,
+                                    img->file->size, img->path, "L1 table", where,
+                                    &img->err)) < 0) {
+        img->corrupt_seen = true;
+        return rc;
+    }
+    *l2_off = e.l2_offset;
+    return 0;
+}
+
+static int validate_l2(qi_image *img, const qi_l2_entry *e, uint64_t where)
+{
+    if (e->reserved)
+        return qi_corrupt(img, "L2 table", where, "entry %#018" PRIx64
+                          " has reserved bits set (%#" PRIx64 ")", e->raw, e->reserved);
+    if (e->type == QI_CLUSTER_COMPRESSED) {
+        if (img->data_file)
+            return qi_corrupt(img, "L2 table", where, "compressed cluster "
+                              "%#018" PRIx64 " in an image with an external data file",
+                              e->raw);
+        if (e->bitmap)
+            return qi_corrupt(img, "L2 table", where, "compressed cluster with "
+                              "a nonzero subcluster bitmap %#" PRIx64, e->bitmap);
+        return 0;
+    }
+    if ((e->type == QI_CLUSTER_NORMAL || e->type == QI_CLUSTER_ZERO_ALLOC) &&
+        (e->host_offset & (img->g.cluster_size - 1)))
+        return qi_corrupt(img, "L2 table", where, "data cluster offset %#" PRIx64
+                          " is not cluster aligned", e->host_offset);
+    if (img->g.extl2) {
+        uint32_t alloc = (uint32_t)e->bitmap, zero = (uint32_t)(e->bitmap >> 32);
+        if (alloc & zero)
+            return qi_corrupt(img, "L2 table", where, "subclusters both allocated "
+                              "and zero (bitmap %#018" PRIx64 ")", e->bitmap);
+        if (alloc && e->type == QI_CLUSTER_UNALLOCATED)
+            return qi_corrupt(img, "L2 table", where, "unallocated cluster with "
+                              "allocated subclusters (bitmap %#018" PRIx64 ")", e->bitmap);
+    }
+    return 0;
+}
+
+int qi_cluster_l2_entry(qi_image *img, uint64_t l2_off, uint32_t index,
+                        qi_l2_entry *out)
+{
+    const uint8_t *t;
+    int rc;
+    uint32_t esz = img->g.l2_entry_size;
+    if ((rc = qi_cache_get(img->l2_cache, l2_off, &t, &img->err)) < 0)
+        return rc;
+    qi_format_decode_l2(&img->g, img->data_file != NULL, qi_be64(t + esz * index),
+                        esz == 16 ? qi_be64(t + esz * index + 8) : 0, out);
+    qi_cache_put(img->l2_cache, t);
+    return validate_l2(img, out, l2_off + (uint64_t)esz * index);
+}
+
+/* State of allocation unit SC (a subcluster with extended L2, else the
+ * whole cluster, SC = 0) of entry E. */
+static void unit_state(const qi_image *img, const qi_l2_entry *e, unsigned sc,
+                       qi_run *u)
+{
+    u->has_host = false;
+    u->host = 0;
+    switch (e->type) {
+    case QI_CLUSTER_COMPRESSED:
+        u->kind = QI_RUN_COMPRESSED;
+        return;
+    case QI_CLUSTER_ZERO_PLAIN:
+        u->kind = QI_RUN_ZERO;
+        return;
+    case QI_CLUSTER_ZERO_ALLOC:
+        u->kind = QI_RUN_ZERO;
+        u->has_host = true;
+        u->host = e->host_offset;
+        return;
+    default:
+        break;
+    }
+    u->host = e->host_offset + (uint64_t)sc * img->g.subcluster_size;
+    u->has_host = e->type == QI_CLUSTER_NORMAL;
+    if (!img->g.extl2)
+        u->kind = e->type == QI_CLUSTER_NORMAL ? QI_RUN_DATA : QI_RUN_UNALLOC;
+    else if (e->bitmap & (1ull << sc))
+        u->kind = QI_RUN_DATA;
+    else if (e->bitmap & (1ull << (32 + sc)))
+        u->kind = QI_RUN_ZERO;
+    else
+        u->kind = QI_RUN_UNALLOC;
+}
+
+static bool same_run(const qi_run *run, const qi_run *u)
+{
+    if (u->kind != run->kind || u->has_host != run->has_host ||
+        run->kind == QI_RUN_COMPRESSED)
+        return false;
+    return !u->has_host || u->host == run->host + run->len;
+}
+
+int qi_cluster_run(qi_image *img, const qi_l1view *v, uint64_t off,
+                   uint64_t maxlen, qi_run *run)
+{
+    const qi_geom *g = &img->g;
+    uint64_t ci = off >> g->cluster_bits, l2_off;
+    uint32_t l2i = (uint32_t)(ci & (g->l2_entries - 1));
+    uint32_t ubits = g->extl2 ? g->cluster_bits - 5 : g->cluster_bits;
+    uint64_t unit = 1ull << ubits, table_end;
+    const uint8_t *t;
+    int rc;
+
+    table_end = ((ci >> g->l2_bits) + 1) << (g->l2_bits + g->cluster_bits);
+    if (maxlen > table_end - off)
+        maxlen = table_end - off;
+    if ((rc = qi_cluster_l2_offset(img, v, ci >> g->l2_bits, &l2_off)) < 0)
+        return rc;
+    if (!l2_off) {
+        *run = (qi_run){ .kind = QI_RUN_UNALLOC, .len = maxlen };
+        return 0;
+    }
+    if ((rc = qi_cache_get(img->l2_cache, l2_off, &t, &img->err)) < 0)
+        return rc;
+    uint64_t pos = off;
+    bool first = true;
+    while (first || run->len < maxlen) {
+        uint64_t where = l2_off + (uint64_t)g->l2_entry_size * l2i;
+        qi_l2_entry e;
+        qi_format_decode_l2(g, img->data_file != NULL, qi_be64(t + where - l2_off),
+                            g->extl2 ? qi_be64(t + where - l2_off + 8) : 0, &e);
+        if ((rc = validate_l2(img, &e, where)) < 0)
+            break;
+        unsigned nunits = g->extl2 ? 32 : 1;
+        unsigned sc = (unsigned)((pos >> ubits) & (nunits - 1));
+        for (; sc < nunits; sc++) {
+            qi_run u;
+            uint64_t delta = pos & (unit - 1);
+            unit_state(img, &e, sc, &u);
+            if (first) {
+                *run = u;
+                run->host = u.host + (u.has_host ? delta : 0);
+                run->entry = e;
+                run->len = 0;
+                first = false;
+            } else if (!same_run(run, &u)) {
+                goto done;
+            }
+            if (u.kind == QI_RUN_COMPRESSED) /* whole cluster, any L2 kind */
+                delta = pos & (g->cluster_size - 1), unit = g->cluster_size;
+            run->len += unit - delta;
+            pos += unit - delta;
+            if (run->len >= maxlen || run->kind == QI_RUN_COMPRESSED)
+                goto done;
+        }
+        if (++l2i == g->l2_entries)
+            break;
+    }
+done:
+    qi_cache_put(img->l2_cache, t);
+    if (rc < 0)
+        return rc;
+    if (run->len > maxlen)
+        run->len = maxlen;
+    return 0;
+}

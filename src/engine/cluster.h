@@ -1,0 +1,44 @@
+/* cluster.h - guest offset to host mapping (layer 3). */
+#ifndef QI_CLUSTER_H
+#define QI_CLUSTER_H
+#include <stdint.h>
+#include "image.h"
+
+/* An L1 table to map through: the active one or a snapshot's. */
+typedef struct qi_l1view {
+    const uint64_t *l1;   /* host byte order, owned by the image */
+    uint32_t size;        /* entries */
+    uint64_t l1_off;      /* file offset of the table (for errors) */
+    uint64_t vsize;       /* guest size seen through this view */
+} qi_l1view;
+
+/* The active L1 (loaded on first use). */
+int qi_cluster_view_active(qi_image *img, qi_l1view *v);
+/* Snapshot SNAP's L1 (loaded and kept until another snapshot is asked). */
+int qi_cluster_view_snapshot(qi_image *img, uint32_t snap, qi_l1view *v);
+
+/* Validate L1 entry INDEX of V; *l2_off = L2 table offset or 0. */
+int qi_cluster_l2_offset(qi_image *img, const qi_l1view *v, uint64_t index,
+                         uint64_t *l2_off);
+
+/* Decode and validate entry INDEX of the L2 table at L2_OFF. */
+int qi_cluster_l2_entry(qi_image *img, uint64_t l2_off, uint32_t index,
+                        qi_l2_entry *out);
+
+/* Kinds of a run of guest bytes in one image layer */
+enum { QI_RUN_UNALLOC, QI_RUN_ZERO, QI_RUN_DATA, QI_RUN_COMPRESSED };
+
+typedef struct qi_run {
+    int kind;
+    uint64_t len;         /* bytes from the start offset */
+    uint64_t host;        /* DATA, or ZERO/UNALLOC with has_host: host offset */
+    bool has_host;        /* zero-allocated or allocated-but-unused subcluster */
+    qi_l2_entry entry;    /* COMPRESSED: the descriptor */
+} qi_run;
+
+/* The longest run starting at guest offset OFF (< v->vsize), at most MAXLEN
+ * bytes, of one kind (and for DATA, contiguous on the host), never crossing
+ * an L2 table. Validates every entry it looks at. */
+int qi_cluster_run(qi_image *img, const qi_l1view *v, uint64_t off,
+                   uint64_t maxlen, qi_run *run);
+#endif

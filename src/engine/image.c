@@ -1,0 +1,433 @@
+/* image.c - opening and closing images (layer 4).
+ *
+ * Open reads and validates the header (format.c), the header extensions,
+ * the feature bits (unknown incompatible bits and encryption are refused),
+ * the backing file name and the snapshot table, then opens the external
+ * data file and the backing chain (depth limit, loop detection by device
+ * and inode), taking QEMU-compatible locks on every file. Tables that only
+ * some work needs (active L1, refcount table) are loaded on first use, so
+ * `info` stays cheap. Only this file acts on header and feature changes.
+ * Calls: layers 0-3. */
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "endian.h"
+#include "image.h"
+#include "mem.h"
+
+#define DEFAULT_CACHE_BYTES (4u << 20)
+
+typedef struct chain {
+    const struct chain *next;   /* images above this one */
+    dev_t dev;
+    ino_t ino;
+    unsigned depth;
+} chain;
+
+static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
+                      bool raw, const chain *above, qi_err *err);
+
+static int lock_mode(const qi_open_opts *o, bool top)
+{
+    if (o->flags & QI_OPEN_NO_LOCK)
+        return QI_LOCK_NONE;
+    if (top && (o->flags & QI_OPEN_RW))
+        return QI_LOCK_WRITE;
+    if (o->flags & QI_OPEN_FORCE_SHARE)
+        return QI_LOCK_SHARED_READ;
+    return QI_LOCK_READ;
+}
+
+/* ---- header extensions ---- */
+
+static int on_ext(void *payload, uint32_t type, uint32_t len, uint64_t off,
+                  const uint8_t *data)
+{
+    qi_image *img = payload;
+    qi_ext *x = realloc(img->exts, (img->n_exts + 1) * sizeof *x);
+    if (!x)
+        return qi_fail(img, QI_ENOMEM, "header extension", off - 8, "out of memory");
+    img->exts = x;
+    img->exts[img->n_exts++] = (qi_ext){ type, len, off, data };
+    switch (type) {
+    case QI_EXT_BACKING_FMT:
+        if (len > QI_MAX_BACKING_FMT)
+            return qi_corrupt(img, "header extension", off - 8, "backing format "
+                              "name of %" PRIu32 " bytes is too long (limit 15)", len);
+        free(img->backing_fmt);
+        img->backing_fmt = qi_mem_strndup(data, len);
+        break;
+    case QI_EXT_DATA_FILE:
+        if (len > 4096)
+            return qi_corrupt(img, "header extension", off - 8, "data file name "
+                              "of %" PRIu32 " bytes is too long", len);
+        free(img->data_file_name);
+        img->data_file_name = qi_mem_strndup(data, len);
+        break;
+    case QI_EXT_FEATURES: {
+        uint32_t n = len / 48;
+        free(img->features);
+        img->n_features = 0;
+        if (!(img->features = calloc(n ? n : 1, sizeof *img->features)))
+            return qi_fail(img, QI_ENOMEM, "header extension", off, "out of memory");
+        for (uint32_t i = 0; i < n; i++) {
+            qi_feature_name *f = &img->features[i];
+            f->type = data[48 * i];
+            f->bit = data[48 * i + 1];
+            memcpy(f->name, data + 48 * i + 2, 46);
+            f->name[46] = 0;
+        }
+        img->n_features = n;
+        break;
+    }
+    case QI_EXT_BITMAPS:
+        if (len != 24)
+            return qi_corrupt(img, "header extension", off - 8, "bitmaps extension "
+                              "is %" PRIu32 " bytes, must be 24", len);
+        break;
+    case QI_EXT_CRYPTO:
+        if (len != 16)
+            return qi_corrupt(img, "header extension", off - 8, "encryption header "
+                              "pointer is %" PRIu32 " bytes, must be 16", len);
+        break;
+    default:
+        break;
+    }
+    if ((type == QI_EXT_BACKING_FMT && !img->backing_fmt) ||
+        (type == QI_EXT_DATA_FILE && !img->data_file_name))
+        return qi_fail(img, QI_ENOMEM, "header extension", off, "out of memory");
+    return 0;
+}
+
+/* ---- feature bits ---- */
+
+static int check_features(qi_image *img, const qi_open_opts *o)
+{
+    uint64_t unknown = img->hdr.incompatible_features & ~QI_INCOMPAT_KNOWN;
+    if (unknown) {
+        char names[400] = "";
+        size_t used = 0;
+        for (int bit = 0; bit < 64; bit++) {
+            if (!(unknown & (1ull << bit)))
+                continue;
+            const char *n = qi_meta_feature_name(img, 0, bit);
+            int w = n ? snprintf(names + used, sizeof names - used, "%s%s",
+                                 used ? ", " : "", n)
+                      : snprintf(names + used, sizeof names - used,
+                                 "%sUnknown incompatible feature: %d", used ? ", " : "", bit);
+            if (w > 0 && (size_t)w < sizeof names - used)
+                used += (size_t)w;
+        }
+        return qi_fail(img, QI_ENOTSUP, "header", 72, "Unsupported qcow2 feature(s): %s",
+                       names);
+    }
+    if (img->hdr.crypt_method)
+        return qi_fail(img, QI_ENOTSUP, "header", 32, "encrypted images (%s) are "
+                       "not supported", img->hdr.crypt_method == 1 ? "AES" : "LUKS");
+    if ((img->hdr.incompatible_features & QI_INCOMPAT_CORRUPT) && (o->flags & QI_OPEN_RW))
+        return qi_fail(img, QI_ECORRUPT, "header", 72, "the image is marked corrupt "
+                       "(incompatible bit 1); it can only be opened read-only");
+    if ((img->hdr.incompatible_features & QI_INCOMPAT_DATA_FILE) && !img->data_file_name)
+        return qi_corrupt(img, "header", 72, "external data file bit set but no data "
+                          "file name extension");
+    img->data_file_raw = (img->hdr.autoclear_features & QI_AUTOCLEAR_DATA_FILE_RAW) &&
+                         (img->hdr.incompatible_features & QI_INCOMPAT_DATA_FILE);
+    return 0;
+}
+
+/* ---- backing and data file names ---- */
+
+/* PATH resolved relative to the directory of IMAGE_PATH, as QEMU does. */
+static char *resolve_relative(const char *image_path, const char *name)
+{
+    char *copy, *dir, *full;
+    if (name[0] == '/')
+        return strdup(name);
+    if (!(copy = strdup(image_path)))
+        return NULL;
+    dir = dirname(copy);
+    if (!strchr(image_path, '/')) {
+        full = strdup(name);
+    } else if ((full = malloc(strlen(dir) + strlen(name) + 2))) {
+        strcpy(full, dir);
+        strcat(full, "/");
+        strcat(full, name);
+    }
+    free(copy);
+    return full;
+}
+
+static int read_names(qi_image *img)
+{
+    const qi_header *h = &img->hdr;
+    if (h->backing_file_offset) {
+        /* format.c checked that the name lies inside cluster 0 and the file */
+        img->backing_name = qi_mem_strndup(img->hdr_buf + h->backing_file_offset,
+                                           h->backing_file_size);
+        if (!img->backing_name ||
+            !(img->backing_full = resolve_relative(img->path, img->backing_name)))
+            return qi_fail(img, QI_ENOMEM, "header", 8, "out of memory");
+        if (memchr(img->hdr_buf + h->backing_file_offset, 0, h->backing_file_size))
+            return qi_corrupt(img, "header", h->backing_file_offset, "backing file "
+                              "name contains a NUL byte");
+    }
+    return 0;
+}
+
+/* ---- snapshot table ---- */
+
+static int read_snapshots(qi_image *img)
+{
+    const qi_header *h = &img->hdr;
+    uint64_t left = img->file->size - h->snapshots_offset, off = h->snapshots_offset;
+    uint8_t *buf = NULL;
+    int rc = 0;
+    if (!h->nb_snapshots)
+        return 0;
+    if (left > QI_MAX_SNAPSHOTS_SIZE)
+        left = QI_MAX_SNAPSHOTS_SIZE;
+    /* at most 64 MiB, and never more than the file holds after the offset */
+    if (!(buf = qi_mem_alloc_capped(left, 1, QI_MAX_SNAPSHOTS_SIZE)) ||
+        !(img->snaps = calloc(h->nb_snapshots, sizeof *img->snaps))) {
+        free(buf);
+        return qi_fail(img, QI_ENOMEM, "snapshot table", off, "out of memory");
+    }
+    if ((rc = qi_bio_pread(img->file, buf, left, off, &img->err, "snapshot table")) < 0)
+        goto out;
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < h->nb_snapshots; i++) {
+        size_t used;
+        qi_snapshot *s = &img->snaps[i];
+        rc = qi_format_parse_snapshot(buf + pos, left - pos, off + pos, h->version,
+                                      img->path, s, &used, &img->err);
+        img->n_snaps = i + 1; /* so close frees the names of a partial entry */
+        if (rc < 0)
+            goto out;
+        if (s->l1_table_offset & (img->g.cluster_size - 1)) {
+            rc = qi_corrupt(img, "snapshot table", off + pos, "snapshot '%s' L1 table "
+                            "offset %#" PRIx64 " is not cluster aligned", s->id,
+                            s->l1_table_offset);
+            goto out;
+        }
+        pos += used;
+        if (pos > left)
+            pos = left;
+    }
+out:
+    if (rc < 0)
+        img->corrupt_seen = true;
+    free(buf);
+    return rc;
+}
+
+/* ---- open ---- */
+
+static int read_header(qi_image *img)
+{
+    uint8_t first[112] = { 0 };
+    size_t want = img->file->size < 112 ? (size_t)img->file->size : 112;
+    int rc;
+    qi_header h;
+    if ((rc = qi_bio_pread(img->file, first, want, 0, &img->err, "header")) < 0)
+        return rc;
+    /* parse once on the fixed part to learn the cluster size */
+    if ((rc = qi_format_parse_header(first, want, img->file->size, img->path, &h,
+                                     &img->err)) < 0)
+        return rc;
+    img->hdr_len = 1u << h.cluster_bits;
+    if (img->hdr_len > img->file->size)
+        img->hdr_len = (size_t)img->file->size;
+    if (!(img->hdr_buf = calloc(1, 1u << h.cluster_bits)))
+        return qi_fail(img, QI_ENOMEM, "header", 0, "out of memory");
+    if ((rc = qi_bio_pread(img->file, img->hdr_buf, img->hdr_len, 0, &img->err,
+                           "header")) < 0)
+        return rc;
+    img->hdr = h;
+    qi_format_geom(&img->hdr, &img->g);
+    img->size = h.size;
+    uint64_t end = h.backing_file_offset ? h.backing_file_offset : img->g.cluster_size;
+    return qi_format_walk_extensions(img->hdr_buf, img->hdr_len, h.header_length,
+                                     end, img->path, on_ext, img, &img->err);
+}
+
+static int make_caches(qi_image *img, const qi_open_opts *o)
+{
+    size_t budget = o->cache_bytes ? o->cache_bytes : DEFAULT_CACHE_BYTES;
+    uint64_t n = budget / img->g.cluster_size;
+    /* never more slots than L2 tables could exist, never fewer than 8 */
+    uint64_t l2max = img->hdr.l1_size + 8;
+    if (n > l2max)
+        n = l2max;
+    if (n < 8)
+        n = 8;
+    if (qi_cache_new(&img->l2_cache, img->file, img->g.cluster_size, (uint32_t)n,
+                     "L2 table") < 0 ||
+        qi_cache_new(&img->rb_cache, img->file, img->g.cluster_size, 8,
+                     "refcount block") < 0)
+        return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
+    return 0;
+}
+
+static int open_data_file(qi_image *img, const qi_open_opts *o)
+{
+    char *full;
+    int rc;
+    if (!(img->hdr.incompatible_features & QI_INCOMPAT_DATA_FILE))
+        return 0;
+    if (!(full = resolve_relative(img->path, img->data_file_name)))
+        return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
+    rc = qi_bio_open(&img->data_file, full, (o->flags & QI_OPEN_RW) != 0,
+                     lock_mode(o, true), &img->err);
+    if (rc < 0)
+        qi_fail(img, rc, "external data file", QI_NO_OFFSET, "cannot open '%s' "
+                "(named in the header): %s", full, img->err.message);
+    free(full);
+    if (rc == 0)
+        img->data = img->data_file;
+    return rc;
+}
+
+static int open_backing(qi_image *img, const qi_open_opts *o, const chain *me)
+{
+    bool raw;
+    int rc;
+    if (!img->backing_name || (o->flags & QI_OPEN_NO_BACKING))
+        return 0;
+    if (me->depth + 1 >= (o->max_backing_depth ? o->max_backing_depth
+                                                : QI_MAX_BACKING_DEPTH))
+        return qi_fail(img, QI_ECORRUPT, "backing chain", QI_NO_OFFSET,
+                       "backing chain deeper than %u images at '%s'",
+                       o->max_backing_depth ? o->max_backing_depth : QI_MAX_BACKING_DEPTH,
+                       img->backing_full);
+    if (img->backing_fmt && strcmp(img->backing_fmt, "raw") &&
+        strcmp(img->backing_fmt, "qcow2"))
+        return qi_fail(img, QI_ENOTSUP, "header extension", QI_NO_OFFSET,
+                       "backing file format '%s' is not supported (qcow2 and raw are)",
+                       img->backing_fmt);
+    raw = img->backing_fmt && !strcmp(img->backing_fmt, "raw");
+    qi_err berr;
+    qi_err_clear(&berr);
+    rc = open_chain(&img->backing, img->backing_full, o, raw, me, &berr);
+    if (rc < 0) {
+        if (berr.structure[0] || berr.code == QI_EBUSY)
+            return qi_err_copy(&img->err, &berr);
+        return qi_fail(img, rc, "backing file", QI_NO_OFFSET, "cannot open backing "
+                       "file '%s': %s", img->backing_full, berr.message);
+    }
+    return 0;
+}
+
+/* Open a qcow2 file (or, with RAW or a probe that finds no qcow2 magic, a raw
+ * file) and everything below it. */
+static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
+                      bool raw, const chain *above, qi_err *err)
+{
+    qi_image *img = calloc(1, sizeof *img);
+    chain me;
+    int rc;
+    *out = NULL;
+    if (!img || !(img->path = strdup(path))) {
+        free(img);
+        return qi_err_set(err, path, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
+    }
+    img->writable = !above && (o->flags & QI_OPEN_RW);
+    if ((rc = qi_bio_open(&img->file, path, img->writable, lock_mode(o, !above),
+                          &img->err)) < 0)
+        goto fail;
+    me = (chain){ above, img->file->dev, img->file->ino, above ? above->depth + 1 : 0 };
+    for (const chain *c = above; c; c = c->next)
+        if (c->dev == me.dev && c->ino == me.ino) {
+            rc = qi_fail(img, QI_ECORRUPT, "backing chain", QI_NO_OFFSET,
+                         "backing file loop: this file is already in the chain");
+            goto fail;
+        }
+    img->data = img->file;
+    if (!raw && !above && (o->flags & QI_OPEN_PROBE)) {
+        uint8_t m[4] = { 0 };
+        if ((rc = qi_bio_pread(img->file, m, 4, 0, &img->err, "header")) < 0)
+            goto fail;
+        raw = qi_be32(m) != QI_MAGIC;
+    }
+    if (raw || (o->flags & QI_OPEN_RAW && !above)) {
+        img->raw = true;
+        img->size = img->file->size;
+        *out = img;
+        return 0;
+    }
+    if ((rc = read_header(img)) < 0 || (rc = check_features(img, o)) < 0 ||
+        (rc = read_names(img)) < 0 || (rc = read_snapshots(img)) < 0 ||
+        (rc = make_caches(img, o)) < 0 || (rc = open_data_file(img, o)) < 0 ||
+        (rc = open_backing(img, o, &me)) < 0)
+        goto fail;
+    *out = img;
+    return 0;
+fail:
+    qi_err_copy(err, &img->err);
+    qi_image_close(img);
+    return rc;
+}
+
+int qi_image_open(qi_image **out, const char *path, const qi_open_opts *opts,
+                  qi_err *err)
+{
+    qi_open_opts def = QI_OPEN_OPTS_INIT;
+    qi_err_clear(err);
+    if (!opts)
+        opts = &def;
+    return open_chain(out, path, opts, false, NULL, err);
+}
+
+void qi_image_close(qi_image *img)
+{
+    if (!img)
+        return;
+    qi_image_close(img->backing);
+    qi_cache_free(img->l2_cache);
+    qi_cache_free(img->rb_cache);
+    qi_bio_close(img->data_file);
+    qi_bio_close(img->file);
+    for (uint32_t i = 0; i < img->n_snaps; i++) {
+        free(img->snaps[i].id);
+        free(img->snaps[i].name);
+    }
+    free(img->snaps);
+    free(img->l1);
+    free(img->snap_l1);
+    free(img->reftable);
+    free(img->hdr_buf);
+    free(img->exts);
+    free(img->features);
+    free(img->backing_name);
+    free(img->backing_full);
+    free(img->backing_fmt);
+    free(img->data_file_name);
+    free(img->cbuf);
+    free(img->cin);
+    free(img->path);
+    free(img);
+}
+
+/* ---- properties ---- */
+
+const qi_err *qi_image_error(const qi_image *img) { return &img->err; }
+const char *qi_image_path(const qi_image *img) { return img->path; }
+const char *qi_image_format(const qi_image *img) { return img->raw ? "raw" : "qcow2"; }
+uint64_t qi_image_size(const qi_image *img) { return img->size; }
+uint32_t qi_image_cluster_size(const qi_image *img)
+{
+    return img->raw ? 0 : img->g.cluster_size;
+}
+bool qi_image_writable(const qi_image *img) { return img->writable; }
+uint64_t qi_image_file_size(const qi_image *img) { return img->file->size; }
+uint64_t qi_image_allocated_bytes(const qi_image *img)
+{
+    return img->file->blocks512 * 512;
+}
+qi_image *qi_image_backing(const qi_image *img) { return img->backing; }
+const char *qi_image_backing_name(const qi_image *img) { return img->backing_name; }
+const char *qi_image_backing_full_name(const qi_image *img) { return img->backing_full; }
+const char *qi_image_backing_format(const qi_image *img) { return img->backing_fmt; }
+const char *qi_image_data_file_name(const qi_image *img) { return img->data_file_name; }

@@ -1,0 +1,111 @@
+/* map.c - the allocation map of the guest disk (layer 4).
+ *
+ * Reports runs of guest bytes with the same status, with the meaning and
+ * merging rules of `qemu-img map --output=json` (QEMU's block-status through
+ * the backing chain): the depth is the first layer that has data or zeros;
+ * an unallocated run with no backing file (or past the end of a shorter
+ * backing file) is zero and not present at the layer where the search ended;
+ * a raw file reports its holes as zero. Adjacent runs merge when every field
+ * matches and their host offsets are contiguous. Calls: cluster, bio. */
+#include <string.h>
+
+#include "cluster.h"
+
+/* Status of the run at OFF (at most MAXLEN bytes) of IMG at DEPTH. */
+static int status_raw(qi_image *img, uint64_t off, uint64_t maxlen, qi_map_ext *e)
+{
+    int64_t d = qi_bio_next_data(img->file, off);
+    e->present = true;
+    e->has_offset = true;
+    e->offset = off;
+    e->file = img->path;
+    if (d < 0 || (uint64_t)d <= off) {
+        int64_t h = d < 0 ? -1 : qi_bio_next_hole(img->file, off);
+        uint64_t end = h < 0 || (uint64_t)h <= off ? off + maxlen : (uint64_t)h;
+        e->data = true;
+        e->length = end - off < maxlen ? end - off : maxlen;
+    } else {
+        e->zero = true;
+        e->length = (uint64_t)d - off < maxlen ? (uint64_t)d - off : maxlen;
+    }
+    return 0;
+}
+
+static int status_at(qi_image *img, int depth, uint64_t off, uint64_t maxlen,
+                     qi_map_ext *e)
+{
+    qi_l1view v;
+    qi_run r;
+    int rc;
+    memset(e, 0, sizeof *e);
+    e->depth = depth;
+    if (img->raw)
+        return status_raw(img, off, maxlen, e);
+    if ((rc = qi_cluster_view_active(img, &v)) < 0 ||
+        (rc = qi_cluster_run(img, &v, off, maxlen, &r)) < 0)
+        return rc;
+    e->length = r.len;
+    if (r.kind == QI_RUN_UNALLOC && img->backing && off < img->backing->size) {
+        uint64_t n = img->backing->size - off < r.len ? img->backing->size - off : r.len;
+        if ((rc = status_at(img->backing, depth + 1, off, n, e)) < 0)
+            return qi_err_copy(&img->err, &img->backing->err);
+        return 0;
+    }
+    e->has_offset = r.has_host;
+    e->offset = r.host;
+    e->file = img->data_file ? img->data_file->path : img->path;
+    switch (r.kind) {
+    case QI_RUN_DATA:
+        e->present = e->data = true;
+        break;
+    case QI_RUN_ZERO:
+        e->present = e->zero = true;
+        break;
+    case QI_RUN_COMPRESSED:
+        e->present = e->data = e->compressed = true;
+        break;
+    default:
+        e->zero = true;
+        break;
+    }
+    return 0;
+}
+
+static bool mergeable(const qi_map_ext *a, const qi_map_ext *b)
+{
+    if (a->depth != b->depth || a->present != b->present || a->zero != b->zero ||
+        a->data != b->data || a->compressed != b->compressed ||
+        a->has_offset != b->has_offset)
+        return false;
+    if (!a->has_offset)
+        return true;
+    return a->offset + a->length == b->offset &&
+           (a->file == b->file || (a->file && b->file && !strcmp(a->file, b->file)));
+}
+
+int qi_image_map(qi_image *img, uint64_t start, uint64_t len, qi_map_cb cb,
+                 void *payload)
+{
+    qi_map_ext cur = { 0 }, e;
+    uint64_t off = start, end;
+    int rc;
+    if (start > img->size || len > img->size - start)
+        return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "map range is beyond the "
+                       "virtual size");
+    end = start + len;
+    while (off < end) {
+        if ((rc = status_at(img, 0, off, end - off, &e)) < 0)
+            return rc;
+        if (cur.length && mergeable(&cur, &e)) {
+            cur.length += e.length;
+        } else {
+            if (cur.length && (rc = cb(payload, &cur)) != 0)
+                return rc;
+            cur = e;
+        }
+        off += e.length;
+    }
+    if (cur.length)
+        return cb(payload, &cur);
+    return 0;
+}

@@ -1,0 +1,181 @@
+/* meta.c - the public metadata API of include/qi/meta.h (layer 4).
+ *
+ * Decoded, validated views of the header, extensions, feature names, L1 and
+ * L2 entries, refcounts and snapshots. Everything reads through the engine
+ * at call time (L2 tables and refcount blocks through the cache); nothing
+ * returned points into the cache. Calls: cluster, refcount, format. */
+#include <inttypes.h>
+
+#include "cluster.h"
+#include "refcount.h"
+
+const qi_header *qi_meta_header(const qi_image *img)
+{
+    return img->raw ? NULL : &img->hdr;
+}
+
+const qi_ext *qi_meta_extensions(const qi_image *img, uint32_t *n)
+{
+    *n = img->n_exts;
+    return img->exts;
+}
+
+const qi_feature_name *qi_meta_feature_names(const qi_image *img, uint32_t *n)
+{
+    *n = img->n_features;
+    return img->features;
+}
+
+const char *qi_meta_feature_name(const qi_image *img, int type, int bit)
+{
+    for (uint32_t i = 0; img && i < img->n_features; i++)
+        if (img->features[i].type == type && img->features[i].bit == bit &&
+            img->features[i].name[0])
+            return img->features[i].name;
+    return qi_format_builtin_feature(type, bit);
+}
+
+uint32_t qi_meta_l2_entries(const qi_image *img) { return img->g.l2_entries; }
+uint32_t qi_meta_refcount_bits(const qi_image *img) { return 1u << img->g.refcount_order; }
+uint64_t qi_meta_refblock_entries(const qi_image *img) { return img->g.refblock_entries; }
+bool qi_meta_extended_l2(const qi_image *img) { return img->g.extl2; }
+
+const char *qi_cluster_type_name(qi_cluster_type t)
+{
+    static const char *const names[] = { "unallocated", "normal", "zero",
+                                         "zero-allocated", "compressed" };
+    return (unsigned)t < 5 ? names[t] : "invalid";
+}
+
+void qi_meta_decode_l1(const qi_image *img, uint64_t raw, qi_l1_entry *out)
+{
+    (void)img;
+    qi_format_decode_l1(raw, out);
+}
+
+void qi_meta_decode_l2(const qi_image *img, uint64_t raw, uint64_t bitmap,
+                       qi_l2_entry *out)
+{
+    qi_format_decode_l2(&img->g, img->data_file != NULL, raw, bitmap, out);
+}
+
+qi_subcluster_state qi_meta_subcluster(const qi_l2_entry *e, unsigned i)
+{
+    bool a = (e->bitmap >> i) & 1, z = (e->bitmap >> (32 + i)) & 1;
+    if (i >= 32)
+        return QI_SC_INVALID;
+    if (a && z)
+        return QI_SC_INVALID;
+    return a ? QI_SC_ALLOCATED : z ? QI_SC_ZERO : QI_SC_UNALLOCATED;
+}
+
+static int not_qcow2(qi_image *img)
+{
+    return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "a raw image has no qcow2 metadata");
+}
+
+int qi_meta_l1_get(qi_image *img, uint32_t index, qi_l1_entry *out)
+{
+    qi_l1view v;
+    int rc;
+    if (img->raw)
+        return not_qcow2(img);
+    if (index >= img->hdr.l1_size)
+        return qi_fail(img, QI_EINVAL, "L1 table", QI_NO_OFFSET, "index %" PRIu32
+                       " is beyond l1_size %" PRIu32, index, img->hdr.l1_size);
+    if ((rc = qi_cluster_view_active(img, &v)) < 0)
+        return rc;
+    qi_format_decode_l1(v.l1[index], out);
+    return 0;
+}
+
+int qi_meta_l1_get_at(qi_image *img, uint64_t l1_off, uint32_t l1_size,
+                      uint32_t index, qi_l1_entry *out)
+{
+    for (uint32_t s = 0; s < img->n_snaps; s++) {
+        if (img->snaps[s].l1_table_offset != l1_off || img->snaps[s].l1_size != l1_size)
+            continue;
+        qi_l1view v;
+        int rc;
+        if (index >= l1_size)
+            return qi_fail(img, QI_EINVAL, "snapshot L1 table", QI_NO_OFFSET,
+                           "index %" PRIu32 " is beyond its size %" PRIu32, index, l1_size);
+        if ((rc = qi_cluster_view_snapshot(img, s, &v)) < 0)
+            return rc;
+        qi_format_decode_l1(v.l1[index], out);
+        return 0;
+    }
+    if (!img->raw && l1_off == img->hdr.l1_table_offset && l1_size == img->hdr.l1_size)
+        return qi_meta_l1_get(img, index, out);
+    return qi_fail(img, QI_EINVAL, "L1 table", l1_off, "no L1 table of %" PRIu32
+                   " entries at this offset", l1_size);
+}
+
+int qi_meta_l2_get(qi_image *img, uint64_t l2_off, uint32_t index, qi_l2_entry *out)
+{
+    int rc;
+    if (img->raw)
+        return not_qcow2(img);
+    if (index >= img->g.l2_entries)
+        return qi_fail(img, QI_EINVAL, "L2 table", l2_off, "index %" PRIu32 " is beyond "
+                       "%" PRIu32 " entries", index, img->g.l2_entries);
+    if ((rc = qi_format_check_table(&img->g, l2_off, img->g.cluster_size, true,
+                                    img->file->size, img->path, "L2 table", l2_off,
+                                    &img->err)) < 0)
+        return rc;
+    return qi_cluster_l2_entry(img, l2_off, index, out);
+}
+
+int qi_meta_l2_lookup(qi_image *img, uint64_t goff, uint64_t *l2_off,
+                      uint32_t *index, qi_l2_entry *out)
+{
+    qi_l1view v;
+    int rc;
+    if (img->raw)
+        return not_qcow2(img);
+    if (goff >= img->size)
+        return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "guest offset %#" PRIx64
+                       " is beyond the virtual size", goff);
+    uint64_t ci = goff >> img->g.cluster_bits;
+    *index = (uint32_t)(ci & (img->g.l2_entries - 1));
+    if ((rc = qi_cluster_view_active(img, &v)) < 0 ||
+        (rc = qi_cluster_l2_offset(img, &v, ci >> img->g.l2_bits, l2_off)) < 0)
+        return rc;
+    if (!*l2_off) {
+        qi_format_decode_l2(&img->g, false, 0, 0, out);
+        return 0;
+    }
+    return qi_cluster_l2_entry(img, *l2_off, *index, out);
+}
+
+uint64_t qi_meta_reftable_size(const qi_image *img)
+{
+    return img->raw ? 0 : ((uint64_t)img->hdr.refcount_table_clusters << img->g.cluster_bits) / 8;
+}
+
+int qi_meta_reftable_get(qi_image *img, uint64_t index, uint64_t *raw)
+{
+    int rc;
+    if (img->raw)
+        return not_qcow2(img);
+    if ((rc = qi_refcount_load_table(img)) < 0)
+        return rc;
+    if (index >= img->reftable_entries)
+        return qi_fail(img, QI_EINVAL, "refcount table", QI_NO_OFFSET, "index %" PRIu64
+                       " is beyond %" PRIu64 " entries", index, img->reftable_entries);
+    *raw = img->reftable[index];
+    return 0;
+}
+
+int qi_meta_refcount(qi_image *img, uint64_t host_off, uint64_t *rc)
+{
+    if (img->raw)
+        return not_qcow2(img);
+    return qi_refcount_get(img, host_off >> img->g.cluster_bits, rc);
+}
+
+const qi_snapshot *qi_meta_snapshots(const qi_image *img, uint32_t *n)
+{
+    *n = img->n_snaps;
+    return img->snaps;
+}

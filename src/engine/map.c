@@ -96,6 +96,7 @@ int qi_image_map(qi_image *img, uint64_t start, uint64_t len, qi_map_cb cb,
     while (off < end) {
         if ((rc = status_at(img, 0, off, end - off, &e)) < 0)
             return rc;
+        e.start = off;
         if (cur.length && mergeable(&cur, &e)) {
             cur.length += e.length;
         } else {

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "endian.h"
 #include "image.h"
@@ -277,7 +278,14 @@ static int open_data_file(qi_image *img, const qi_open_opts *o)
     int rc;
     if (!(img->hdr.incompatible_features & QI_INCOMPAT_DATA_FILE))
         return 0;
-    if (!(full = resolve_relative(img->path, img->data_file_name)))
+    /* QEMU opens a relative data file name relative to the current
+     * directory (unlike backing names). Do the same, and only when that
+     * file does not exist look next to the image, where QEMU would fail. */
+    if (img->data_file_name[0] == '/' || access(img->data_file_name, F_OK) == 0)
+        full = strdup(img->data_file_name);
+    else
+        full = resolve_relative(img->path, img->data_file_name);
+    if (!full)
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
     rc = qi_bio_open(&img->data_file, full, (o->flags & QI_OPEN_RW) != 0,
                      lock_mode(o, true), &img->err);
@@ -334,6 +342,7 @@ static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
         return qi_err_set(err, path, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
     }
     img->writable = !above && (o->flags & QI_OPEN_RW);
+    img->meta_prealloc = -1;
     if ((rc = qi_bio_open(&img->file, path, img->writable, lock_mode(o, !above),
                           &img->err)) < 0)
         goto fail;

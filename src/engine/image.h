@@ -50,6 +50,7 @@ struct qi_image {
     uint8_t *cbuf, *cin;
     uint64_t cbuf_off;          /* raw L2 entry of the cluster in cbuf, 0 none */
 
+    int8_t meta_prealloc;       /* map: -1 not yet known, else 0/1 (map.c) */
     qi_image *backing;
     size_t cache_bytes;
     bool corrupt_seen;          /* set by lower layers; image.c acts on it */

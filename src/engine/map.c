@@ -10,6 +10,48 @@
 #include <string.h>
 
 #include "cluster.h"
+#include "refcount.h"
+
+/* QEMU asks the file layer whether data clusters are holes only when it
+ * believes the image was preallocated with metadata: when at least
+ * max(n * 10 / 9, n + 2) clusters have a nonzero refcount, n being the
+ * clusters the host file really has allocated (qcow2.c,
+ * qcow2_detect_metadata_preallocation). Same test here, once per image. */
+static int detect_prealloc(qi_image *img)
+{
+    uint64_t real = qi_image_allocated_bytes(img) / img->g.cluster_size;
+    uint64_t threshold = real * 10 / 9 > real + 2 ? real * 10 / 9 : real + 2;
+    uint64_t end = (img->file->size + img->g.cluster_size - 1) >> img->g.cluster_bits;
+    uint64_t count = 0, rc;
+    int r;
+    for (uint64_t i = 0; i < end && count < threshold; i++) {
+        if ((r = qi_refcount_get(img, i, &rc)) < 0)
+            return r;
+        count += rc != 0;
+    }
+    img->meta_prealloc = count >= threshold;
+    return 0;
+}
+
+/* Split a data run where the host file has holes, as QEMU's block layer
+ * does when it recurses into the file: a hole reads as zero (data stays
+ * true); a hole that reaches the end of the file covers the whole run. */
+static void split_on_holes(qi_image *img, qi_map_ext *e)
+{
+    qi_bio *f = img->data_file ? img->data_file : img->file;
+    int64_t d = qi_bio_next_data(f, e->offset);
+    if (d < 0)
+        return;
+    if ((uint64_t)d <= e->offset) {
+        int64_t h = qi_bio_next_hole(f, e->offset);
+        if (h > 0 && (uint64_t)h > e->offset && (uint64_t)h - e->offset < e->length)
+            e->length = (uint64_t)h - e->offset;
+        return;
+    }
+    e->zero = true;
+    if ((uint64_t)d < f->size && (uint64_t)d - e->offset < e->length)
+        e->length = (uint64_t)d - e->offset;
+}
 
 /* Status of the run at OFF (at most MAXLEN bytes) of IMG at DEPTH. */
 static int status_raw(qi_image *img, uint64_t off, uint64_t maxlen, qi_map_ext *e)
@@ -57,6 +99,10 @@ static int status_at(qi_image *img, int depth, uint64_t off, uint64_t maxlen,
     switch (r.kind) {
     case QI_RUN_DATA:
         e->present = e->data = true;
+        if (img->meta_prealloc < 0 && (rc = detect_prealloc(img)) < 0)
+            return rc;
+        if (img->meta_prealloc)
+            split_on_holes(img, e);
         break;
     case QI_RUN_ZERO:
         e->present = e->zero = true;

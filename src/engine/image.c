@@ -28,8 +28,10 @@ typedef struct chain {
     unsigned depth;
 } chain;
 
+enum { FMT_PROBE, FMT_QCOW2, FMT_RAW };
+
 static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
-                      bool raw, const chain *above, qi_err *err);
+                      int fmt, const chain *above, qi_err *err);
 
 static int lock_mode(const qi_open_opts *o, bool top)
 {
@@ -300,8 +302,7 @@ static int open_data_file(qi_image *img, const qi_open_opts *o)
 
 static int open_backing(qi_image *img, const qi_open_opts *o, const chain *me)
 {
-    bool raw;
-    int rc;
+    int rc, fmt;
     if (!img->backing_name || (o->flags & QI_OPEN_NO_BACKING))
         return 0;
     if (me->depth + 1 >= (o->max_backing_depth ? o->max_backing_depth
@@ -315,10 +316,12 @@ static int open_backing(qi_image *img, const qi_open_opts *o, const chain *me)
         return qi_fail(img, QI_ENOTSUP, "header extension", QI_NO_OFFSET,
                        "backing file format '%s' is not supported (qcow2 and raw are)",
                        img->backing_fmt);
-    raw = img->backing_fmt && !strcmp(img->backing_fmt, "raw");
+    /* without a backing format QEMU probes the file: qcow2 magic or raw */
+    fmt = !img->backing_fmt ? FMT_PROBE : strcmp(img->backing_fmt, "raw") ? FMT_QCOW2
+                                                                           : FMT_RAW;
     qi_err berr;
     qi_err_clear(&berr);
-    rc = open_chain(&img->backing, img->backing_full, o, raw, me, &berr);
+    rc = open_chain(&img->backing, img->backing_full, o, fmt, me, &berr);
     if (rc < 0) {
         if (berr.structure[0] || berr.code == QI_EBUSY)
             return qi_err_copy(&img->err, &berr);
@@ -328,10 +331,10 @@ static int open_backing(qi_image *img, const qi_open_opts *o, const chain *me)
     return 0;
 }
 
-/* Open a qcow2 file (or, with RAW or a probe that finds no qcow2 magic, a raw
- * file) and everything below it. */
+/* Open a qcow2 file (or a raw file: FMT_RAW, or FMT_PROBE finding no qcow2
+ * magic) and everything below it. */
 static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
-                      bool raw, const chain *above, qi_err *err)
+                      int fmt, const chain *above, qi_err *err)
 {
     qi_image *img = calloc(1, sizeof *img);
     chain me;
@@ -354,13 +357,13 @@ static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
             goto fail;
         }
     img->data = img->file;
-    if (!raw && !above && (o->flags & QI_OPEN_PROBE)) {
+    if (fmt == FMT_PROBE) {
         uint8_t m[4] = { 0 };
         if ((rc = qi_bio_pread(img->file, m, 4, 0, &img->err, "header")) < 0)
             goto fail;
-        raw = qi_be32(m) != QI_MAGIC;
+        fmt = qi_be32(m) == QI_MAGIC ? FMT_QCOW2 : FMT_RAW;
     }
-    if (raw || (o->flags & QI_OPEN_RAW && !above)) {
+    if (fmt == FMT_RAW) {
         img->raw = true;
         img->size = img->file->size;
         *out = img;
@@ -386,7 +389,9 @@ int qi_image_open(qi_image **out, const char *path, const qi_open_opts *opts,
     qi_err_clear(err);
     if (!opts)
         opts = &def;
-    return open_chain(out, path, opts, false, NULL, err);
+    int fmt = (opts->flags & QI_OPEN_RAW) ? FMT_RAW
+            : (opts->flags & QI_OPEN_PROBE) ? FMT_PROBE : FMT_QCOW2;
+    return open_chain(out, path, opts, fmt, NULL, err);
 }
 
 void qi_image_close(qi_image *img)

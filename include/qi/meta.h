@@ -165,6 +165,25 @@ typedef struct qi_snapshot {
     uint64_t icount;
 } qi_snapshot;
 
+/* Persistent dirty bitmaps (bitmaps extension + autoclear bit 0) */
+#define QI_BITMAP_IN_USE 1u
+#define QI_BITMAP_AUTO 2u
+#define QI_BITMAP_EXTRA_DATA_COMPATIBLE 4u
+
+typedef struct qi_bitmap {
+    uint64_t entry_offset;  /* directory entry in the file */
+    uint64_t table_offset;
+    uint32_t table_size;    /* entries */
+    uint32_t flags;
+    uint8_t type;           /* 1 = dirty tracking */
+    uint8_t granularity_bits;
+    char *name;             /* NUL-terminated copy */
+} qi_bitmap;
+
+/* Bitmap directory (validated at open; empty when the extension is absent
+ * or the autoclear bit says the bitmaps are stale; owned by IMG). */
+const qi_bitmap *qi_meta_bitmaps(const qi_image *img, uint32_t *n);
+
 /* Snapshot table (validated at open; owned by IMG). */
 const qi_snapshot *qi_meta_snapshots(const qi_image *img, uint32_t *n);
 

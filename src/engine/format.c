@@ -336,6 +336,40 @@ int qi_format_parse_snapshot(const uint8_t *buf, size_t avail, uint64_t off,
     return 0;
 }
 
+int qi_format_parse_bitmap(const uint8_t *buf, size_t avail, uint64_t off,
+                           const char *path, qi_bitmap *b, size_t *consumed,
+                           qi_err *err)
+{
+    const char *st = "bitmap directory";
+    memset(b, 0, sizeof *b);
+    if (avail < 24)
+        return corrupt(err, path, st, off, "entry runs past the end of the directory");
+    b->entry_offset = off;
+    b->table_offset = qi_be64(buf);
+    b->table_size = qi_be32(buf + 8);
+    b->flags = qi_be32(buf + 12);
+    b->type = buf[16];
+    b->granularity_bits = buf[17];
+    uint32_t name_size = qi_be16(buf + 18), extra = qi_be32(buf + 20);
+    if (b->flags & ~7u)
+        return corrupt(err, path, st, off + 12, "reserved flag bits set (%#" PRIx32 ")",
+                       b->flags);
+    if (b->granularity_bits < 9 || b->granularity_bits > 31)
+        return corrupt(err, path, st, off + 17, "granularity bits %u outside 9..31",
+                       b->granularity_bits);
+    if (!name_size || name_size > 1023)
+        return corrupt(err, path, st, off + 18, "name length %" PRIu32 " outside 1..1023",
+                       name_size);
+    uint64_t total = 24ull + extra + name_size;
+    if (total > avail)
+        return corrupt(err, path, st, off, "entry of %" PRIu64 " bytes runs past the "
+                       "end of the directory", total);
+    if (!(b->name = qi_mem_strndup(buf + 24 + extra, name_size)))
+        return qi_err_set(err, path, QI_ENOMEM, st, off, "out of memory");
+    *consumed = (size_t)((total + 7) & ~7ull);
+    return 0;
+}
+
 const char *qi_format_builtin_feature(int type, int bit)
 {
     static const char *const incompat[] = { "dirty bit", "corrupt bit",

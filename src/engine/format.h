@@ -87,6 +87,12 @@ int qi_format_parse_snapshot(const uint8_t *buf, size_t avail, uint64_t off,
                              uint32_t version, const char *path,
                              qi_snapshot *s, size_t *consumed, qi_err *err);
 
+/* Parse one bitmap directory entry at BUF (AVAIL bytes, file offset OFF).
+ * On success *consumed = padded entry length. */
+int qi_format_parse_bitmap(const uint8_t *buf, size_t avail, uint64_t off,
+                           const char *path, qi_bitmap *b, size_t *consumed,
+                           qi_err *err);
+
 /* QEMU's built-in feature names (type 0/1/2), NULL if unknown. */
 const char *qi_format_builtin_feature(int type, int bit);
 

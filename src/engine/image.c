@@ -226,6 +226,53 @@ out:
     return rc;
 }
 
+/* ---- bitmap directory ---- */
+
+static int read_bitmaps(qi_image *img)
+{
+    const qi_ext *x = NULL;
+    uint8_t *buf = NULL;
+    int rc = 0;
+    for (uint32_t i = 0; i < img->n_exts; i++)
+        if (img->exts[i].type == QI_EXT_BITMAPS)
+            x = &img->exts[i];
+    /* without autoclear bit 0 the bitmaps are stale and QEMU ignores them */
+    if (!x || !(img->hdr.autoclear_features & QI_AUTOCLEAR_BITMAPS))
+        return 0;
+    uint32_t n = qi_be32(x->data);
+    uint64_t size = qi_be64(x->data + 8), off = qi_be64(x->data + 16);
+    if (!n || n > 65535 || size > 1024ull * 65535)
+        return qi_corrupt(img, "header extension", x->offset, "bitmaps extension: "
+                          "%" PRIu32 " bitmaps in a %" PRIu64 "-byte directory is "
+                          "outside the limits", n, size);
+    if ((rc = qi_format_check_table(&img->g, off, size, true, img->file->size,
+                                    img->path, "bitmap directory", x->offset + 16,
+                                    &img->err)) < 0)
+        return rc;
+    if (!(buf = malloc(size ? size : 1)) ||
+        !(img->bitmaps = calloc(n, sizeof *img->bitmaps))) {
+        free(buf);
+        return qi_fail(img, QI_ENOMEM, "bitmap directory", off, "out of memory");
+    }
+    if ((rc = qi_bio_pread(img->file, buf, size, off, &img->err, "bitmap directory")) < 0)
+        goto out;
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        size_t used;
+        rc = qi_format_parse_bitmap(buf + pos, size - pos, off + pos, img->path,
+                                    &img->bitmaps[i], &used, &img->err);
+        if (rc < 0)
+            goto out;
+        img->n_bitmaps = i + 1;
+        pos += used;
+        if (pos > size)
+            pos = size;
+    }
+out:
+    free(buf);
+    return rc;
+}
+
 /* ---- open ---- */
 
 static int read_header(qi_image *img)
@@ -371,6 +418,7 @@ static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
     }
     if ((rc = read_header(img)) < 0 || (rc = check_features(img, o)) < 0 ||
         (rc = read_names(img)) < 0 || (rc = read_snapshots(img)) < 0 ||
+        (rc = read_bitmaps(img)) < 0 ||
         (rc = make_caches(img, o)) < 0 || (rc = open_data_file(img, o)) < 0 ||
         (rc = open_backing(img, o, &me)) < 0)
         goto fail;
@@ -408,6 +456,9 @@ void qi_image_close(qi_image *img)
         free(img->snaps[i].name);
     }
     free(img->snaps);
+    for (uint32_t i = 0; i < img->n_bitmaps; i++)
+        free(img->bitmaps[i].name);
+    free(img->bitmaps);
     free(img->l1);
     free(img->snap_l1);
     free(img->reftable);

@@ -42,6 +42,8 @@ struct qi_image {
 
     qi_snapshot *snaps;
     uint32_t n_snaps;
+    qi_bitmap *bitmaps;
+    uint32_t n_bitmaps;
 
     qi_cache *l2_cache;
     qi_cache *rb_cache;

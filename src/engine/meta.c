@@ -179,3 +179,9 @@ const qi_snapshot *qi_meta_snapshots(const qi_image *img, uint32_t *n)
     *n = img->n_snaps;
     return img->snaps;
 }
+
+const qi_bitmap *qi_meta_bitmaps(const qi_image *img, uint32_t *n)
+{
+    *n = img->n_bitmaps;
+    return img->bitmaps;
+}

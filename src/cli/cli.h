@@ -1,0 +1,74 @@
+/* cli.h - batch subcommands of the qinspect binary (layer 7).
+ *
+ * main.c owns the command table; each cli_*.c file implements one
+ * subcommand as `int qi_cli_<name>(int argc, char **argv)`, with argv[0] the
+ * subcommand name. Subcommands return an exit status: QI_CLI_OK, QI_CLI_ERR
+ * (message already printed on stderr) or QI_CLI_USAGE. The helpers below
+ * are shared by the subcommands so that every error line and every open
+ * looks the same. */
+#ifndef QI_CLI_CLI_H
+#define QI_CLI_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "qi/qi.h"
+
+enum { QI_CLI_OK = 0, QI_CLI_ERR = 1, QI_CLI_USAGE = 2 };
+
+/* Command table flags (STYLE convention 13). */
+#define QI_CMD_NEEDS_IMAGE 0x1u /* takes an image argument */
+#define QI_CMD_NEEDS_WRITE 0x2u /* opens its image read-write */
+
+typedef struct qi_cli_cmd {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    unsigned flags;
+    const char *usage;   /* synopsis after "qinspect " */
+    const char *summary; /* one line */
+} qi_cli_cmd;
+
+/* The command table, terminated by an entry with name NULL (main.c). */
+extern const qi_cli_cmd qi_cli_commands[];
+
+/* Subcommands (cli_info.c, cli_map.c, cli_snapshot.c, cli_convert.c). */
+int qi_cli_info(int argc, char **argv);
+int qi_cli_map(int argc, char **argv);
+int qi_cli_snapshot(int argc, char **argv);
+int qi_cli_convert(int argc, char **argv);
+
+/* Print "qinspect: " and the formatted message on stderr, one line.
+ * Returns QI_CLI_ERR. (main.c) */
+int qi_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Print "qinspect CMD: MESSAGE" and a pointer to --help on stderr.
+ * Returns QI_CLI_USAGE. (main.c) */
+int qi_cli_usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Print an engine error record as "qinspect: <qi_err_format line>"; falls
+ * back to qi_strerror(CODE) when the record is empty. Returns QI_CLI_ERR.
+ * (main.c) */
+int qi_cli_engine_error(const qi_err *e, int code);
+
+/* Open PATH with FLAGS (QI_OPEN_*); on failure print the error and return
+ * NULL. The caller closes the image with qi_image_close. (main.c) */
+qi_image *qi_cli_open(const char *path, unsigned flags);
+
+/* Parse "human"/"json" for --output; returns 0 human, 1 json, -1 bad. (main.c) */
+int qi_cli_parse_output(const char *s);
+
+/* Parse an unsigned size with an optional k/M/G/T suffix (powers of 1024)
+ * as qemu-img accepts; returns 0 or -1. (main.c) */
+int qi_cli_parse_size(const char *s, uint64_t *out);
+
+/* QEMU's size_to_str: "%0.3g" with B/KiB/MiB/... chosen so that the
+ * number stays below 1000 (util/cutils.c). Writes to BUF. (cli_info.c) */
+char *qi_cli_human_size(char *buf, size_t n, uint64_t v);
+
+/* Print qemu-img's snapshot table header (SN NULL) or one snapshot row,
+ * without a trailing newline, as block/qapi.c bdrv_snapshot_dump does.
+ * (cli_snapshot.c) */
+void qi_cli_snapshot_dump(FILE *f, const qi_snapshot *sn);
+
+#endif

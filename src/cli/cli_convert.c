@@ -1,0 +1,306 @@
+/* cli_convert.c - `qinspect convert`: the guest view of an image as a raw
+ * file (layer 7).
+ *
+ * Writes every guest byte of SRC (qcow2 or raw, backing chain honoured, or
+ * one internal snapshot's view) to DST, which is created or truncated and
+ * sized first so that everything not written stays a hole. Speed comes from
+ * few, large requests: the allocation map (qi_image_map) says which ranges
+ * read as zeros, and those are never read; the remaining ranges are
+ * gathered into spans of up to CHUNK bytes (small zero gaps between data
+ * runs are read along, as that is cheaper than another request), read with
+ * one qi_image_read each, and written with one pwrite per run of 4 KiB
+ * blocks that are not all zero (qemu-img convert's default -S 4k). Only
+ * raw output exists for now; qcow2 output needs the write engine.
+ * Calls: include/qi, cli.h helpers, POSIX file I/O for DST. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define CHUNK (4u << 20)      /* largest span read at once */
+#define GAP (64u << 10)       /* zero gaps up to this size are read along */
+#define BLOCK 4096u           /* sparse detection granularity (-S 4k) */
+#define CONV_CB_STOP 1
+
+typedef struct conv {
+    qi_image *img;
+    const char *src, *dst;
+    int fd;
+    uint8_t *buf;
+    uint64_t size;            /* guest bytes to convert */
+    size_t sparse;            /* block size for hole detection, 0 = none */
+    int snap;                 /* snapshot index, -1 for the active view */
+    uint64_t span_start, span_end; /* pending span, empty when equal */
+} conv;
+
+static bool block_is_zero(const uint8_t *p, size_t n)
+{
+    const uint64_t *w = (const uint64_t *)(const void *)p;
+    uint64_t acc = 0;
+    size_t i;
+    /* most data blocks differ from zero in their first bytes */
+    if (n >= 16 && (w[0] | w[1]))
+        return false;
+    for (i = 0; i + 8 <= n / 8; i += 8)
+        acc |= w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7];
+    for (; i < n / 8; i++)
+        acc |= w[i];
+    for (size_t k = n & ~(size_t)7; k < n; k++)
+        acc |= p[k];
+    return acc == 0;
+}
+
+static int write_all(conv *c, const uint8_t *p, size_t n, uint64_t off)
+{
+    while (n) {
+        ssize_t w = pwrite(c->fd, p, n, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return qi_cli_error("%s: write failed at offset %" PRIu64 ": %s", c->dst, off,
+                                strerror(errno));
+        }
+        p += w;
+        off += (uint64_t)w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Write the N bytes of c->buf that belong at guest offset OFF, leaving
+ * aligned all-zero blocks as holes. */
+static int write_sparse(conv *c, uint64_t off, size_t n)
+{
+    size_t i = 0, run = 0;
+    bool in_data = false;
+    if (!c->sparse)
+        return write_all(c, c->buf, n, off);
+    while (i < n) {
+        /* blocks are aligned to guest offsets, as qemu-img's are */
+        size_t blen = c->sparse - (size_t)((off + i) % c->sparse);
+        if (blen > n - i)
+            blen = n - i;
+        bool zero = block_is_zero(c->buf + i, blen);
+        if (!zero && !in_data) {
+            run = i;
+            in_data = true;
+        } else if (zero && in_data) {
+            if (write_all(c, c->buf + run, i - run, off + run) < 0)
+                return -1;
+            in_data = false;
+        }
+        i += blen;
+    }
+    if (in_data && write_all(c, c->buf + run, n - run, off + run) < 0)
+        return -1;
+    return 0;
+}
+
+/* Read and write [START, END) in CHUNK pieces. */
+static int copy_range(conv *c, uint64_t start, uint64_t end)
+{
+    while (start < end) {
+        size_t n = end - start < CHUNK ? (size_t)(end - start) : CHUNK;
+        int rc = c->snap < 0 ? qi_image_read(c->img, c->buf, start, n)
+                             : qi_image_read_snapshot(c->img, (uint32_t)c->snap, c->buf,
+                                                      start, n);
+        if (rc < 0)
+            return qi_cli_engine_error(qi_image_error(c->img), rc), -1;
+        if (write_sparse(c, start, n) < 0)
+            return -1;
+        start += n;
+    }
+    return 0;
+}
+
+static int flush_span(conv *c)
+{
+    int rc = 0;
+    if (c->span_end > c->span_start)
+        rc = copy_range(c, c->span_start, c->span_end);
+    c->span_start = c->span_end = 0;
+    return rc;
+}
+
+/* Map callback: runs that read as zeros are skipped; others join the
+ * pending span when they are close to it and the span stays small. */
+static int conv_cb(void *payload, const qi_map_ext *e)
+{
+    conv *c = payload;
+    uint64_t end = e->start + e->length;
+    if (e->zero || !e->data)
+        return 0;
+    if (c->span_end > c->span_start && e->start <= c->span_end + GAP &&
+        end - c->span_start <= CHUNK) {
+        c->span_end = end;
+        return 0;
+    }
+    if (flush_span(c) < 0)
+        return CONV_CB_STOP;
+    c->span_start = e->start;
+    c->span_end = end;
+    return 0;
+}
+
+/* Index of the snapshot SPEC names: "snapshot.id=ID", "snapshot.name=NAME",
+ * both joined by a comma, or a bare ID-or-NAME (id first, as
+ * bdrv_snapshot_load_tmp_by_id_or_name). -1 if none matches. */
+static int find_snapshot(const qi_image *img, const char *spec)
+{
+    uint32_t n = 0;
+    const qi_snapshot *sn = qi_meta_header(img) ? qi_meta_snapshots(img, &n) : NULL;
+    char id[256] = "", name[256] = "";
+    bool keyed = !strncmp(spec, "snapshot.", 9);
+    if (keyed) {
+        char tmp[600];
+        snprintf(tmp, sizeof tmp, "%s", spec);
+        for (char *save = NULL, *t = strtok_r(tmp, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            if (!strncmp(t, "snapshot.id=", 12))
+                snprintf(id, sizeof id, "%s", t + 12);
+            else if (!strncmp(t, "snapshot.name=", 14))
+                snprintf(name, sizeof name, "%s", t + 14);
+            else
+                return -1;
+        }
+        for (uint32_t i = 0; sn && i < n; i++)
+            if ((!*id || !strcmp(sn[i].id, id)) && (!*name || !strcmp(sn[i].name, name)))
+                return (int)i;
+        return -1;
+    }
+    for (uint32_t i = 0; sn && i < n; i++)
+        if (!strcmp(sn[i].id, spec))
+            return (int)i;
+    for (uint32_t i = 0; sn && i < n; i++)
+        if (!strcmp(sn[i].name, spec))
+            return (int)i;
+    return -1;
+}
+
+static int convert(conv *c)
+{
+    int rc;
+    c->fd = open(c->dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (c->fd < 0)
+        return qi_cli_error("%s: cannot create: %s", c->dst, strerror(errno));
+    if (ftruncate(c->fd, (off_t)c->size) < 0)
+        return qi_cli_error("%s: cannot set size to %" PRIu64 ": %s", c->dst, c->size,
+                            strerror(errno));
+    if (!(c->buf = aligned_alloc(4096, CHUNK)))
+        return qi_cli_error("out of memory");
+    if (c->snap >= 0)
+        return copy_range(c, 0, c->size) < 0 ? QI_CLI_ERR : QI_CLI_OK;
+    rc = qi_image_map(c->img, 0, c->size, conv_cb, c);
+    if (rc == CONV_CB_STOP)
+        return QI_CLI_ERR;
+    if (rc < 0)
+        return qi_cli_engine_error(qi_image_error(c->img), rc);
+    return flush_span(c) < 0 ? QI_CLI_ERR : QI_CLI_OK;
+}
+
+static int convert_usage(void)
+{
+    printf("Usage: qinspect convert [-f FMT] [-O raw] [-U] [-S SIZE]\n"
+           "                        [-l snapshot.name=NAME|snapshot.id=ID|-s SNAP] SRC DST\n");
+    return QI_CLI_OK;
+}
+
+static int parse_args(int argc, char **argv, conv *c, unsigned *flags, const char **snap)
+{
+    static const struct option lopts[] = {
+        { "force-share", no_argument, NULL, 'U' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    uint64_t sparse;
+    int ch;
+    optind = 0;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, ":hf:O:Ul:s:S:co:pqnW", lopts, NULL)) != -1) {
+        switch (ch) {
+        case 'f':
+            if (!strcmp(optarg, "raw"))
+                *flags = (*flags & ~QI_OPEN_PROBE) | QI_OPEN_RAW;
+            else if (!strcmp(optarg, "qcow2"))
+                *flags &= ~QI_OPEN_PROBE;
+            else
+                return qi_cli_usage_error("convert", "unknown format '%s' (raw or qcow2)", optarg);
+            break;
+        case 'O':
+            if (!strcmp(optarg, "qcow2"))
+                return qi_cli_error("convert: -O qcow2 is not supported yet: needs write support");
+            if (strcmp(optarg, "raw"))
+                return qi_cli_usage_error("convert", "unknown output format '%s' (raw)", optarg);
+            break;
+        case 'U': *flags |= QI_OPEN_FORCE_SHARE; break;
+        case 'l': case 's': *snap = optarg; break;
+        case 'S':
+            if (qi_cli_parse_size(optarg, &sparse) < 0 || sparse % 512 || sparse > CHUNK)
+                return qi_cli_usage_error("convert", "invalid -S size '%s'", optarg);
+            c->sparse = (size_t)sparse;
+            break;
+        case 'c':
+            return qi_cli_error("convert: -c is not supported yet: compressed output needs "
+                                "-O qcow2 and write support");
+        case 'o':
+            return qi_cli_error("convert: -o is not supported yet: raw output has no options");
+        case 'n':
+            return qi_cli_error("convert: -n is not supported yet");
+        case 'p': case 'q': case 'W': break;
+        case 'h': convert_usage(); return -1;
+        case ':': return qi_cli_usage_error("convert", "option '%s' needs an argument", argv[optind - 1]);
+        default: return qi_cli_usage_error("convert", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 2)
+        return qi_cli_usage_error("convert", "expected SRC and DST arguments");
+    c->src = argv[optind];
+    c->dst = argv[optind + 1];
+    return QI_CLI_OK;
+}
+
+int qi_cli_convert(int argc, char **argv)
+{
+    conv c = { .fd = -1, .sparse = BLOCK, .snap = -1 };
+    unsigned flags = QI_OPEN_PROBE;
+    const char *snap = NULL;
+    int rc = parse_args(argc, argv, &c, &flags, &snap);
+    if (rc < 0)
+        return QI_CLI_OK; /* --help */
+    if (rc != QI_CLI_OK)
+        return rc;
+    if (!(c.img = qi_cli_open(c.src, flags)))
+        return QI_CLI_ERR;
+    c.size = qi_image_size(c.img);
+    if (snap) {
+        uint32_t n = 0;
+        const qi_snapshot *sn;
+        if ((c.snap = find_snapshot(c.img, snap)) < 0) {
+            rc = qi_cli_error("%s: snapshot '%s' not found", c.src, snap);
+            goto out;
+        }
+        /* qemu-img keeps the current virtual size; past the snapshot's own
+         * disk size nothing is mapped, so that part stays a hole */
+        sn = qi_meta_snapshots(c.img, &n);
+        if (sn[c.snap].has_disk_size && sn[c.snap].disk_size < c.size) {
+            uint64_t full = c.size;
+            c.size = sn[c.snap].disk_size;
+            rc = convert(&c);
+            if (rc == QI_CLI_OK && ftruncate(c.fd, (off_t)full) < 0)
+                rc = qi_cli_error("%s: cannot set size: %s", c.dst, strerror(errno));
+            goto out;
+        }
+    }
+    rc = convert(&c);
+out:
+    if (c.fd >= 0 && close(c.fd) < 0 && rc == QI_CLI_OK)
+        rc = qi_cli_error("%s: close failed: %s", c.dst, strerror(errno));
+    free(c.buf);
+    qi_image_close(c.img);
+    return rc;
+}

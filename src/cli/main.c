@@ -1,0 +1,167 @@
+/* main.c - the qinspect process edge: command table, dispatch, exit codes
+ * (layer 7).
+ *
+ * `qinspect COMMAND ...` runs one batch subcommand from the table below
+ * (STYLE convention 13: --help and the man page's SUBCOMMANDS section are
+ * generated from or checked against it, see tests/cli/docs.sh). Any other
+ * first argument starts a scripted or interactive Lua session
+ * (qi_session_main, session.c). Exit codes: 0 success, 1 error (one line on
+ * stderr), 2 usage error. Also holds the small helpers every subcommand
+ * shares (error lines, opening an image, option values), so that all of
+ * them report problems the same way. Calls: include/qi, the cli_*.c
+ * subcommands, session.c. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "session.h"
+
+const qi_cli_cmd qi_cli_commands[] = {
+    { "info", qi_cli_info, QI_CMD_NEEDS_IMAGE,
+      "info [--output=human|json] [-f FMT] [-U] FILE",
+      "show image facts as qemu-img info does" },
+    { "map", qi_cli_map, QI_CMD_NEEDS_IMAGE,
+      "map [--output=human|json] [--compressed] [-f FMT] [-U] [--start-offset=OFF] "
+      "[--max-length=LEN] FILE",
+      "list guest ranges and where their data lives, as qemu-img map" },
+    { "snapshot", qi_cli_snapshot, QI_CMD_NEEDS_IMAGE,
+      "snapshot -l [-U] FILE",
+      "list internal snapshots as qemu-img snapshot -l" },
+    { "convert", qi_cli_convert, QI_CMD_NEEDS_IMAGE,
+      "convert [-f FMT] [-O raw] [-U] [-l snapshot.name=NAME|-s SNAP] SRC DST",
+      "write the guest view of SRC to DST as a sparse raw file" },
+    { NULL, NULL, 0, NULL, NULL },
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: qinspect [-w] [-U] [-e CHUNK]... IMAGE [SCRIPT [ARGS...]]\n"
+            "       qinspect COMMAND [OPTIONS] ARGS...\n"
+            "       qinspect --help | --version\n"
+            "\n"
+            "Without a COMMAND, open IMAGE and run a Lua session: the REPL when\n"
+            "standard input is a terminal, else the chunk read from it; -e runs\n"
+            "CHUNK (repeatable), SCRIPT runs a file with ARGS in the global 'arg'.\n"
+            "  -w   open IMAGE read-write (default: read-only)\n"
+            "  -U   force share: read an image another program (QEMU) has open\n"
+            "\n"
+            "Commands:\n");
+    for (const qi_cli_cmd *c = qi_cli_commands; c->name; c++)
+        fprintf(f, "  %-10s %s\n", c->name, c->summary);
+    fprintf(f, "\nCommand synopsis:\n");
+    for (const qi_cli_cmd *c = qi_cli_commands; c->name; c++)
+        fprintf(f, "  qinspect %s\n", c->usage);
+    fprintf(f,
+            "\n"
+            "Run 'qinspect COMMAND --help' for one command.\n"
+            "Exit status: 0 success, 1 error, 2 usage error.\n");
+}
+
+int qi_cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("qinspect: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return QI_CLI_ERR;
+}
+
+int qi_cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "qinspect %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'qinspect %s --help' for more information.\n", cmd);
+    return QI_CLI_USAGE;
+}
+
+int qi_cli_engine_error(const qi_err *e, int code)
+{
+    char line[2048];
+    if (e && (e->code || e->message[0]))
+        return qi_cli_error("%s", qi_err_format(e, line, sizeof line));
+    return qi_cli_error("%s", qi_strerror(code));
+}
+
+qi_image *qi_cli_open(const char *path, unsigned flags)
+{
+    qi_open_opts o = QI_OPEN_OPTS_INIT;
+    qi_err err;
+    qi_image *img = NULL;
+    memset(&err, 0, sizeof err);
+    o.flags = flags;
+    int rc = qi_image_open(&img, path, &o, &err);
+    if (rc < 0) {
+        /* the path must appear in the message even if the engine left it out */
+        if (!err.file[0])
+            snprintf(err.file, sizeof err.file, "%s", path);
+        qi_cli_engine_error(&err, rc);
+        return NULL;
+    }
+    return img;
+}
+
+int qi_cli_parse_output(const char *s)
+{
+    if (!strcmp(s, "human"))
+        return 0;
+    if (!strcmp(s, "json"))
+        return 1;
+    return -1;
+}
+
+int qi_cli_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned shift = 0;
+    if (!*s || *s == '-')
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno || end == s)
+        return -1;
+    switch (*end) {
+    case '\0': case 'b': case 'B': break;
+    case 'k': case 'K': shift = 10; break;
+    case 'm': case 'M': shift = 20; break;
+    case 'g': case 'G': shift = 30; break;
+    case 't': case 'T': shift = 40; break;
+    case 'p': case 'P': shift = 50; break;
+    case 'e': case 'E': shift = 60; break;
+    default: return -1;
+    }
+    if (*end && end[1])
+        return -1;
+    if (shift && v > (UINT64_MAX >> shift))
+        return -1;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return QI_CLI_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(stdout);
+        return fflush(stdout) ? QI_CLI_ERR : QI_CLI_OK;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        printf("qinspect %s\n", QI_VERSION_STRING);
+        return fflush(stdout) ? QI_CLI_ERR : QI_CLI_OK;
+    }
+    for (const qi_cli_cmd *c = qi_cli_commands; c->name; c++)
+        if (!strcmp(argv[1], c->name))
+            return c->fn(argc - 1, argv + 1);
+    return qi_session_main(argc, argv);
+}

@@ -1,0 +1,101 @@
+-- qinspect.pretty: how values look in the REPL and in pp().
+--
+-- Engine objects print through their __tostring (raw 64-bit entries are
+-- shown there as 0x%016x beside the decoded fields); plain tables print
+-- recursively with sorted keys, and cycles are marked; strings holding
+-- binary data print as a hexdump. Only presentation: nothing here touches
+-- an image except through the objects' own __tostring.
+local M = {}
+
+local MAX_DEPTH = 6
+local DUMP_LIMIT = 256 -- bytes of a binary string shown by format()
+
+local function is_binary(s)
+  return s:find("[^\t\n\r\032-\126]") ~= nil
+end
+
+-- hex(data [, base]) -> hexdump text, 16 bytes a line as `hexdump -C`
+-- prints it (repeated lines collapse to "*"); BASE is the offset of the
+-- first byte (default 0).
+function M.hex(data, base)
+  assert(type(data) == "string", "hex: expected a string")
+  base = base or 0
+  local out, prev, starred = {}, nil, false
+  for i = 1, #data, 16 do
+    local chunk = data:sub(i, i + 15)
+    if chunk == prev and #chunk == 16 and i + 16 <= #data then
+      if not starred then out[#out + 1] = "*" end
+      starred = true
+    else
+      starred = false
+      local hx = chunk:gsub(".", function(c) return string.format("%02x ", c:byte()) end)
+      if #chunk > 8 then hx = hx:sub(1, 24) .. " " .. hx:sub(25) end
+      local asc = chunk:gsub("[^\032-\126]", ".")
+      out[#out + 1] = string.format("%08x  %-49s |%s|", base + i - 1, hx, asc)
+    end
+    prev = chunk
+  end
+  out[#out + 1] = string.format("%08x", base + #data)
+  return table.concat(out, "\n")
+end
+
+local function key_order(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return ta < tb end
+  if ta == "number" or ta == "string" then return a < b end
+  return tostring(a) < tostring(b)
+end
+
+local format
+
+local function format_table(t, indent, seen, depth)
+  if seen[t] then return "<cycle>" end
+  if depth >= MAX_DEPTH then return "{...}" end
+  local mt = getmetatable(t)
+  if mt and mt.__tostring then return tostring(t) end
+  seen[t] = true
+  local keys, n = {}, #t
+  for k in pairs(t) do
+    if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
+  end
+  table.sort(keys, key_order)
+  local pad = indent .. "  "
+  local parts = {}
+  for i = 1, n do parts[#parts + 1] = pad .. format(t[i], pad, seen, depth + 1) end
+  for _, k in ipairs(keys) do
+    local ks = (type(k) == "string" and k:match("^[%a_][%w_]*$")) and k
+      or "[" .. format(k, pad, seen, depth + 1) .. "]"
+    parts[#parts + 1] = pad .. ks .. " = " .. format(t[k], pad, seen, depth + 1)
+  end
+  seen[t] = nil
+  if #parts == 0 then return "{}" end
+  return "{\n" .. table.concat(parts, ",\n") .. "\n" .. indent .. "}"
+end
+
+format = function(v, indent, seen, depth)
+  local ty = type(v)
+  if ty == "table" then return format_table(v, indent, seen, depth) end
+  if ty == "string" then
+    if is_binary(v) then
+      local shown = M.hex(v:sub(1, DUMP_LIMIT))
+      if #v > DUMP_LIMIT then shown = shown .. string.format("\n... (%d bytes)", #v) end
+      return depth == 0 and shown or string.format("<%d bytes>", #v)
+    end
+    return depth == 0 and v or string.format("%q", v)
+  end
+  return tostring(v)
+end
+
+-- format(v) -> the text the REPL shows for V.
+function M.format(v)
+  return format(v, "", {}, 0)
+end
+
+-- print(...) prints each value formatted, separated by tabs.
+function M.print(...)
+  local out = {}
+  for i = 1, select("#", ...) do out[i] = M.format((select(i, ...))) end
+  io.write(table.concat(out, "\t"), "\n")
+end
+
+return M

@@ -1,0 +1,428 @@
+/* bind_image.c - qinspect.open and the image object (layer 6).
+ *
+ * The image userdata is a closed-first box (STYLE convention 8): allocated
+ * with img = NULL and its metatable set before the engine opens anything,
+ * so a failure leaves a harmless closed box. __gc and __close share one
+ * close that does nothing on a closed box; a borrowed box (img:backing())
+ * never closes the engine image, which its overlay owns. Properties go
+ * through the field table, methods through a luaL_Reg table. Reads write
+ * straight into luaL_Buffer memory after a length cap (convention 12).
+ * Calls: bind_util, bind_err, bind_meta, bind_table, include/qi. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bind_int.h"
+
+/* ---- open / close ---- */
+
+/* qinspect.open(path [, {rw=, force_share=, backing=}]) -> image, or
+ * nil, message, code (io.open style, convention 11). */
+int qi_bind_open(lua_State *L)
+{
+    static const char *const opt_names[] = { "rw", "force_share", "backing", NULL };
+    const char *path = luaL_checkstring(L, 1);
+    qi_open_opts o = QI_OPEN_OPTS_INIT;
+    qi_bind_image *b;
+    qi_err err;
+    char msg[2304];
+    int rc;
+    qi_bind_checkoptions(L, 2, opt_names);
+    if (lua_istable(L, 2)) {
+        if (lua_getfield(L, 2, "rw") != LUA_TNIL && lua_toboolean(L, -1))
+            o.flags |= QI_OPEN_RW;
+        if (lua_getfield(L, 2, "force_share") != LUA_TNIL && lua_toboolean(L, -2))
+            o.flags |= QI_OPEN_FORCE_SHARE;
+        if (lua_getfield(L, 2, "backing") != LUA_TNIL && !lua_toboolean(L, -1))
+            o.flags |= QI_OPEN_NO_BACKING;
+        lua_pop(L, 3);
+    }
+    b = qi_bind_newbox(L);
+    rc = qi_image_open(&b->img, path, &o, &err);
+    if (rc < 0) {
+        b->img = NULL;
+        luaL_pushfail(L);
+        lua_pushstring(L, qi_bind_format_open_err(msg, sizeof msg, &err, path));
+        lua_pushstring(L, qi_errname(err.code ? err.code : rc));
+        return 3;
+    }
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 2);
+    return 1;
+}
+
+static int image_close(lua_State *L)
+{
+    qi_bind_image *b = luaL_checkudata(L, 1, QI_MT_IMAGE);
+    if (b->img && !(b->flags & QI_BIND_BORROWED))
+        qi_image_close(b->img);
+    b->img = NULL;
+    return 0;
+}
+
+/* img:close(): closes the image (a backing image only detaches: its overlay
+ * owns it). Closing twice is an error, as for Lua files. */
+static int m_close(lua_State *L)
+{
+    qi_bind_check_image(L, 1);
+    return image_close(L);
+}
+
+static const char *size_text(char *buf, size_t n, uint64_t v)
+{
+    static const char *const unit[] = { "B", "KiB", "MiB", "GiB" };
+    int u = 0;
+    while (u < 3 && v >= 1024 && v % 1024 == 0) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, n, "%" PRIu64 " %s", v, unit[u]);
+    return buf;
+}
+
+static int image_tostring(lua_State *L)
+{
+    qi_bind_image *b = luaL_checkudata(L, 1, QI_MT_IMAGE);
+    char cs[32];
+    const char *path;
+    lua_getiuservalue(L, 1, 2);
+    path = lua_isstring(L, -1) ? lua_tostring(L, -1) : "?";
+    if (!qi_bind_box_open(L, 1)) {
+        lua_pushfstring(L, "image '%s' (closed)", path);
+        return 1;
+    }
+    if (qi_image_cluster_size(b->img))
+        lua_pushfstring(L, "%s image '%s' (%s, %s clusters)", qi_image_format(b->img),
+                        path, qi_image_writable(b->img) ? "rw" : "ro",
+                        size_text(cs, sizeof cs, qi_image_cluster_size(b->img)));
+    else
+        lua_pushfstring(L, "%s image '%s' (%s)", qi_image_format(b->img), path,
+                        qi_image_writable(b->img) ? "rw" : "ro");
+    return 1;
+}
+
+/* ---- reads ---- */
+
+/* img:read(offset, length) -> string of guest bytes (backing chain
+ * honoured). Raises on a range beyond the virtual size or an engine error. */
+static int m_read(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, 1);
+    uint64_t off = qi_bind_checkoffset(L, 2);
+    size_t len = qi_bind_checklength(L, 3);
+    uint64_t size = qi_image_size(img);
+    luaL_Buffer b;
+    char *p;
+    int rc;
+    luaL_argcheck(L, off <= size && len <= size - off, 3,
+                  "offset + length is beyond the virtual size");
+    p = luaL_buffinitsize(L, &b, len);
+    if ((rc = qi_image_read(img, p, off, len)) < 0)
+        return qi_bind_raise(L, img, rc);
+    luaL_pushresultsize(&b, len);
+    return 1;
+}
+
+/* img:read_snapshot(index_or_name, offset, length) -> string of the
+ * snapshot's guest view. */
+static int m_read_snapshot(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, 1);
+    uint32_t snap = qi_bind_checksnapshot(L, img, 2);
+    uint64_t off = qi_bind_checkoffset(L, 3);
+    size_t len = qi_bind_checklength(L, 4);
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, len);
+    int rc;
+    if ((rc = qi_image_read_snapshot(img, snap, p, off, len)) < 0)
+        return qi_bind_raise(L, img, rc);
+    luaL_pushresultsize(&b, len);
+    return 1;
+}
+
+/* ---- metadata entry points ---- */
+
+/* img:l2_for(guest_offset) -> L2 entry, L2 table; or nil when the L1 entry
+ * covering the offset has no L2 table. */
+static int m_l2_for(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, 1);
+    uint64_t goff = qi_bind_checkoffset(L, 2), l2_off = 0;
+    uint32_t index = 0;
+    qi_l2_entry e;
+    int rc;
+    luaL_argcheck(L, goff < qi_image_size(img), 2, "offset is beyond the virtual size");
+    if ((rc = qi_meta_l2_lookup(img, goff, &l2_off, &index, &e)) < 0)
+        return qi_bind_raise(L, img, rc);
+    if (!l2_off) {
+        lua_pushnil(L);
+        return 1;
+    }
+    qi_bind_push_l2entry(L, 1, l2_off, index);
+    qi_bind_push_l2table(L, 1, l2_off);
+    return 2;
+}
+
+/* img:refcount(host_offset) -> refcount of the host cluster holding it. */
+static int m_refcount(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, 1);
+    uint64_t off = qi_bind_checkoffset(L, 2), rc_val = 0;
+    int rc;
+    if ((rc = qi_meta_refcount(img, off, &rc_val)) < 0)
+        return qi_bind_raise(L, img, rc);
+    lua_pushinteger(L, (lua_Integer)rc_val);
+    return 1;
+}
+
+/* img:backing() -> the backing image (borrowed: it pins this image and is
+ * closed with it), or nil. */
+static int m_backing(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, 1);
+    qi_image *bk = qi_image_backing(img);
+    qi_bind_image *b;
+    if (!bk) {
+        lua_pushnil(L);
+        return 1;
+    }
+    b = qi_bind_newbox(L);
+    b->img = bk;
+    b->flags = QI_BIND_BORROWED;
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    lua_pushstring(L, qi_image_path(bk));
+    lua_setiuservalue(L, -2, 2);
+    return 1;
+}
+
+/* ---- map iterator ---- */
+
+typedef struct map_first {
+    qi_map_ext ext;
+    int got;
+} map_first;
+
+static int map_stop(void *payload, const qi_map_ext *ext)
+{
+    map_first *m = payload;
+    m->ext = *ext;
+    m->got = 1;
+    return 1;
+}
+
+static void push_ext(lua_State *L, const qi_map_ext *e)
+{
+    lua_createtable(L, 0, 10);
+    lua_pushinteger(L, (lua_Integer)e->start);
+    lua_setfield(L, -2, "start");
+    lua_pushinteger(L, (lua_Integer)e->length);
+    lua_setfield(L, -2, "length");
+    lua_pushinteger(L, e->depth);
+    lua_setfield(L, -2, "depth");
+    lua_pushboolean(L, e->present);
+    lua_setfield(L, -2, "present");
+    lua_pushboolean(L, e->zero);
+    lua_setfield(L, -2, "zero");
+    lua_pushboolean(L, e->data);
+    lua_setfield(L, -2, "data");
+    lua_pushboolean(L, e->compressed);
+    lua_setfield(L, -2, "compressed");
+    if (e->has_offset) {
+        lua_pushinteger(L, (lua_Integer)e->offset);
+        lua_setfield(L, -2, "offset");
+    }
+    if (e->file) {
+        lua_pushstring(L, e->file);
+        lua_setfield(L, -2, "file");
+    }
+}
+
+/* One step: the next merged run from upvalue 2 (position) to upvalue 3
+ * (end). The engine walk stops at the first complete run, so each run is
+ * exactly the one qemu-img map would print. */
+static int map_next(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, lua_upvalueindex(1));
+    uint64_t pos = (uint64_t)lua_tointeger(L, lua_upvalueindex(2));
+    uint64_t end = (uint64_t)lua_tointeger(L, lua_upvalueindex(3));
+    map_first m = { .got = 0 };
+    int rc;
+    if (pos >= end)
+        return 0;
+    rc = qi_image_map(img, pos, end - pos, map_stop, &m);
+    if (rc < 0)
+        return qi_bind_raise(L, img, rc);
+    if (!m.got)
+        return 0;
+    lua_pushinteger(L, (lua_Integer)(m.ext.start + m.ext.length));
+    lua_replace(L, lua_upvalueindex(2));
+    push_ext(L, &m.ext);
+    return 1;
+}
+
+/* img:map([start [, length]]) -> iterator over runs
+ * {start, length, depth, present, zero, data, compressed, offset, file}. */
+static int m_map(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, 1);
+    uint64_t size = qi_image_size(img);
+    uint64_t start = lua_isnoneornil(L, 2) ? 0 : qi_bind_checkoffset(L, 2);
+    uint64_t len;
+    luaL_argcheck(L, start <= size, 2, "start is beyond the virtual size");
+    len = lua_isnoneornil(L, 3) ? size - start : (uint64_t)luaL_checkinteger(L, 3);
+    luaL_argcheck(L, len <= size - start, 3, "range is beyond the virtual size");
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, (lua_Integer)start);
+    lua_pushinteger(L, (lua_Integer)(start + len));
+    lua_pushcclosure(L, map_next, 3);
+    return 1;
+}
+
+/* ---- fields ---- */
+
+static int f_path(lua_State *L, void *o, qi_image *img)
+{
+    (void)o;
+    lua_pushstring(L, qi_image_path(img));
+    return 1;
+}
+
+static int f_format(lua_State *L, void *o, qi_image *img)
+{
+    (void)o;
+    lua_pushstring(L, qi_image_format(img));
+    return 1;
+}
+
+static int f_size(lua_State *L, void *o, qi_image *img)
+{
+    (void)o;
+    lua_pushinteger(L, (lua_Integer)qi_image_size(img));
+    return 1;
+}
+
+static int f_cluster_size(lua_State *L, void *o, qi_image *img)
+{
+    (void)o;
+    lua_pushinteger(L, qi_image_cluster_size(img));
+    return 1;
+}
+
+static int f_file_size(lua_State *L, void *o, qi_image *img)
+{
+    (void)o;
+    lua_pushinteger(L, (lua_Integer)qi_image_file_size(img));
+    return 1;
+}
+
+static int f_writable(lua_State *L, void *o, qi_image *img)
+{
+    (void)o;
+    lua_pushboolean(L, qi_image_writable(img));
+    return 1;
+}
+
+static int is_qcow2(qi_image *img)
+{
+    return qi_meta_header(img) != NULL;
+}
+
+static int f_refcount_bits(lua_State *L, void *o, qi_image *img)
+{
+    (void)o;
+    if (is_qcow2(img))
+        lua_pushinteger(L, qi_meta_refcount_bits(img));
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int f_extended_l2(lua_State *L, void *o, qi_image *img)
+{
+    (void)o;
+    lua_pushboolean(L, is_qcow2(img) && qi_meta_extended_l2(img));
+    return 1;
+}
+
+static int f_l2_entries(lua_State *L, void *o, qi_image *img)
+{
+    (void)o;
+    if (is_qcow2(img))
+        lua_pushinteger(L, qi_meta_l2_entries(img));
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int f_header(lua_State *L, void *o, qi_image *img)
+{
+    (void)o;
+    if (is_qcow2(img))
+        qi_bind_push_header(L, 1);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int f_l1(lua_State *L, void *o, qi_image *img)
+{
+    (void)o;
+    if (is_qcow2(img))
+        qi_bind_push_l1table(L, 1, 0, 0, -1);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int f_snapshots(lua_State *L, void *o, qi_image *img)
+{
+    (void)o;
+    (void)img;
+    qi_bind_push_snapshots(L, 1);
+    return 1;
+}
+
+static const qi_bind_field image_fields[] = {
+    { "path", f_path, NULL, QI_FIELD_DERIVED, "file name as given to open" },
+    { "format", f_format, NULL, QI_FIELD_DERIVED, "\"qcow2\" or \"raw\"" },
+    { "size", f_size, NULL, 0, "virtual size in bytes" },
+    { "cluster_size", f_cluster_size, NULL, QI_FIELD_DERIVED, "cluster size in bytes (0 for raw)" },
+    { "file_size", f_file_size, NULL, QI_FIELD_DERIVED, "length of the host file" },
+    { "writable", f_writable, NULL, QI_FIELD_DERIVED, "opened read-write (-w)" },
+    { "refcount_bits", f_refcount_bits, NULL, 0, "width of a refcount entry" },
+    { "extended_l2", f_extended_l2, NULL, QI_FIELD_DERIVED, "L2 entries have subclusters" },
+    { "l2_entries", f_l2_entries, NULL, QI_FIELD_DERIVED, "entries per L2 table" },
+    { "header", f_header, NULL, QI_FIELD_DERIVED, "the header object (nil for raw)" },
+    { "l1", f_l1, NULL, QI_FIELD_DERIVED, "the active L1 table object (nil for raw)" },
+    { "snapshots", f_snapshots, NULL, QI_FIELD_DERIVED, "the internal snapshot table" },
+    { NULL, NULL, NULL, 0, NULL }
+};
+
+static const luaL_Reg image_methods[] = {
+    { "read", m_read },
+    { "read_snapshot", m_read_snapshot },
+    { "l2_for", m_l2_for },
+    { "refcount", m_refcount },
+    { "backing", m_backing },
+    { "map", m_map },
+    { "close", m_close },
+    { NULL, NULL }
+};
+
+static const luaL_Reg image_meta[] = {
+    { "__gc", image_close },
+    { "__close", image_close },
+    { NULL, NULL }
+};
+
+static const qi_bind_class image_class = {
+    QI_MT_IMAGE, "image", image_methods, image_fields, NULL, NULL,
+    image_tostring, NULL, image_meta
+};
+
+/* Create the qinspect.image metatable; stack unchanged. */
+void qi_bind_image_register(lua_State *L)
+{
+    qi_bind_newclass(L, &image_class);
+}

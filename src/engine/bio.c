@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "bio.h"
@@ -149,6 +150,35 @@ int qi_bio_pread(qi_bio *b, void *buf, size_t len, uint64_t off, qi_err *err,
             break;
         }
         done += (size_t)n;
+    }
+    return 0;
+}
+
+int qi_bio_preadv(qi_bio *b, const struct iovec *iov, int iovcnt, uint64_t off,
+                  qi_err *err, const char *structure)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (off > (uint64_t)INT64_MAX || total > (uint64_t)INT64_MAX - off)
+        return qi_err_set(err, b->path, QI_EIO, structure, off,
+                          "read beyond the largest file offset");
+    ssize_t n;
+    do
+        n = preadv(b->fd, iov, iovcnt, (off_t)off);
+    while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)total)
+        return 0;
+    if (n < 0)
+        return qi_err_set(err, b->path, QI_EIO, structure, off, "read failed: %s",
+                          strerror(errno));
+    /* short read (end of file, or a partial transfer): finish piece by piece */
+    uint64_t pos = off;
+    for (int i = 0; i < iovcnt; i++) {
+        int rc = qi_bio_pread(b, iov[i].iov_base, iov[i].iov_len, pos, err, structure);
+        if (rc < 0)
+            return rc;
+        pos += iov[i].iov_len;
     }
     return 0;
 }

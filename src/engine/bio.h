@@ -38,6 +38,12 @@ void qi_bio_close(qi_bio *b);
 int qi_bio_pread(qi_bio *b, void *buf, size_t len, uint64_t off, qi_err *err,
                  const char *structure);
 
+/* Read the contiguous file range at OFF into the IOVCNT buffers of IOV
+ * (scatter read, zeros past the end of the file). Returns 0 or QI_EIO. */
+struct iovec;
+int qi_bio_preadv(qi_bio *b, const struct iovec *iov, int iovcnt, uint64_t off,
+                  qi_err *err, const char *structure);
+
 /* Current file length (fstat). */
 int qi_bio_stat_size(qi_bio *b, uint64_t *size);
 

@@ -11,24 +11,57 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "compress.h"
 #include "rw.h"
 
+/* A host-contiguous range waiting to be read with one preadv into guest
+ * buffers that need not be contiguous (guest holes between host-adjacent
+ * clusters are common after `convert -S`). */
+#define MAX_IOV 512
 typedef struct pending {
-    uint8_t *buf;
     uint64_t host;
-    size_t len;
+    uint64_t len;
+    int n;
+    struct iovec iov[MAX_IOV];
 } pending;
 
 static int flush_pending(qi_image *img, pending *p)
 {
     int rc = 0;
-    if (p->len)
-        rc = qi_bio_pread(img->data, p->buf, p->len, p->host, &img->err,
-                          "data cluster");
+    if (p->n)
+        rc = qi_bio_preadv(img->data, p->iov, p->n, p->host, &img->err,
+                           "data cluster");
+    p->n = 0;
     p->len = 0;
     return rc;
+}
+
+static int add_pending(qi_image *img, pending *p, uint8_t *buf, uint64_t host,
+                       size_t n)
+{
+    int rc;
+    if (p->n && p->host + p->len == host) {
+        struct iovec *last = &p->iov[p->n - 1];
+        if ((uint8_t *)last->iov_base + last->iov_len == buf) {
+            last->iov_len += n;
+            p->len += n;
+            return 0;
+        }
+        if (p->n < MAX_IOV) {
+            p->iov[p->n++] = (struct iovec){ buf, n };
+            p->len += n;
+            return 0;
+        }
+    }
+    if ((rc = flush_pending(img, p)) < 0)
+        return rc;
+    p->host = host;
+    p->len = n;
+    p->iov[0] = (struct iovec){ buf, n };
+    p->n = 1;
+    return 0;
 }
 
 static int read_backing(qi_image *img, uint8_t *buf, uint64_t off, size_t n)
@@ -87,8 +120,10 @@ static int read_compressed(qi_image *img, const qi_l2_entry *e, uint8_t *buf,
 int qi_rw_read(qi_image *img, const qi_l1view *v, uint8_t *buf, uint64_t off,
                size_t len)
 {
-    pending p = { 0 };
+    pending p;
     int rc = 0;
+    p.n = 0;
+    p.len = 0;
     if (img->raw)
         return qi_bio_pread(img->file, buf, len, off, &img->err, "raw image");
     while (len) {
@@ -96,21 +131,13 @@ int qi_rw_read(qi_image *img, const qi_l1view *v, uint8_t *buf, uint64_t off,
         if ((rc = qi_cluster_run(img, v, off, len, &r)) < 0)
             return rc;
         size_t n = (size_t)r.len;
-        if (r.kind != QI_RUN_DATA && (rc = flush_pending(img, &p)) < 0)
-            return rc;
         switch (r.kind) {
         case QI_RUN_DATA:
             if (!img->data_file && r.host >= img->file->size)
                 return qi_corrupt(img, "data cluster", r.host, "guest offset %#" PRIx64
                                   " maps past the end of the file (%" PRIu64 " bytes)",
                                   off, img->file->size);
-            if (p.len && p.host + p.len == r.host && p.buf + p.len == buf) {
-                p.len += n;
-            } else {
-                if ((rc = flush_pending(img, &p)) < 0)
-                    return rc;
-                p = (pending){ buf, r.host, n };
-            }
+            rc = add_pending(img, &p, buf, r.host, n);
             break;
         case QI_RUN_ZERO:
             memset(buf, 0, n);

@@ -182,29 +182,53 @@ static int read_names(qi_image *img)
 
 /* ---- snapshot table ---- */
 
+/* Make at least NEED bytes of the snapshot table from its start available
+ * in *buf (grown in 64 KiB steps, never past the 64 MiB table limit or the
+ * end of the file). */
+static int snap_window(qi_image *img, uint8_t **buf, uint64_t *have, uint64_t need)
+{
+    uint64_t off = img->hdr.snapshots_offset, avail = img->file->size - off;
+    if (need <= *have)
+        return 0;
+    if (avail > QI_MAX_SNAPSHOTS_SIZE)
+        avail = QI_MAX_SNAPSHOTS_SIZE;
+    uint64_t want = (need + 0xffff) & ~0xffffull;
+    if (want > avail)
+        want = avail;
+    if (want <= *have)
+        return 0; /* nothing more to read: the parser reports the short entry */
+    uint8_t *nb = realloc(*buf, want);
+    if (!nb)
+        return qi_fail(img, QI_ENOMEM, "snapshot table", off, "out of memory");
+    *buf = nb;
+    int rc = qi_bio_pread(img->file, nb + *have, want - *have, off + *have, &img->err,
+                          "snapshot table");
+    if (rc == 0)
+        *have = want;
+    return rc;
+}
+
 static int read_snapshots(qi_image *img)
 {
     const qi_header *h = &img->hdr;
-    uint64_t left = img->file->size - h->snapshots_offset, off = h->snapshots_offset;
+    uint64_t off = h->snapshots_offset, have = 0, pos = 0;
     uint8_t *buf = NULL;
     int rc = 0;
     if (!h->nb_snapshots)
         return 0;
-    if (left > QI_MAX_SNAPSHOTS_SIZE)
-        left = QI_MAX_SNAPSHOTS_SIZE;
-    /* at most 64 MiB, and never more than the file holds after the offset */
-    if (!(buf = qi_mem_alloc_capped(left, 1, QI_MAX_SNAPSHOTS_SIZE)) ||
-        !(img->snaps = calloc(h->nb_snapshots, sizeof *img->snaps))) {
-        free(buf);
+    if (!(img->snaps = calloc(h->nb_snapshots, sizeof *img->snaps)))
         return qi_fail(img, QI_ENOMEM, "snapshot table", off, "out of memory");
-    }
-    if ((rc = qi_bio_pread(img->file, buf, left, off, &img->err, "snapshot table")) < 0)
-        goto out;
-    uint64_t pos = 0;
     for (uint32_t i = 0; i < h->nb_snapshots; i++) {
         size_t used;
         qi_snapshot *s = &img->snaps[i];
-        rc = qi_format_parse_snapshot(buf + pos, left - pos, off + pos, h->version,
+        /* the fixed part, then the whole entry (at most 40 + 1024 + 2 * 65535) */
+        if ((rc = snap_window(img, &buf, &have, pos + 40)) < 0)
+            goto out;
+        if (have >= pos + 40 &&
+            (rc = snap_window(img, &buf, &have, pos + 40 + qi_be32(buf + pos + 36) +
+                              qi_be16(buf + pos + 12) + qi_be16(buf + pos + 14))) < 0)
+            goto out;
+        rc = qi_format_parse_snapshot(buf + pos, have - pos, off + pos, h->version,
                                       img->path, s, &used, &img->err);
         img->n_snaps = i + 1; /* so close frees the names of a partial entry */
         if (rc < 0)
@@ -216,11 +240,11 @@ static int read_snapshots(qi_image *img)
             goto out;
         }
         pos += used;
-        if (pos > left)
-            pos = left;
+        if (pos > have)
+            pos = have;
     }
 out:
-    if (rc < 0)
+    if (rc == QI_ECORRUPT)
         img->corrupt_seen = true;
     free(buf);
     return rc;

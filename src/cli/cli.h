@@ -55,6 +55,10 @@ int qi_cli_engine_error(const qi_err *e, int code);
  * NULL. The caller closes the image with qi_image_close. (main.c) */
 qi_image *qi_cli_open(const char *path, unsigned flags);
 
+/* Print "Usage: qinspect " and NAME's synopsis from the command table on
+ * stdout, then EXTRA (may be NULL). Returns QI_CLI_OK. (main.c) */
+int qi_cli_help(const char *name, const char *extra);
+
 /* Parse "human"/"json" for --output; returns 0 human, 1 json, -1 bad. (main.c) */
 int qi_cli_parse_output(const char *s);
 

@@ -203,13 +203,6 @@ static int convert(conv *c)
     return flush_span(c) < 0 ? QI_CLI_ERR : QI_CLI_OK;
 }
 
-static int convert_usage(void)
-{
-    printf("Usage: qinspect convert [-f FMT] [-O raw] [-U] [-S SIZE]\n"
-           "                        [-l snapshot.name=NAME|snapshot.id=ID|-s SNAP] SRC DST\n");
-    return QI_CLI_OK;
-}
-
 static int parse_args(int argc, char **argv, conv *c, unsigned *flags, const char **snap)
 {
     static const struct option lopts[] = {
@@ -221,7 +214,7 @@ static int parse_args(int argc, char **argv, conv *c, unsigned *flags, const cha
     int ch;
     optind = 0;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":hf:O:Ul:s:S:co:pqnW", lopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":hf:O:Ul:S:co:pqnW", lopts, NULL)) != -1) {
         switch (ch) {
         case 'f':
             if (!strcmp(optarg, "raw"))
@@ -238,7 +231,7 @@ static int parse_args(int argc, char **argv, conv *c, unsigned *flags, const cha
                 return qi_cli_usage_error("convert", "unknown output format '%s' (raw)", optarg);
             break;
         case 'U': *flags |= QI_OPEN_FORCE_SHARE; break;
-        case 'l': case 's': *snap = optarg; break;
+        case 'l': *snap = optarg; break;
         case 'S':
             if (qi_cli_parse_size(optarg, &sparse) < 0 || sparse % 512 || sparse > CHUNK)
                 return qi_cli_usage_error("convert", "invalid -S size '%s'", optarg);
@@ -252,7 +245,10 @@ static int parse_args(int argc, char **argv, conv *c, unsigned *flags, const cha
         case 'n':
             return qi_cli_error("convert: -n is not supported yet");
         case 'p': case 'q': case 'W': break;
-        case 'h': convert_usage(); return -1;
+        case 'h':
+            qi_cli_help("convert", "  -l SNAPSHOT  snapshot.name=NAME, snapshot.id=ID or ID_OR_NAME\n"
+                                   "  -S SIZE      hole granularity (default 4k, 0 = no holes)\n");
+            return -1;
         case ':': return qi_cli_usage_error("convert", "option '%s' needs an argument", argv[optind - 1]);
         default: return qi_cli_usage_error("convert", "unknown option '%s'", argv[optind - 1]);
         }

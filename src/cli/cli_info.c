@@ -194,12 +194,6 @@ static void print_human(const qi_image *img, const qi_json *spec_data)
     }
 }
 
-static int info_usage(void)
-{
-    printf("Usage: qinspect info [--output=human|json] [-f FMT] [-U] FILE\n");
-    return QI_CLI_OK;
-}
-
 int qi_cli_info(int argc, char **argv)
 {
     static const struct option lopts[] = {
@@ -232,7 +226,7 @@ int qi_cli_info(int argc, char **argv)
             else
                 return qi_cli_usage_error("info", "unknown format '%s' (raw or qcow2)", optarg);
             break;
-        case 'h': return info_usage();
+        case 'h': return qi_cli_help("info", NULL);
         case ':': return qi_cli_usage_error("info", "option '%s' needs an argument", argv[optind - 1]);
         default: return qi_cli_usage_error("info", "unknown option '%s'", argv[optind - 1]);
         }

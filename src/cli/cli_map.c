@@ -123,14 +123,6 @@ static int map_cb(void *payload, const qi_map_ext *e)
     return rc;
 }
 
-static int map_usage(void)
-{
-    printf("Usage: qinspect map [--output=human|json] [--compressed] [-f FMT] [-U]\n"
-           "                    [--start-offset=OFF] [--max-length=LEN] FILE\n"
-           "  --compressed  add the \"compressed\" key of QEMU 8.2 to JSON records\n");
-    return QI_CLI_OK;
-}
-
 static int run_map(qi_image *img, map_ctx *m, uint64_t start, uint64_t len)
 {
     uint64_t size = qi_image_size(img);
@@ -204,7 +196,9 @@ int qi_cli_map(int argc, char **argv)
                                           c == OPT_START ? "start offset" : "length", optarg);
             break;
         case OPT_COMPRESSED: m.compressed = true; break;
-        case 'h': return map_usage();
+        case 'h':
+            return qi_cli_help("map", "  --compressed  add the \"compressed\" key of QEMU 8.2 to JSON "
+                                      "records\n");
         case ':': return qi_cli_usage_error("map", "option '%s' needs an argument", argv[optind - 1]);
         default: return qi_cli_usage_error("map", "unknown option '%s'", argv[optind - 1]);
         }

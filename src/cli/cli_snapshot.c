@@ -91,9 +91,8 @@ int qi_cli_snapshot(int argc, char **argv)
                 return qi_cli_usage_error("snapshot", "unknown format '%s' (raw or qcow2)", optarg);
             break;
         case 'h':
-            printf("Usage: qinspect snapshot -l [-f FMT] [-U] FILE\n"
-                   "       (-c/-a/-d NAME: not supported yet, they need write support)\n");
-            return QI_CLI_OK;
+            return qi_cli_help("snapshot", "  -c/-a/-d NAME: not supported yet (needs write "
+                                           "support)\n");
         case ':':
             return qi_cli_usage_error("snapshot", "option '%s' needs an argument", argv[optind - 1]);
         default:

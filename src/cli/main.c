@@ -28,10 +28,10 @@ const qi_cli_cmd qi_cli_commands[] = {
       "[--max-length=LEN] FILE",
       "list guest ranges and where their data lives, as qemu-img map" },
     { "snapshot", qi_cli_snapshot, QI_CMD_NEEDS_IMAGE,
-      "snapshot -l [-U] FILE",
+      "snapshot -l [-f FMT] [-U] FILE",
       "list internal snapshots as qemu-img snapshot -l" },
     { "convert", qi_cli_convert, QI_CMD_NEEDS_IMAGE,
-      "convert [-f FMT] [-O raw] [-U] [-l snapshot.name=NAME|-s SNAP] SRC DST",
+      "convert [-f FMT] [-O raw] [-U] [-S SIZE] [-l SNAPSHOT] SRC DST",
       "write the guest view of SRC to DST as a sparse raw file" },
     { NULL, NULL, 0, NULL, NULL },
 };
@@ -107,6 +107,16 @@ qi_image *qi_cli_open(const char *path, unsigned flags)
         return NULL;
     }
     return img;
+}
+
+int qi_cli_help(const char *name, const char *extra)
+{
+    for (const qi_cli_cmd *c = qi_cli_commands; c->name; c++)
+        if (!strcmp(c->name, name))
+            printf("Usage: qinspect %s\n%s: %s\n", c->usage, c->name, c->summary);
+    if (extra)
+        fputs(extra, stdout);
+    return QI_CLI_OK;
 }
 
 int qi_cli_parse_output(const char *s)

@@ -1,0 +1,137 @@
+#!/bin/bash
+# tests/cli/edges.sh - command-line edges: --help/--version, usage errors
+# (exit 2), missing files (exit 1, path in the message), unsupported
+# operations (exit 1 with a clear message), option spellings qemu-img
+# accepts, and snapshot -l text equal to qemu-img's.
+. "$(dirname "$0")/lib.sh"
+
+# run ARGS...: sets RC, OUT, ERR from one qinspect run.
+run() {
+    "$QINSPECT" "$@" >out.txt 2>err.txt
+    RC=$?
+    OUT=$(cat out.txt)
+    ERR=$(cat err.txt)
+}
+
+expect_rc() { # DESC RC ARGS...
+    local desc=$1 want=$2
+    shift 2
+    run "$@"
+    if [ "$RC" = "$want" ]; then t_ok "$desc"; else
+        t_fail "$desc (exit $RC, wanted $want)"
+        printf 'stdout: %s\nstderr: %s\n' "$OUT" "$ERR" | t_diag
+    fi
+}
+
+expect_err_like() { # DESC PATTERN: the last run's stderr matches PATTERN
+    if printf '%s' "$ERR" | grep -qE -- "$2"; then t_ok "$1"; else
+        t_fail "$1"
+        printf 'stderr: %s\n' "$ERR" | t_diag
+    fi
+}
+
+qemu-img create -q -f qcow2 img.qcow2 4M
+qemu-io -f qcow2 -c 'write -P 1 0 64k' img.qcow2 >/dev/null
+
+# ---- help and version ----
+expect_rc "--help exits 0" 0 --help
+t_check "--help lists the session usage" grep -q 'qinspect \[-w\] \[-U\] \[-e CHUNK\]\.\.\. IMAGE \[SCRIPT \[ARGS\.\.\.\]\]' out.txt
+for cmd in info map snapshot convert; do
+    t_check "--help lists $cmd" grep -qE "^  $cmd " out.txt
+done
+for cmd in create check dedup; do
+    if grep -qE "^  $cmd " out.txt; then
+        t_fail "--help does not list the unimplemented '$cmd'"
+    else
+        t_ok "--help does not list the unimplemented '$cmd'"
+    fi
+done
+expect_rc "-h exits 0" 0 -h
+expect_rc "--version exits 0" 0 --version
+t_check "--version prints qinspect 0.1.0" test "$OUT" = "qinspect 0.1.0"
+for cmd in info map snapshot convert; do
+    expect_rc "$cmd --help exits 0" 0 "$cmd" --help
+    t_check "$cmd --help prints a usage line" grep -q "Usage: qinspect $cmd" out.txt
+done
+
+# ---- usage errors: exit 2 ----
+expect_rc "no arguments: exit 2" 2
+expect_rc "info without FILE: exit 2" 2 info
+expect_rc "info with two files: exit 2" 2 info img.qcow2 img.qcow2
+expect_rc "info --output=xml: exit 2" 2 info --output=xml img.qcow2
+expect_err_like "info --output=xml names the value" "xml"
+expect_rc "info --bogus: exit 2" 2 info --bogus img.qcow2
+expect_err_like "unknown option is named" "bogus"
+expect_rc "info --output without value: exit 2" 2 info img.qcow2 --output
+expect_rc "map without FILE: exit 2" 2 map
+expect_rc "map -x: exit 2" 2 map -x img.qcow2
+expect_rc "map --start-offset=abc: exit 2" 2 map --start-offset=abc img.qcow2
+expect_rc "snapshot without action: exit 2" 2 snapshot img.qcow2
+expect_rc "snapshot -l without FILE: exit 2" 2 snapshot -l
+expect_rc "snapshot -l -d x: exit 2" 2 snapshot -l -d x img.qcow2
+expect_rc "convert with one file: exit 2" 2 convert img.qcow2
+expect_rc "convert -O vmdk: exit 2" 2 convert -O vmdk img.qcow2 out.raw
+expect_rc "convert -f vmdk: exit 2" 2 convert -f vmdk img.qcow2 out.raw
+
+# ---- errors: exit 1 with the path in the message ----
+expect_rc "info of a missing file: exit 1" 1 info no-such.qcow2
+expect_err_like "missing file: message names the path" "^qinspect: .*no-such\.qcow2"
+t_check "missing file: one line on stderr" test "$(wc -l <err.txt)" = 1
+expect_rc "map of a missing file: exit 1" 1 map --output=json no-such.qcow2
+expect_err_like "map: message names the path" "no-such\.qcow2"
+expect_rc "snapshot -l of a missing file: exit 1" 1 snapshot -l no-such.qcow2
+expect_rc "convert of a missing file: exit 1" 1 convert no-such.qcow2 out.raw
+expect_err_like "convert: message names the path" "no-such\.qcow2"
+t_check "convert of a missing file creates no output" test ! -e out.raw
+expect_rc "convert into a missing directory: exit 1" 1 convert img.qcow2 no/such/dir/out.raw
+expect_err_like "convert: message names the destination" "no/such/dir/out\.raw"
+printf 'QFI\373garbage' >badmagic.qcow2
+expect_rc "info -f qcow2 of a non-qcow2 file: exit 1" 1 info -f qcow2 badmagic.qcow2
+expect_err_like "bad magic: message names the path" "badmagic\.qcow2"
+qemu-img create -q -f qcow2 -u -b gone.qcow2 -F qcow2 orphan.qcow2 4M
+expect_rc "map of an image whose backing file is missing: exit 1" 1 map orphan.qcow2
+expect_err_like "missing backing file is named" "gone\.qcow2"
+t_check "info of an image whose backing file is missing works like qemu-img" \
+    same_info_json orphan.qcow2
+
+# ---- operations that need write support ----
+for op in "-c snap1" "-a snap1" "-d snap1"; do
+    # shellcheck disable=SC2086
+    expect_rc "snapshot $op: exit 1" 1 snapshot $op img.qcow2
+    expect_err_like "snapshot $op: says why" "not supported yet: needs write support"
+done
+expect_rc "convert -O qcow2: exit 1" 1 convert -O qcow2 img.qcow2 out.qcow2
+expect_err_like "convert -O qcow2: says it is not supported yet" "not supported yet"
+t_check "convert -O qcow2 creates no output" test ! -e out.qcow2
+
+# ---- qemu-img option spellings ----
+expect_rc "info --output json (separate value)" 0 info --output json img.qcow2
+t_check "info --output json prints JSON" python3 -c 'import json,sys; json.load(open("out.txt"))'
+expect_rc "info FILE --output=json (option after the file)" 0 info img.qcow2 --output=json
+expect_rc "info -U" 0 info -U img.qcow2
+expect_rc "info -f qcow2" 0 info -f qcow2 img.qcow2
+expect_rc "map -f qcow2 --output=json" 0 map -f qcow2 --output=json img.qcow2
+t_check "map --start-offset/--max-length equal qemu-img" \
+    same_stdout map --output=json --start-offset=32k --max-length=1M img.qcow2
+expect_rc "map --compressed" 0 map --output=json --compressed img.qcow2
+t_check "map --compressed adds the key" grep -q '"compressed": false' out.txt
+
+# ---- snapshot -l text ----
+t_check "snapshot -l with no snapshots prints what qemu-img prints" same_stdout snapshot -l img.qcow2
+qemu-img snapshot -c "first snap" img.qcow2
+qemu-io -f qcow2 -c 'write -P 2 0 64k' img.qcow2 >/dev/null
+qemu-img snapshot -c second img.qcow2
+t_check "snapshot -l equals qemu-img" same_stdout snapshot -l img.qcow2
+t_check "snapshot -l -U equals qemu-img" same_stdout snapshot -l -U img.qcow2
+t_check "info with snapshots equals qemu-img" same_stdout info img.qcow2
+TZ=America/New_York t_check "snapshot -l in another time zone equals qemu-img" \
+    same_stdout snapshot -l img.qcow2
+
+# ---- unusual names: JSON escaping as QEMU does it ----
+name=$'we\tird "n\\ame" \xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80'
+qemu-img create -q -f qcow2 "$name.qcow2" 1M
+qemu-img create -q -f qcow2 -b "$name.qcow2" -F qcow2 esc.qcow2 1M
+t_check "info --output=json escapes names as qemu-img" same_stdout info --output=json esc.qcow2
+t_check "info escapes the file name as qemu-img" same_stdout info --output=json "$name.qcow2"
+
+t_done

@@ -1,0 +1,319 @@
+#!/bin/bash
+# tests/lua/run.sh - Lua API and session tests, printed as one TAP stream.
+#
+# Makes images with qemu-img/qemu-io in a scratch directory (removed on
+# exit), computes the expected values from the image bytes with an
+# independent Python reader of the qcow2 spec (struct), `qemu-img info
+# --output=json` and `qemu-img convert -O raw`, writes them to expect.lua,
+# then runs tests/lua/*.lua as `$QINSPECT IMAGE tests/lua/x.lua EXPECT KEY`
+# and the session checks (-e order, stdin chunk, script args, exit codes)
+# directly. Expected values never come from qinspect's own output.
+# Usage: QINSPECT=./qinspect bash tests/lua/run.sh   (exit 1 on any failure)
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+Q=${QINSPECT:-./qinspect}
+case $Q in /*) ;; *) Q=$PWD/$Q ;; esac
+[ -x "$Q" ] || { echo "Bail out! $Q is not executable"; exit 1; }
+for t in qemu-img qemu-io python3; do
+    command -v "$t" >/dev/null || { echo "1..0 # SKIP $t not installed"; exit 0; }
+done
+S=$(mktemp -d "${TMPDIR:-/tmp}/qinspect-lua.XXXXXX") || exit 1
+[ -n "${KEEP_SCRATCH:-}" ] && echo "# scratch: $S" || trap 'rm -rf "$S"' EXIT
+
+n=0 failed=0
+ok() { # ok STATUS NAME
+    n=$((n + 1))
+    if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=$((failed + 1)); fi
+}
+diag() { sed 's/^/# /' "$@"; }
+
+qio() { qemu-io -f qcow2 "$@" >/dev/null || echo "# qemu-io $* failed"; }
+
+# ---- images ----
+make_images() {
+    cd "$S" || exit 1
+    # basic: 64 KiB clusters, data, a partial cluster, zeroes, a compressed
+    # cluster, and a snapshot taken before later writes.
+    qemu-img create -q -f qcow2 basic.qcow2 4M
+    qio -c 'write -P 0xab 0 64k' -c 'write -P 0x11 1M 4k' -c 'write -c -P 0x22 3M 64k' basic.qcow2
+    qemu-img snapshot -c snap1 basic.qcow2
+    qio -c 'write -P 0xcd 0 4k' -c 'write -z 2M 64k' -c 'write -P 0x44 2176k 64k' basic.qcow2
+    qemu-img snapshot -c snap2 basic.qcow2
+    qio -c 'discard 2176k 64k' basic.qcow2
+    # small: 512-byte clusters (many L2 tables), 2-bit refcounts
+    qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=2 small.qcow2 1M
+    qio -c 'write -P 0x01 0 1536' -c 'write -P 0x02 40k 512' -c 'write -P 0x03 700k 8k' \
+        -c 'write -z 900k 1k' small.qcow2
+    # ext: extended L2 entries (2 KiB subclusters), lazy refcounts, 64-bit refcounts
+    qemu-img create -q -f qcow2 -o extended_l2=on,lazy_refcounts=on,refcount_bits=64 ext.qcow2 2M
+    qio -c 'write -P 0x33 0 4k' -c 'write -z 8k 2k' -c 'write -P 0x34 1M 64k' ext.qcow2
+    # v2: compat 0.10 (version 2 header), 4 KiB clusters
+    qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=4k v2.qcow2 8M
+    qio -c 'write -P 0x66 4k 12k' -c 'write -c -P 0x67 1M 4k' -c 'write -P 0x68 7M 4k' v2.qcow2
+    # a chain: raw base, qcow2 overlay with a relative backing name
+    head -c 1048576 /dev/zero | tr '\0' 'B' > base.raw
+    qemu-img create -q -f qcow2 -b base.raw -F raw over.qcow2 1M
+    qio -c 'write -P 0x55 64k 64k' over.qcow2
+    # a corrupt copy of basic: L1 entry 0 points far beyond the end of file
+    cp basic.qcow2 bad.qcow2
+    python3 - bad.qcow2 <<'PY'
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(40); l1 = struct.unpack(">Q", f.read(8))[0]
+    f.seek(l1); f.write(struct.pack(">Q", (1 << 63) | (1 << 40)))
+PY
+    echo "this is not an image" > text.img
+    for i in basic small ext v2 over; do qemu-img convert -O raw $i.qcow2 $i.raw; done
+    qemu-img convert -l snapshot.name=snap1 -O raw basic.qcow2 basic.snap1.raw
+    qemu-img convert -l snapshot.name=snap2 -O raw basic.qcow2 basic.snap2.raw
+    for i in basic small ext v2 over; do
+        qemu-img info --output=json $i.qcow2 > $i.json
+        qemu-img map --output=json $i.qcow2 > $i.map.json
+    done
+    cd - >/dev/null || exit 1
+}
+
+# ---- the independent oracle: qcow2 spec read with struct ----
+write_oracle() {
+cat > "$S/oracle.py" <<'PY'
+import json, struct, sys
+
+MASK = 0x00FFFFFFFFFFFE00
+HFIELDS = ["magic", "version", "backing_file_offset", "backing_file_size",
+           "cluster_bits", "size", "crypt_method", "l1_size", "l1_table_offset",
+           "refcount_table_offset", "refcount_table_clusters", "nb_snapshots",
+           "snapshots_offset"]
+
+def lua(v):
+    if isinstance(v, bool): return "true" if v else "false"
+    if isinstance(v, int): return "0x%016x" % (v & (2**64 - 1)) if v > 2**62 else str(v)
+    if isinstance(v, str): return json.dumps(v)
+    if v is None: return "nil"
+    if isinstance(v, dict):
+        return "{" + ", ".join("[%s] = %s" % (lua(k), lua(x)) for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "{" + ", ".join(lua(x) for x in v) + "}"
+    raise TypeError(v)
+
+def header(f):
+    f.seek(0); b = f.read(112)
+    h = dict(zip(HFIELDS, struct.unpack(">IIQIIQIIQQIIQ", b[:72])))
+    if h["version"] >= 3:
+        (h["incompatible_features"], h["compatible_features"], h["autoclear_features"],
+         h["refcount_order"], h["header_length"]) = struct.unpack(">QQQII", b[72:104])
+        h["compression_type"] = b[104] if h["header_length"] > 104 else 0
+    else:
+        h.update(incompatible_features=0, compatible_features=0, autoclear_features=0,
+                 refcount_order=4, header_length=72, compression_type=0)
+    return h
+
+def l2_type(raw, extl2, cbits):
+    if raw & (1 << 62): return "compressed"
+    off = raw & MASK
+    if not extl2 and raw & 1: return "zero-allocated" if off else "zero"
+    return "normal" if off else "unallocated"
+
+def l2_expect(raw, bitmap, extl2, cbits):
+    t = l2_type(raw, extl2, cbits)
+    e = {"raw": raw, "type": t, "copied": bool(raw >> 63)}
+    if extl2: e["bitmap"] = bitmap
+    if t == "compressed":
+        x = 62 - (cbits - 8)
+        off = raw & ((1 << x) - 1)
+        sectors = ((raw >> x) & ((1 << (62 - x)) - 1)) + 1
+        e.update(host_offset=off, csectors=sectors, csize=sectors * 512 - (off & 511))
+    elif t in ("normal", "zero-allocated"):
+        e["host_offset"] = raw & MASK
+    return e
+
+def table(f, off, n):
+    f.seek(off); return list(struct.unpack(">%dQ" % n, f.read(8 * n)))
+
+def refcounts(f, h, nclusters):
+    cs = 1 << h["cluster_bits"]; bits = 1 << h["refcount_order"]
+    rbe = cs * 8 // bits
+    rt = table(f, h["refcount_table_offset"], h["refcount_table_clusters"] * cs // 8)
+    out = {}
+    for i in range(nclusters):
+        rb = rt[i // rbe] & ~0x1FF & (2**64 - 1) if i // rbe < len(rt) else 0
+        if not rb: out[i] = 0; continue
+        bit = (i % rbe) * bits
+        f.seek(rb + bit // 8)
+        if bits >= 8:
+            out[i] = int.from_bytes(f.read(bits // 8), "big")
+        else:
+            out[i] = (f.read(1)[0] >> (bit % 8)) & ((1 << bits) - 1)
+    return out
+
+def snapshots(f, h):
+    f.seek(h["snapshots_offset"]); out = []
+    for _ in range(h["nb_snapshots"]):
+        pos = f.tell()
+        (l1_off, l1_size, id_len, name_len, dsec, dnsec, vmclock, vmsize,
+         extra) = struct.unpack(">QIHHIIQII", f.read(40))
+        f.read(extra); sid = f.read(id_len).decode(); name = f.read(name_len).decode()
+        f.seek((f.tell() + 7) & ~7)
+        out.append({"entry_offset": pos, "l1_table_offset": l1_off, "l1_size": l1_size,
+                    "id": sid, "name": name})
+    return out
+
+def extensions(f, h):
+    f.seek(h["header_length"]); out = []
+    while True:
+        t, n = struct.unpack(">II", f.read(8))
+        if t == 0: return out
+        out.append({"type": t, "length": n})
+        f.seek((f.tell() + n + 7) & ~7)
+
+def image(path, info):
+    with open(path, "rb") as f:
+        h = header(f); cbits = h["cluster_bits"]; cs = 1 << cbits
+        extl2 = bool(h["incompatible_features"] & 16)
+        l1 = table(f, h["l1_table_offset"], h["l1_size"])
+        l2 = {}
+        for raw in l1:
+            off = raw & MASK
+            if not off or off in l2: continue
+            f.seek(off); b = f.read(cs); ents = {}
+            step = 16 if extl2 else 8
+            for i in range(cs // step):
+                raw2, = struct.unpack(">Q", b[i * step:i * step + 8])
+                bm = struct.unpack(">Q", b[i * step + 8:i * step + 16])[0] if extl2 else 0
+                if raw2 or bm: ents[i] = l2_expect(raw2, bm, extl2, cbits)
+            l2[off] = ents
+        f.seek(0, 2); fsize = f.tell()
+        snaps = snapshots(f, h)
+        for s, j in zip(snaps, info.get("snapshots", [])):
+            s.update(json_id=j["id"], json_name=j["name"], date_sec=j["date-sec"],
+                     date_nsec=j["date-nsec"], vm_state_size=j["vm-state-size"],
+                     vm_clock_nsec=j["vm-clock-sec"] * 10**9 + j["vm-clock-nsec"])
+            s["l1"] = table(f, s["l1_table_offset"], s["l1_size"])
+        return {"header": h, "extl2": extl2, "cluster_size": cs, "l1": l1, "l2": l2,
+                "l2_entries": cs // (16 if extl2 else 8),
+                "refcounts": refcounts(f, h, (fsize + cs - 1) // cs),
+                "file_clusters": (fsize + cs - 1) // cs, "snapshots": snaps,
+                "exts": extensions(f, h),
+                "virtual_size": info["virtual-size"],
+                "backing": info.get("backing-filename"),
+                "backing_format": info.get("backing-filename-format")}
+
+d = sys.argv[1]; out = {}
+for key in sys.argv[2:]:
+    with open("%s/%s.json" % (d, key)) as j: info = json.load(j)
+    e = image("%s/%s.qcow2" % (d, key), info)
+    with open("%s/%s.map.json" % (d, key)) as j: e["map"] = json.load(j)
+    e.update(path="%s/%s.qcow2" % (d, key), raw="%s/%s.raw" % (d, key), dir=d)
+    out[key] = e
+print("return " + lua(out))
+PY
+python3 "$S/oracle.py" "$S" basic small ext v2 over > "$S/expect.lua"
+}
+
+# Run one Lua test file on IMAGE and re-number its TAP lines.
+run_lua() { # run_lua FILE KEY IMAGE [OPTS...]
+    local file=$1 key=$2 image=$3 line out rc plan=0 seen=0
+    shift 3
+    out=$("$Q" "$@" "$image" "$here/$file" "$S/expect.lua" "$key" 2>"$S/stderr")
+    rc=$?
+    while IFS= read -r line; do
+        case $line in
+        "ok "*) seen=$((seen + 1)); ok 0 "$file[$key]: ${line#ok * - }" ;;
+        "not ok "*) seen=$((seen + 1)); ok 1 "$file[$key]: ${line#not ok * - }" ;;
+        1..*) plan=${line#1..} ;;
+        *) echo "# $line" ;;
+        esac
+    done <<<"$out"
+    [ "$rc" -eq 0 ] && [ "$plan" -eq "$seen" ] && [ "$seen" -gt 0 ]
+    ok $? "$file[$key]: exit status 0 and the plan of $plan matches"
+    [ -s "$S/stderr" ] && diag "$S/stderr"
+}
+
+# ---- session checks (the process edge) ----
+session_checks() {
+    local b=$S/basic.qcow2 out rc
+    out=$("$Q" -e 'io.write("1")' -e 'io.write("2")' "$b" -e 'io.write("3")' 2>&1)
+    [ "$out" = "123" ]; ok $? "-e chunks run in order (got '$out')"
+
+    out=$(echo 'io.write(img.size, " ", tostring(img.writable))' | "$Q" "$b" 2>&1)
+    [ "$out" = "4194304 false" ]; ok $? "stdin chunk runs with img (got '$out')"
+
+    printf 'io.write(arg[0], "|", arg[1], "|", arg[2], "|", select("#", ...), "|", img.size)' > "$S/args.lua"
+    out=$("$Q" "$b" "$S/args.lua" one "two words" 2>&1)
+    [ "$out" = "$S/args.lua|one|two words|2|4194304" ]; ok $? "script gets arg and ... (got '$out')"
+
+    "$Q" "$b" -e 'error("boom")' >"$S/out" 2>"$S/err"; rc=$?
+    [ $rc -eq 1 ] && [ "$(wc -l <"$S/err")" -eq 1 ] && grep -qx 'qinspect: (command line):1: boom' "$S/err"
+    ok $? "Lua error: exit 1 and one line on stderr"; diag "$S/err"
+
+    "$Q" "$b" -e 'error("two\nlines")' >/dev/null 2>"$S/err"; rc=$?
+    [ $rc -eq 1 ] && [ "$(wc -l <"$S/err")" -eq 1 ]; ok $? "multi-line error message printed as one line"
+
+    "$Q" "$S/bad.qcow2" -e 'img:read(0, 512)' >/dev/null 2>"$S/err"; rc=$?
+    [ $rc -eq 1 ] && [ "$(wc -l <"$S/err")" -eq 1 ] && grep -q '^qinspect: .*bad.qcow2' "$S/err"
+    ok $? "engine error object: exit 1, one line naming the file"; diag "$S/err"
+
+    "$Q" "$S/missing.qcow2" -e 'print(1)' >"$S/out" 2>"$S/err"; rc=$?
+    [ $rc -eq 1 ] && [ ! -s "$S/out" ] && [ "$(wc -l <"$S/err")" -eq 1 ] &&
+        grep -q "^qinspect: $S/missing.qcow2: " "$S/err"
+    ok $? "open failure: exit 1, 'qinspect: FILE: message'"; diag "$S/err"
+
+    "$Q" -x "$b" >/dev/null 2>&1; rc=$?
+    [ $rc -eq 2 ]; ok $? "unknown option: exit 2 (got $rc)"
+    "$Q" -w >/dev/null 2>&1; rc=$?
+    [ $rc -eq 2 ]; ok $? "missing IMAGE: exit 2 (got $rc)"
+    "$Q" "$b" -e >/dev/null 2>&1; rc=$?
+    [ $rc -eq 2 ]; ok $? "-e without a chunk: exit 2 (got $rc)"
+
+    out=$("$Q" "$b" -e 'img.l1[0].raw = 0' 2>&1); rc=$?
+    [ $rc -eq 1 ] && [[ $out == *"field 'raw' of L1 entry is read-only"* ]]
+    ok $? "assigning a field raises read-only (got '$out')"
+
+    cp "$b" "$S/rw.qcow2"
+    out=$("$Q" -w "$S/rw.qcow2" -e 'io.write(tostring(img.writable), " ", tostring(img))' 2>&1)
+    [ "$out" = "true qcow2 image '$S/rw.qcow2' (rw, 64 KiB clusters)" ]; ok $? "-w opens read-write (got '$out')"
+    out=$("$Q" -U "$b" -e 'io.write(tostring(img))' 2>&1)
+    [ "$out" = "qcow2 image '$b' (ro, 64 KiB clusters)" ]; ok $? "-U opens read-only with force-share (got '$out')"
+
+    out=$("$Q" "$b" -e 'io.write(hex(img:read(0, 20)))' 2>&1)
+    [ "$out" = "$(qemu-img convert -O raw "$b" /dev/stdout 2>/dev/null | head -c 20 | hexdump -C)" ] ||
+        [ "$out" = "$(head -c 20 "$S/basic.raw" | hexdump -C)" ]
+    ok $? "hex() prints like hexdump -C"
+
+    out=$("$Q" "$S/small.qcow2" "$root/examples/walk-l2.lua" 2>&1); rc=$?
+    expect=$(python3 - "$S/small.qcow2" <<'PY'
+import struct, sys
+f = open(sys.argv[1], "rb"); h = f.read(72)
+cbits, = struct.unpack(">I", h[20:24]); l1n, = struct.unpack(">I", h[36:40]); l1o, = struct.unpack(">Q", h[40:48])
+cs = 1 << cbits; f.seek(l1o); l1 = struct.unpack(">%dQ" % l1n, f.read(8 * l1n))
+tables = entries = 0; types = {}
+for e in l1:
+    off = e & 0x00FFFFFFFFFFFE00
+    if not off: continue
+    tables += 1; f.seek(off)
+    for r in struct.unpack(">%dQ" % (cs // 8), f.read(cs)):
+        o = r & 0x00FFFFFFFFFFFE00
+        t = "compressed" if r >> 62 & 1 else ("zero-allocated" if o else "zero") if r & 1 else "normal" if o else None
+        if t: types[t] = types.get(t, 0) + 1
+print("L2 tables: %d" % tables)
+for t in sorted(types): print("%s: %d" % (t, types[t]))
+PY
+)
+    [ $rc -eq 0 ] && [ "$out" = "$expect" ]
+    ok $? "examples/walk-l2.lua summary matches the L2 tables read by python"
+    [ "$out" = "$expect" ] || { echo "# got:"; echo "$out" | sed 's/^/#   /'; echo "# expected:"; echo "$expect" | sed 's/^/#   /'; }
+}
+
+make_images
+write_oracle
+for key in basic small ext v2 over; do
+    run_lua tables.lua $key "$S/$key.qcow2"
+    run_lua header.lua $key "$S/$key.qcow2"
+    run_lua read.lua $key "$S/$key.qcow2"
+    run_lua refcount.lua $key "$S/$key.qcow2"
+done
+run_lua snapshots.lua basic "$S/basic.qcow2"
+run_lua objects.lua basic "$S/basic.qcow2"
+session_checks
+echo "1..$n"
+[ "$failed" -eq 0 ]

@@ -31,7 +31,7 @@ int qi_bind_open(lua_State *L)
     if (lua_istable(L, 2)) {
         if (lua_getfield(L, 2, "rw") != LUA_TNIL && lua_toboolean(L, -1))
             o.flags |= QI_OPEN_RW;
-        if (lua_getfield(L, 2, "force_share") != LUA_TNIL && lua_toboolean(L, -2))
+        if (lua_getfield(L, 2, "force_share") != LUA_TNIL && lua_toboolean(L, -1))
             o.flags |= QI_OPEN_FORCE_SHARE;
         if (lua_getfield(L, 2, "backing") != LUA_TNIL && !lua_toboolean(L, -1))
             o.flags |= QI_OPEN_NO_BACKING;

@@ -82,7 +82,7 @@ $(FUZZ_DRV): tests/fuzz/replay.c $(ENGINE_OBJ)
 
 unit: $(UNIT_BIN)
 
-check:
+check: check-layers
 	$(MAKE) VARIANT=asan build/asan/qinspect unit-asan
 	$(MAKE) VARIANT=release qinspect
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

@@ -1,0 +1,206 @@
+/* Engine tests of image.c, rw.c and map.c on images made by qemu-img and
+ * qemu-io (the oracle): open errors, backing chains (loops, depth limit,
+ * missing files, shorter backing files), QEMU's locks, snapshot views, and
+ * the cache rule that a sequential read loads each L2 table once. Expected
+ * bytes come from `qemu-img convert -O raw`. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdarg.h>
+#include <unistd.h>
+
+#include "image.h"
+#include "tap.h"
+
+static char dir[] = "/tmp/qi-image-XXXXXX";
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    char full[4200];
+    snprintf(full, sizeof full, "cd %s && (%s) >/dev/null 2>&1", dir, cmd);
+    return system(full);
+}
+
+static char *path(const char *name)
+{
+    static char buf[8][512];
+    static int k;
+    k = (k + 1) % 8;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
+    return buf[k];
+}
+
+static uint8_t *slurp(const char *name, size_t *len)
+{
+    FILE *f = fopen(path(name), "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *p = malloc(*len ? *len : 1);
+    if (fread(p, 1, *len, f) != *len)
+        *len = 0;
+    fclose(f);
+    return p;
+}
+
+/* Read the whole guest view (or snapshot SNAP >= 0) and compare with REF. */
+static void same_as(const char *img_name, int snap, const char *ref, const char *what)
+{
+    qi_image *img;
+    qi_err err;
+    size_t len;
+    uint8_t *want = slurp(ref, &len), *got = NULL;
+    if (qi_image_open(&img, path(img_name), NULL, &err) < 0) {
+        tap_ok(0, "%s: open failed: %s", what, err.message);
+        free(want);
+        return;
+    }
+    got = malloc(len ? len : 1);
+    int rc = snap < 0 ? qi_image_read(img, got, 0, len)
+                      : qi_image_read_snapshot(img, (uint32_t)snap, got, 0, len);
+    tap_ok(rc == 0 && want && !memcmp(got, want, len), "%s", what);
+    qi_image_close(img);
+    free(want);
+    free(got);
+}
+
+static int open_err(const char *name, qi_err *err, unsigned flags)
+{
+    qi_image *img = NULL;
+    qi_open_opts o = QI_OPEN_OPTS_INIT;
+    o.flags = flags;
+    int rc = qi_image_open(&img, path(name), &o, err);
+    qi_image_close(img);
+    return rc;
+}
+
+static void backing_chains(void)
+{
+    qi_err err;
+    sh("qemu-img create -f qcow2 la.qcow2 1M && qemu-img create -f qcow2 -b la.qcow2 "
+       "-F qcow2 lb.qcow2 1M && qemu-img rebase -u -b lb.qcow2 -F qcow2 la.qcow2");
+    tap_ok(open_err("lb.qcow2", &err, 0) == QI_ECORRUPT &&
+           !strcmp(err.structure, "backing chain") && strstr(err.message, "loop"),
+           "backing loop refused: %s", err.message);
+    sh("qemu-img create -f qcow2 d0.qcow2 1M && for i in $(seq 1 70); do "
+       "qemu-img create -f qcow2 -u -b d$((i-1)).qcow2 -F qcow2 d$i.qcow2 1M; done");
+    tap_ok(open_err("d70.qcow2", &err, 0) == QI_ECORRUPT && strstr(err.message, "deeper"),
+           "70-deep chain refused at the depth limit: %s", err.message);
+    tap_is_u64((uint64_t)open_err("d60.qcow2", &err, 0), 0, "60-deep chain opens");
+    sh("qemu-img create -f qcow2 -u -b nothere.qcow2 -F qcow2 miss.qcow2 1M");
+    tap_ok(open_err("miss.qcow2", &err, 0) < 0 && strstr(err.message, "nothere.qcow2"),
+           "missing backing file named: %s", err.message);
+    tap_is_u64((uint64_t)open_err("miss.qcow2", &err, QI_OPEN_NO_BACKING), 0,
+               "opens without its backing chain when asked");
+    /* a 1 MiB raw base under a 3 MiB top in a subdirectory: relative name */
+    sh("mkdir -p sub && qemu-img create -f raw sub/base.raw 1M && "
+       "qemu-io -f raw -c 'write -P 0x5a 0 1M' sub/base.raw && "
+       "qemu-img create -f qcow2 -b base.raw -F raw sub/top.qcow2 3M && "
+       "qemu-io -c 'write -P 0x6b 512k 1M' sub/top.qcow2 && "
+       "qemu-img convert -O raw sub/top.qcow2 top.ref");
+    same_as("sub/top.qcow2", -1, "top.ref", "shorter raw backing: zeros past its end");
+    qi_image *img;
+    if (qi_image_open(&img, path("sub/top.qcow2"), NULL, &err) == 0) {
+        tap_is_str(qi_image_backing_name(img), "base.raw", "backing name as stored");
+        tap_is_str(qi_image_backing_full_name(img), path("sub/base.raw"),
+                   "backing name resolved next to the image");
+        tap_is_str(qi_image_backing_format(img), "raw", "backing format extension");
+        tap_is_str(qi_image_format(qi_image_backing(img)), "raw", "backing opened raw");
+        qi_image_close(img);
+    } else {
+        tap_ok(0, "open sub/top.qcow2: %s", err.message);
+    }
+}
+
+static void locks(void)
+{
+    qi_err err;
+    sh("qemu-img create -f qcow2 lk.qcow2 1M");
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "qemu-io -c 'sleep 5000' %s >/dev/null 2>&1 & echo $!",
+             path("lk.qcow2"));
+    FILE *q = popen(cmd, "r");
+    int pid = 0;
+    if (!q || fscanf(q, "%d", &pid) != 1)
+        pid = 0;
+    if (q)
+        pclose(q);
+    usleep(800000);
+    tap_ok(open_err("lk.qcow2", &err, 0) == QI_EBUSY && strstr(err.message, "write"),
+           "read-only open refused while QEMU writes: %s", err.message);
+    tap_is_u64((uint64_t)open_err("lk.qcow2", &err, QI_OPEN_FORCE_SHARE), 0,
+               "force-share (-U) reads anyway");
+    if (pid > 0) {
+        snprintf(cmd, sizeof cmd, "kill %d; sleep 0.3", pid);
+        if (system(cmd) != 0)
+            tap_diag("kill failed");
+    }
+    tap_is_u64((uint64_t)open_err("lk.qcow2", &err, 0), 0, "opens after QEMU is gone");
+}
+
+static void snapshots_and_cache(void)
+{
+    qi_image *img;
+    qi_err err;
+    sh("qemu-img create -f qcow2 -o cluster_size=512 sn.qcow2 8M && "
+       "qemu-io -c 'write -P 0x11 0 8M' sn.qcow2 && qemu-img snapshot -c one sn.qcow2 && "
+       "qemu-io -c 'write -P 0x22 1M 2M' -c 'discard 6M 512' -c 'write -c -P 0x33 6M 512' sn.qcow2 && "
+       "qemu-img convert -O raw sn.qcow2 sn.ref && "
+       "qemu-img convert -l snapshot.name=one -O raw sn.qcow2 sn1.ref");
+    same_as("sn.qcow2", -1, "sn.ref", "active view after snapshot and COW");
+    same_as("sn.qcow2", 0, "sn1.ref", "snapshot 'one' view as qemu-img convert -l");
+    if (qi_image_open(&img, path("sn.qcow2"), NULL, &err) < 0) {
+        tap_ok(0, "open sn.qcow2: %s", err.message);
+        return;
+    }
+    uint32_t n;
+    const qi_snapshot *s = qi_meta_snapshots(img, &n);
+    tap_ok(n == 1 && !strcmp(s[0].name, "one") && !strcmp(s[0].id, "1"),
+           "snapshot table: id 1, name one");
+    /* 8 MiB / (512 B * 64 entries) = 256 L2 tables in the active L1 */
+    size_t len = 8u << 20;
+    uint8_t *buf = malloc(len);
+    uint64_t before = img->l2_cache->reads;
+    for (size_t off = 0; off < len; off += 4096)
+        qi_image_read(img, buf + off, off, 4096);
+    tap_is_u64(img->l2_cache->reads - before, 256,
+               "a sequential read in 4 KiB pieces loads each of 256 L2 tables once");
+    uint64_t rc;
+    tap_ok(qi_meta_refcount(img, 0, &rc) == 0 && rc == 1, "header cluster refcount 1");
+    qi_l1_entry l1;
+    qi_meta_l1_get(img, 32, &l1); /* guest 1 MiB = 32 * 64 * 512 */
+    tap_ok(qi_meta_refcount(img, l1.l2_offset, &rc) == 0 && rc == 1 && l1.copied,
+           "L2 table for guest 1 MiB, rewritten after the snapshot: refcount 1, COPIED");
+    qi_meta_l1_get(img, 200, &l1);
+    tap_ok(qi_meta_refcount(img, l1.l2_offset, &rc) == 0 && rc == 2 && !l1.copied,
+           "an L2 table shared with the snapshot: refcount 2, COPIED clear");
+    free(buf);
+    qi_image_close(img);
+}
+
+int main(void)
+{
+    qi_err err;
+    if (!mkdtemp(dir))
+        return 1;
+    tap_ok(open_err("absent.qcow2", &err, 0) == QI_ENOENT &&
+           strstr(err.file, "absent.qcow2"), "missing file: ENOENT naming it");
+    sh("printf 'not an image at all' > junk.qcow2");
+    tap_ok(open_err("junk.qcow2", &err, 0) == QI_ECORRUPT && !strcmp(err.structure, "header"),
+           "non-qcow2 file refused as qcow2: %s", err.message);
+    tap_is_u64((uint64_t)open_err("junk.qcow2", &err, QI_OPEN_PROBE), 0,
+               "probing opens it as raw");
+    backing_chains();
+    locks();
+    snapshots_and_cache();
+    if (!getenv("KEEP")) sh("rm -rf %s", dir);
+    return tap_done();
+}

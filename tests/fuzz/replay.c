@@ -48,6 +48,22 @@ static void note(qi_image *img, const char *what)
     printf("# %s: %s\n", what, qi_err_format(qi_image_error(img), line, sizeof line));
 }
 
+/* Read [OFF, OFF+N) cluster by cluster, so every damaged cluster in a chunk
+ * that failed is tried, not only the first. */
+static void read_by_cluster(qi_image *img, uint8_t *buf, uint64_t off, size_t n)
+{
+    uint64_t cs = qi_image_cluster_size(img) ? qi_image_cluster_size(img) : 512;
+    unsigned notes = 0;
+    for (uint64_t o = off; o < off + n; ) {
+        uint64_t len = cs - (o % cs);
+        if (len > off + n - o)
+            len = off + n - o;
+        if (qi_image_read(img, buf, o, (size_t)len) < 0 && notes++ < 4)
+            note(img, "read");
+        o += len;
+    }
+}
+
 static void read_all(qi_image *img, uint8_t *buf)
 {
     uint64_t size = qi_image_size(img), end = size;
@@ -55,10 +71,8 @@ static void read_all(qi_image *img, uint8_t *buf)
         end = REPLAY_MAX_READ;
     for (uint64_t off = 0; off < end; off += CHUNK) {
         size_t n = end - off < CHUNK ? (size_t)(end - off) : CHUNK;
-        if (qi_image_read(img, buf, off, n) < 0) {
-            note(img, "read");
-            return;
-        }
+        if (qi_image_read(img, buf, off, n) < 0)
+            read_by_cluster(img, buf, off, n);
     }
     /* the last bytes of a large disk too: offsets near the end take other paths */
     if (size > end && size >= CHUNK && qi_image_read(img, buf, size - CHUNK, CHUNK) < 0)

@@ -574,6 +574,66 @@ def truncated_v3_part(d):
     return p, None, None
 
 
+@case('info map read', ['header|refcount table'], 'rejects: "Image does not contain a '
+      'reference count table"')
+def refcount_table_zero_clusters(d):
+    p = std_image(d)
+    poke(p, OFF_RT_CLUSTERS, 'I', 0)
+    return p, [h(OFF_RT_CLUSTERS), h(header(p)['rt_off'])], None
+
+
+@case('', ['refcount block|refcount table'], 'accepts: reading needs no refcounts '
+      '(qemu-img check reports it)')
+def refcount_block_unaligned(d):
+    # Only "no crash" is required: a reader may never look at refcounts.
+    p = std_image(d)
+    rt = header(p)['rt_off']
+    poke(p, rt, 'Q', peek(p, rt, 'Q') + 0x200)     # reftable entry 0 (fmt §6)
+    return p, [h(rt)], None
+
+
+@case('info map read', ['snapshot table'], 'accepts: the entry is read past EOF as zeros')
+def snapshot_entry_past_eof(d):
+    p = snap_image(d)
+    so = header(p)['snap_off']
+    poke(p, so + 36, 'I', 1024)     # extra data size: the largest QEMU allows
+    poke(p, so + 14, 'H', 0xffff)   # name length (fmt §7)
+    os.truncate(p, so + 1024)       # the entry now needs 40 + 1024 + 1 + 65535 bytes
+    return p, [h(so)], None
+
+
+@case('map read', ['L2 table'], 'convert fails with an I/O error (subcluster both allocated '
+      'and zero is invalid, fmt §5)')
+def extl2_allocated_and_zero(d):
+    p = os.path.join(d, 'bad.qcow2')
+    qemu_img_create(p, '1M', 'cluster_size=16384,extended_l2=on')
+    qemu_io(p, 'write -q -P 0x5a 0 1k')             # subclusters of 512 B: bits 0, 1
+    hd = header(p)
+    l2 = l2_table(p, hd)
+    bm = peek(p, l2 + 8, 'Q')
+    assert bm & 1, 'subcluster 0 allocated expected'
+    poke(p, l2 + 8, 'Q', bm | (1 << 32))            # zero bit of subcluster 0 as well
+    return p, [h(l2), h(l2 + 8)], None
+
+
+@case('info map read', ['header extension|bitmap'], 'rejects: the bitmaps extension '
+      'must name at least one bitmap')
+def bitmaps_ext_no_bitmaps(d):
+    p = os.path.join(d, 'bad.qcow2')
+    qemu_img_create(p, '1M')
+    run('qemu-img', 'bitmap', '--add', p, 'b0')
+    # walk the extensions from header_length (fmt §3) to the bitmaps one
+    off = peek(p, OFF_HDR_LEN, 'I')
+    while True:
+        typ, length = peek(p, off, 'I'), peek(p, off + 4, 'I')
+        assert typ != 0, 'bitmaps extension expected'
+        if typ == 0x23852875:
+            break
+        off += 8 + (length + 7) // 8 * 8
+    poke(p, off + 8, 'I', 0)        # nb_bitmaps: at least 1 (fmt §3)
+    return p, [h(off), h(off + 8)], None
+
+
 # ---- driver --------------------------------------------------------------
 
 def main():

@@ -9,13 +9,17 @@
  * gathered into spans of up to CHUNK bytes (small zero gaps between data
  * runs are read along, as that is cheaper than another request), read with
  * one qi_image_read each, and written with one pwrite per run of 4 KiB
- * blocks that are not all zero (qemu-img convert's default -S 4k). Only
- * raw output exists for now; qcow2 output needs the write engine.
- * Calls: include/qi, cli.h helpers, POSIX file I/O for DST. */
+ * blocks that are not all zero (qemu-img convert's default -S 4k). Reading
+ * and writing overlap: a writer thread scans and writes one buffer while
+ * the main thread reads the next (two buffers; the main thread only reuses
+ * a buffer after the writer has finished with it, and it alone calls the
+ * engine). Only raw output exists for now; qcow2 output needs the write
+ * engine. Calls: include/qi, cli.h helpers, POSIX file I/O and threads. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -28,11 +32,27 @@
 #define BLOCK 4096u           /* sparse detection granularity (-S 4k) */
 #define CONV_CB_STOP 1
 
+/* Hand-off slot between the reader (main thread) and the writer thread. */
+typedef struct wslot {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool running;             /* the thread exists */
+    bool busy;                /* a job is queued or being written */
+    bool quit;
+    bool failed;              /* a write failed (message printed) */
+    const uint8_t *buf;
+    uint64_t off;
+    size_t n;
+} wslot;
+
 typedef struct conv {
     qi_image *img;
     const char *src, *dst;
     int fd;
-    uint8_t *buf;
+    uint8_t *bufs[2];
+    int cur;                  /* buffer the reader fills next */
+    wslot w;
     uint64_t size;            /* guest bytes to convert */
     size_t sparse;            /* block size for hole detection, 0 = none */
     int snap;                 /* snapshot index, -1 for the active view */
@@ -73,32 +93,125 @@ static int write_all(conv *c, const uint8_t *p, size_t n, uint64_t off)
     return 0;
 }
 
-/* Write the N bytes of c->buf that belong at guest offset OFF, leaving
+/* Write the N bytes of BUF that belong at guest offset OFF, leaving
  * aligned all-zero blocks as holes. */
-static int write_sparse(conv *c, uint64_t off, size_t n)
+static int write_sparse(conv *c, const uint8_t *buf, uint64_t off, size_t n)
 {
     size_t i = 0, run = 0;
     bool in_data = false;
     if (!c->sparse)
-        return write_all(c, c->buf, n, off);
+        return write_all(c, buf, n, off);
     while (i < n) {
         /* blocks are aligned to guest offsets, as qemu-img's are */
         size_t blen = c->sparse - (size_t)((off + i) % c->sparse);
         if (blen > n - i)
             blen = n - i;
-        bool zero = block_is_zero(c->buf + i, blen);
+        bool zero = block_is_zero(buf + i, blen);
         if (!zero && !in_data) {
             run = i;
             in_data = true;
         } else if (zero && in_data) {
-            if (write_all(c, c->buf + run, i - run, off + run) < 0)
+            if (write_all(c, buf + run, i - run, off + run) < 0)
                 return -1;
             in_data = false;
         }
         i += blen;
     }
-    if (in_data && write_all(c, c->buf + run, n - run, off + run) < 0)
+    if (in_data && write_all(c, buf + run, n - run, off + run) < 0)
         return -1;
+    return 0;
+}
+
+static void *writer_main(void *arg)
+{
+    conv *c = arg;
+    wslot *w = &c->w;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->busy && !w->quit)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (!w->busy)
+            break;
+        bool skip = w->failed; /* after a failure, only drain */
+        pthread_mutex_unlock(&w->mu);
+        bool bad = !skip && write_sparse(c, w->buf, w->off, w->n) < 0;
+        pthread_mutex_lock(&w->mu);
+        w->failed |= bad;
+        w->busy = false;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Wait until the writer is idle; returns -1 if a write failed. */
+static int writer_wait(wslot *w)
+{
+    bool failed;
+    pthread_mutex_lock(&w->mu);
+    while (w->busy)
+        pthread_cond_wait(&w->cv, &w->mu);
+    failed = w->failed;
+    pthread_mutex_unlock(&w->mu);
+    return failed ? -1 : 0;
+}
+
+static void writer_start(conv *c)
+{
+    wslot *w = &c->w;
+    if (pthread_mutex_init(&w->mu, NULL))
+        return;
+    if (pthread_cond_init(&w->cv, NULL)) {
+        pthread_mutex_destroy(&w->mu);
+        return;
+    }
+    /* without a thread, submit() writes synchronously */
+    w->running = pthread_create(&w->thread, NULL, writer_main, c) == 0;
+    if (!w->running) {
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+    }
+}
+
+/* Finish all writes; returns -1 if one failed. */
+static int writer_stop(conv *c)
+{
+    wslot *w = &c->w;
+    int rc;
+    if (!w->running)
+        return w->failed ? -1 : 0;
+    rc = writer_wait(w);
+    pthread_mutex_lock(&w->mu);
+    w->quit = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    w->running = false;
+    return rc;
+}
+
+/* Queue bufs[cur] (N bytes for guest offset OFF) for writing and switch
+ * the reader to the other buffer once the writer is done with it. */
+static int submit(conv *c, uint64_t off, size_t n)
+{
+    wslot *w = &c->w;
+    if (!w->running) {
+        if (write_sparse(c, c->bufs[c->cur], off, n) < 0)
+            return w->failed = true, -1;
+        return 0;
+    }
+    if (writer_wait(w) < 0)
+        return -1;
+    pthread_mutex_lock(&w->mu);
+    w->buf = c->bufs[c->cur];
+    w->off = off;
+    w->n = n;
+    w->busy = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    c->cur ^= 1;
     return 0;
 }
 
@@ -107,12 +220,13 @@ static int copy_range(conv *c, uint64_t start, uint64_t end)
 {
     while (start < end) {
         size_t n = end - start < CHUNK ? (size_t)(end - start) : CHUNK;
-        int rc = c->snap < 0 ? qi_image_read(c->img, c->buf, start, n)
-                             : qi_image_read_snapshot(c->img, (uint32_t)c->snap, c->buf,
+        uint8_t *buf = c->bufs[c->cur];
+        int rc = c->snap < 0 ? qi_image_read(c->img, buf, start, n)
+                             : qi_image_read_snapshot(c->img, (uint32_t)c->snap, buf,
                                                       start, n);
         if (rc < 0)
             return qi_cli_engine_error(qi_image_error(c->img), rc), -1;
-        if (write_sparse(c, start, n) < 0)
+        if (submit(c, start, n) < 0)
             return -1;
         start += n;
     }
@@ -182,6 +296,19 @@ static int find_snapshot(const qi_image *img, const char *spec)
     return -1;
 }
 
+static int convert_data(conv *c)
+{
+    int rc;
+    if (c->snap >= 0)
+        return copy_range(c, 0, c->size) < 0 ? QI_CLI_ERR : QI_CLI_OK;
+    rc = qi_image_map(c->img, 0, c->size, conv_cb, c);
+    if (rc == CONV_CB_STOP)
+        return QI_CLI_ERR;
+    if (rc < 0)
+        return qi_cli_engine_error(qi_image_error(c->img), rc);
+    return flush_span(c) < 0 ? QI_CLI_ERR : QI_CLI_OK;
+}
+
 static int convert(conv *c)
 {
     int rc;
@@ -191,16 +318,13 @@ static int convert(conv *c)
     if (ftruncate(c->fd, (off_t)c->size) < 0)
         return qi_cli_error("%s: cannot set size to %" PRIu64 ": %s", c->dst, c->size,
                             strerror(errno));
-    if (!(c->buf = aligned_alloc(4096, CHUNK)))
+    if (!(c->bufs[0] = aligned_alloc(4096, CHUNK)) || !(c->bufs[1] = aligned_alloc(4096, CHUNK)))
         return qi_cli_error("out of memory");
-    if (c->snap >= 0)
-        return copy_range(c, 0, c->size) < 0 ? QI_CLI_ERR : QI_CLI_OK;
-    rc = qi_image_map(c->img, 0, c->size, conv_cb, c);
-    if (rc == CONV_CB_STOP)
-        return QI_CLI_ERR;
-    if (rc < 0)
-        return qi_cli_engine_error(qi_image_error(c->img), rc);
-    return flush_span(c) < 0 ? QI_CLI_ERR : QI_CLI_OK;
+    writer_start(c);
+    rc = convert_data(c);
+    if (writer_stop(c) < 0)
+        rc = QI_CLI_ERR;
+    return rc;
 }
 
 static int parse_args(int argc, char **argv, conv *c, unsigned *flags, const char **snap)
@@ -296,7 +420,8 @@ int qi_cli_convert(int argc, char **argv)
 out:
     if (c.fd >= 0 && close(c.fd) < 0 && rc == QI_CLI_OK)
         rc = qi_cli_error("%s: close failed: %s", c.dst, strerror(errno));
-    free(c.buf);
+    free(c.bufs[0]);
+    free(c.bufs[1]);
     qi_image_close(c.img);
     return rc;
 }

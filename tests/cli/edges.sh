@@ -127,11 +127,32 @@ t_check "info with snapshots equals qemu-img" same_stdout info img.qcow2
 TZ=America/New_York t_check "snapshot -l in another time zone equals qemu-img" \
     same_stdout snapshot -l img.qcow2
 
+# ---- QEMU's image locks ----
+qemu-img create -q -f qcow2 locked.qcow2 1M
+qemu-io -f qcow2 -c 'sleep 4000' locked.qcow2 >/dev/null 2>&1 &
+holder=$!
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+    qemu-img info locked.qcow2 >/dev/null 2>&1 || break
+    sleep 0.2
+done
+expect_rc "info of an image QEMU writes: exit 1 (as qemu-img)" 1 info locked.qcow2
+expect_err_like "lock conflict is explained" "lock"
+expect_rc "info -U of an image QEMU writes: exit 0" 0 info -U locked.qcow2
+expect_rc "map -U of an image QEMU writes: exit 0" 0 map -U locked.qcow2
+expect_rc "convert -U of an image QEMU writes: exit 0" 0 convert -U locked.qcow2 out.raw
+expect_rc "snapshot -l -U of an image QEMU writes: exit 0" 0 snapshot -l -U locked.qcow2
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+rm -f out.raw
+
 # ---- unusual names: JSON escaping as QEMU does it ----
 name=$'we\tird "n\\ame" \xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80'
 qemu-img create -q -f qcow2 "$name.qcow2" 1M
 qemu-img create -q -f qcow2 -b "$name.qcow2" -F qcow2 esc.qcow2 1M
 t_check "info --output=json escapes names as qemu-img" same_stdout info --output=json esc.qcow2
 t_check "info escapes the file name as qemu-img" same_stdout info --output=json "$name.qcow2"
+qemu-img snapshot -c $'sn\xc3\xa9 "1"\t' "$name.qcow2"
+t_check "info escapes snapshot names as qemu-img" same_stdout info --output=json "$name.qcow2"
+t_check "snapshot -l prints non-ASCII names as qemu-img" same_stdout snapshot -l "$name.qcow2"
 
 t_done

@@ -153,6 +153,7 @@ def cmp(a, b, path):
             cmp(x, y, f"{path}[{i}]")
     elif a != b or type(a) != type(b):
         diffs.append(f"{path}: qinspect {json.dumps(a)} qemu-img {json.dumps(b)}")
+cmp(q, e, "")
 for d in diffs[:20]:
     print(d)
 sys.exit(1 if diffs else 0)

@@ -105,7 +105,7 @@ mk "extl2-zstd.qcow2" 65536 $((16 << 20)) "extended_l2=on,compression_type=zstd"
 mk "lazy.qcow2" 65536 $((16 << 20)) "lazy_refcounts=on"
 if qemu-img create -q -f qcow2 -o lazy_refcounts=on dirty.qcow2 16M &&
     { (qemu-io -f qcow2 -c 'write -s rand.bin 0 200k' -c 'write -P 9 1M 64k' -c abort \
-        dirty.qcow2 >/dev/null 2>&1) 2>/dev/null || true; } &&
+        dirty.qcow2 >/dev/null 2>&1; true) 2>/dev/null; } &&
     qemu-img info --output=json dirty.qcow2 | grep -q '"dirty-flag": true'; then
     check_image dirty.qcow2 "dirty.qcow2 (lazy refcounts, dirty after abort)"
 else
@@ -208,6 +208,25 @@ qemu-img create -q -f qcow2 odd.qcow2 5000000 &&
     qio odd.qcow2 "write -s rand.bin 4900000 99840" "write -P 3 0 100" &&
     check_image odd.qcow2 "odd.qcow2 (size not a cluster multiple)" ||
     t_fail "odd.qcow2: could not build the image"
+# a raw file whose length is not a multiple of 512 (QEMU rounds the size
+# up to whole sectors), alone and as a backing file
+cat rand.bin rand.bin rand.bin rand.bin | head -c 1000001 >odd.raw &&
+    check_image odd.raw "odd.raw (raw, 1000001 bytes)" ||
+    t_fail "odd.raw: could not build the image"
+qemu-img create -q -f qcow2 -b odd.raw -F raw oddtop.qcow2 &&
+    qio oddtop.qcow2 "write -P 0x3c 4096 4096" &&
+    check_image oddtop.qcow2 "oddtop.qcow2 (over a 1000001-byte raw file)" ||
+    t_fail "oddtop.qcow2: could not build the image"
+# the corrupt bit set (QEMU still reads such an image read-only)
+qemu-img create -q -f qcow2 corrupt.qcow2 4M &&
+    populate corrupt.qcow2 65536 $((4 << 20)) &&
+    python3 -c '
+import struct, sys
+with open("corrupt.qcow2", "r+b") as f:
+    f.seek(72); v = struct.unpack(">Q", f.read(8))[0]
+    f.seek(72); f.write(struct.pack(">Q", v | 2))' &&
+    check_image corrupt.qcow2 "corrupt.qcow2 (corrupt bit set)" ||
+    t_fail "corrupt.qcow2: could not build the image"
 qemu-img create -q -f qcow2 empty.qcow2 0 &&
     check_image empty.qcow2 "empty.qcow2 (zero size)" ||
     t_fail "empty.qcow2: could not build the image"

@@ -312,12 +312,21 @@ static int convert_data(conv *c)
 static int convert(conv *c)
 {
     int rc;
-    c->fd = open(c->dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (c->fd < 0)
+    int fd = open(c->dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
         return qi_cli_error("%s: cannot create: %s", c->dst, strerror(errno));
-    if (ftruncate(c->fd, (off_t)c->size) < 0)
+    if (ftruncate(fd, (off_t)c->size) < 0) {
+        close(fd);
         return qi_cli_error("%s: cannot set size to %" PRIu64 ": %s", c->dst, c->size,
                             strerror(errno));
+    }
+    /* Reopen, as qemu-img does (create, close, open): ext4 flushes a file
+     * truncated to 0 on its first close (auto_da_alloc), which would make
+     * the final close wait for the writeback of everything written. */
+    close(fd);
+    c->fd = open(c->dst, O_WRONLY | O_CLOEXEC);
+    if (c->fd < 0)
+        return qi_cli_error("%s: cannot open: %s", c->dst, strerror(errno));
     if (!(c->bufs[0] = aligned_alloc(4096, CHUNK)) || !(c->bufs[1] = aligned_alloc(4096, CHUNK)))
         return qi_cli_error("out of memory");
     writer_start(c);

@@ -59,6 +59,10 @@ qi_image *qi_cli_open(const char *path, unsigned flags);
  * stdout, then EXTRA (may be NULL). Returns QI_CLI_OK. (main.c) */
 int qi_cli_help(const char *name, const char *extra);
 
+/* Apply `-f FMT` to open FLAGS: "raw" opens as raw, "qcow2" requires
+ * qcow2 (no probing). Returns 0, or -1 for any other name. (main.c) */
+int qi_cli_parse_format(const char *fmt, unsigned *flags);
+
 /* Parse "human"/"json" for --output; returns 0 human, 1 json, -1 bad. (main.c) */
 int qi_cli_parse_output(const char *s);
 

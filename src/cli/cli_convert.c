@@ -350,11 +350,7 @@ static int parse_args(int argc, char **argv, conv *c, unsigned *flags, const cha
     while ((ch = getopt_long(argc, argv, ":hf:O:Ul:S:co:pqnW", lopts, NULL)) != -1) {
         switch (ch) {
         case 'f':
-            if (!strcmp(optarg, "raw"))
-                *flags = (*flags & ~QI_OPEN_PROBE) | QI_OPEN_RAW;
-            else if (!strcmp(optarg, "qcow2"))
-                *flags &= ~QI_OPEN_PROBE;
-            else
+            if (qi_cli_parse_format(optarg, flags) < 0)
                 return qi_cli_usage_error("convert", "unknown format '%s' (raw or qcow2)", optarg);
             break;
         case 'O':

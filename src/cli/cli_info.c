@@ -194,6 +194,30 @@ static void print_human(const qi_image *img, const qi_json *spec_data)
     }
 }
 
+/* Print IMG's info as JSON or human text; returns an exit status. */
+static int print_info(const qi_image *img, bool json)
+{
+    qi_json *tree = NULL;
+    char *text = NULL;
+    int rc = QI_CLI_OK;
+    if (json) {
+        tree = image_info(img);
+        if (!(text = qi_json_render(tree, QI_JSON_PRETTY | QI_JSON_QDICT_ORDER)))
+            rc = qi_cli_error("out of memory");
+        else
+            printf("%s\n", text);
+    } else {
+        if (qi_meta_header(img))
+            tree = qcow2_specific_data(img);
+        print_human(img, tree);
+    }
+    free(text);
+    qi_json_free(tree);
+    if (fflush(stdout) && rc == QI_CLI_OK)
+        rc = qi_cli_error("write error on standard output");
+    return rc;
+}
+
 int qi_cli_info(int argc, char **argv)
 {
     static const struct option lopts[] = {
@@ -204,10 +228,8 @@ int qi_cli_info(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     unsigned flags = QI_OPEN_NO_BACKING | QI_OPEN_PROBE;
-    int json = 0, c, rc = QI_CLI_ERR;
-    qi_image *img = NULL;
-    qi_json *tree = NULL, *spec = NULL;
-    char *text = NULL;
+    int json = 0, c, rc;
+    qi_image *img;
 
     optind = 0;
     opterr = 0;
@@ -219,11 +241,7 @@ int qi_cli_info(int argc, char **argv)
             break;
         case 'U': flags |= QI_OPEN_FORCE_SHARE; break;
         case 'f':
-            if (!strcmp(optarg, "raw"))
-                flags = (flags & ~QI_OPEN_PROBE) | QI_OPEN_RAW;
-            else if (!strcmp(optarg, "qcow2"))
-                flags &= ~QI_OPEN_PROBE;
-            else
+            if (qi_cli_parse_format(optarg, &flags) < 0)
                 return qi_cli_usage_error("info", "unknown format '%s' (raw or qcow2)", optarg);
             break;
         case 'h': return qi_cli_help("info", NULL);
@@ -235,23 +253,7 @@ int qi_cli_info(int argc, char **argv)
         return qi_cli_usage_error("info", "expected one FILE argument");
     if (!(img = qi_cli_open(argv[optind], flags)))
         return QI_CLI_ERR;
-    if (json) {
-        tree = image_info(img);
-        if (!(text = qi_json_render(tree, QI_JSON_PRETTY | QI_JSON_QDICT_ORDER))) {
-            qi_cli_error("out of memory");
-            goto out;
-        }
-        printf("%s\n", text);
-    } else {
-        if (qi_meta_header(img))
-            spec = qcow2_specific_data(img);
-        print_human(img, spec);
-    }
-    rc = fflush(stdout) ? qi_cli_error("write error on standard output") : QI_CLI_OK;
-out:
-    free(text);
-    qi_json_free(tree);
-    qi_json_free(spec);
+    rc = print_info(img, json == 1);
     qi_image_close(img);
     return rc;
 }

@@ -182,11 +182,7 @@ int qi_cli_map(int argc, char **argv)
             break;
         case 'U': flags |= QI_OPEN_FORCE_SHARE; break;
         case 'f':
-            if (!strcmp(optarg, "raw"))
-                flags = (flags & ~QI_OPEN_PROBE) | QI_OPEN_RAW;
-            else if (!strcmp(optarg, "qcow2"))
-                flags &= ~QI_OPEN_PROBE;
-            else
+            if (qi_cli_parse_format(optarg, &flags) < 0)
                 return qi_cli_usage_error("map", "unknown format '%s' (raw or qcow2)", optarg);
             break;
         case OPT_START:

@@ -83,11 +83,7 @@ int qi_cli_snapshot(int argc, char **argv)
         case 'U': flags |= QI_OPEN_FORCE_SHARE; break;
         case 'q': break;
         case 'f':
-            if (!strcmp(optarg, "raw"))
-                flags = (flags & ~QI_OPEN_PROBE) | QI_OPEN_RAW;
-            else if (!strcmp(optarg, "qcow2"))
-                flags &= ~QI_OPEN_PROBE;
-            else
+            if (qi_cli_parse_format(optarg, &flags) < 0)
                 return qi_cli_usage_error("snapshot", "unknown format '%s' (raw or qcow2)", optarg);
             break;
         case 'h':

@@ -119,6 +119,17 @@ int qi_cli_help(const char *name, const char *extra)
     return QI_CLI_OK;
 }
 
+int qi_cli_parse_format(const char *fmt, unsigned *flags)
+{
+    if (!strcmp(fmt, "raw"))
+        *flags = (*flags & ~QI_OPEN_PROBE) | QI_OPEN_RAW;
+    else if (!strcmp(fmt, "qcow2"))
+        *flags &= ~(QI_OPEN_PROBE | QI_OPEN_RAW);
+    else
+        return -1;
+    return 0;
+}
+
 int qi_cli_parse_output(const char *s)
 {
     if (!strcmp(s, "human"))

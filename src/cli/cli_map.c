@@ -125,14 +125,12 @@ static int map_cb(void *payload, const qi_map_ext *e)
 
 static int run_map(qi_image *img, map_ctx *m, uint64_t start, uint64_t len)
 {
-    uint64_t size = qi_image_size(img);
+    uint64_t size = qi_image_size(img), from = start < size ? start : size;
     int rc;
-    if (start > size)
-        start = size;
-    if (len > size - start)
-        len = size - start;
+    if (len > size - from)
+        len = size - from;
     qi_outbuf_puts(&m->out, m->json ? "[" : "Offset          Length          Mapped to       File\n");
-    rc = qi_image_map(img, start, len, map_cb, m);
+    rc = qi_image_map(img, from, len, map_cb, m);
     if (rc == MAP_CB_STOP)
         return QI_CLI_ERR;
     if (rc < 0) {
@@ -140,7 +138,8 @@ static int run_map(qi_image *img, map_ctx *m, uint64_t start, uint64_t len)
         return qi_cli_engine_error(qi_image_error(img), rc);
     }
     if (m->json) {
-        /* qemu-img prints its empty first entry when nothing was mapped */
+        /* qemu-img prints its empty first entry, at the offset asked for,
+         * when nothing was mapped */
         if (!m->records) {
             qi_map_ext empty = { .start = start };
             json_record(m, &empty);

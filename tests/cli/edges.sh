@@ -113,6 +113,14 @@ expect_rc "info -f qcow2" 0 info -f qcow2 img.qcow2
 expect_rc "map -f qcow2 --output=json" 0 map -f qcow2 --output=json img.qcow2
 t_check "map --start-offset/--max-length equal qemu-img" \
     same_stdout map --output=json --start-offset=32k --max-length=1M img.qcow2
+for range in "--start-offset=1000 --max-length=70000" "--start-offset=2M" \
+    "--start-offset=20M" "--max-length=0" "--start-offset=4M"; do
+    # shellcheck disable=SC2086
+    t_check "map $range equals qemu-img" same_stdout map --output=json $range img.qcow2
+done
+t_check "info -f raw of a qcow2 file equals qemu-img (64 KiB multiple)" \
+    same_stdout info --output=json -f raw img.qcow2
+t_check "map -f raw of a qcow2 file equals qemu-img" same_stdout map -f raw img.qcow2
 expect_rc "map --compressed" 0 map --output=json --compressed img.qcow2
 t_check "map --compressed adds the key" grep -q '"compressed": false' out.txt
 

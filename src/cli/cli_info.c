@@ -6,8 +6,9 @@
  * and renders it either as qemu-img's pretty JSON or as its human text
  * (bdrv_image_info_dump). Fields are added in QAPI order; json.c prints
  * them in QEMU's QDict order, so both renderings come from the same tree.
- * Opens the image without its backing chain, as qemu-img info does, and
- * reads no guest data. Calls: include/qi, json.c, the shared helpers in
+ * Opens the image without its backing chain, as qemu-img info does (with
+ * --backing-chain, each backing file in turn the same way), and reads no
+ * guest data. Calls: include/qi, json.c, the shared helpers in
  * cli.h. */
 #include <getopt.h>
 #include <inttypes.h>
@@ -194,25 +195,63 @@ static void print_human(const qi_image *img, const qi_json *spec_data)
     }
 }
 
-/* Print IMG's info as JSON or human text; returns an exit status. */
-static int print_info(const qi_image *img, bool json)
+/* Open PATH and, with CHAIN, each backing file in turn, each on its own
+ * without its backing chain (qemu-img.c collect_image_info_list: the name
+ * is the resolved backing name, the format the header's or probed).
+ * Fills IMGS (at most QI_MAX_BACKING_DEPTH + 1); returns the count, or -1
+ * after printing an error (images opened so far are in IMGS[0..*N)). */
+static int open_chain(const char *path, unsigned flags, bool chain, qi_image **imgs, int *n)
+{
+    const char *name = path;
+    *n = 0;
+    for (;;) {
+        qi_image *img = qi_cli_open(name, flags);
+        if (!img)
+            return -1;
+        imgs[(*n)++] = img;
+        name = chain ? qi_image_backing_full_name(img) : NULL;
+        if (!name)
+            return *n;
+        for (int i = 0; i < *n; i++)
+            if (!strcmp(qi_image_path(imgs[i]), name))
+                return qi_cli_error("Backing file '%s' creates an infinite loop.", name), -1;
+        if (*n > QI_MAX_BACKING_DEPTH)
+            return qi_cli_error("%s: backing chain deeper than %d", path,
+                                QI_MAX_BACKING_DEPTH), -1;
+        const char *fmt = qi_image_backing_format(img);
+        flags &= ~(QI_OPEN_RAW | QI_OPEN_PROBE);
+        if (!fmt || !*fmt)
+            flags |= QI_OPEN_PROBE;
+        else if (qi_cli_parse_format(fmt, &flags) < 0)
+            return qi_cli_error("%s: unsupported backing file format '%s'", name, fmt), -1;
+    }
+}
+
+/* Print the info of IMGS[0..N) as JSON (one object, or a list for a
+ * chain) or as human text (blank lines between images). */
+static int print_info(qi_image **imgs, int n, bool json, bool chain)
 {
     qi_json *tree = NULL;
     char *text = NULL;
     int rc = QI_CLI_OK;
     if (json) {
-        tree = image_info(img);
+        tree = chain ? qi_json_array() : image_info(imgs[0]);
+        for (int i = 0; chain && i < n; i++)
+            qi_json_push(tree, image_info(imgs[i]));
         if (!(text = qi_json_render(tree, QI_JSON_PRETTY | QI_JSON_QDICT_ORDER)))
             rc = qi_cli_error("out of memory");
         else
             printf("%s\n", text);
-    } else {
-        if (qi_meta_header(img))
-            tree = qcow2_specific_data(img);
-        print_human(img, tree);
+        free(text);
+        qi_json_free(tree);
     }
-    free(text);
-    qi_json_free(tree);
+    for (int i = 0; !json && i < n; i++) {
+        tree = qi_meta_header(imgs[i]) ? qcow2_specific_data(imgs[i]) : NULL;
+        if (i)
+            printf("\n");
+        print_human(imgs[i], tree);
+        qi_json_free(tree);
+    }
     if (fflush(stdout) && rc == QI_CLI_OK)
         rc = qi_cli_error("write error on standard output");
     return rc;
@@ -224,12 +263,14 @@ int qi_cli_info(int argc, char **argv)
         { "output", required_argument, NULL, 'o' },
         { "force-share", no_argument, NULL, 'U' },
         { "format", required_argument, NULL, 'f' },
+        { "backing-chain", no_argument, NULL, 'B' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     unsigned flags = QI_OPEN_NO_BACKING | QI_OPEN_PROBE;
-    int json = 0, c, rc;
-    qi_image *img;
+    int json = 0, c, rc, n = 0;
+    bool chain = false;
+    qi_image *imgs[QI_MAX_BACKING_DEPTH + 1];
 
     optind = 0;
     opterr = 0;
@@ -240,6 +281,7 @@ int qi_cli_info(int argc, char **argv)
                 return qi_cli_usage_error("info", "--output must be human or json, not '%s'", optarg);
             break;
         case 'U': flags |= QI_OPEN_FORCE_SHARE; break;
+        case 'B': chain = true; break;
         case 'f':
             if (qi_cli_parse_format(optarg, &flags) < 0)
                 return qi_cli_usage_error("info", "unknown format '%s' (raw or qcow2)", optarg);
@@ -251,9 +293,9 @@ int qi_cli_info(int argc, char **argv)
     }
     if (argc - optind != 1)
         return qi_cli_usage_error("info", "expected one FILE argument");
-    if (!(img = qi_cli_open(argv[optind], flags)))
-        return QI_CLI_ERR;
-    rc = print_info(img, json == 1);
-    qi_image_close(img);
+    rc = open_chain(argv[optind], flags, chain, imgs, &n) < 0
+             ? QI_CLI_ERR : print_info(imgs, n, json == 1, chain);
+    while (n)
+        qi_image_close(imgs[--n]);
     return rc;
 }

@@ -21,7 +21,7 @@
 
 const qi_cli_cmd qi_cli_commands[] = {
     { "info", qi_cli_info, QI_CMD_NEEDS_IMAGE,
-      "info [--output=human|json] [-f FMT] [-U] FILE",
+      "info [--output=human|json] [--backing-chain] [-f FMT] [-U] FILE",
       "show image facts as qemu-img info does" },
     { "map", qi_cli_map, QI_CMD_NEEDS_IMAGE,
       "map [--output=human|json] [--compressed] [-f FMT] [-U] [--start-offset=OFF] "

@@ -200,4 +200,6 @@ check_image() {
     t_check "$desc: info (human) equals qemu-img" same_stdout info "$img"
     t_check "$desc: map (human) equals qemu-img" same_stdout map "$img"
     t_check "$desc: snapshot -l equals qemu-img" same_stdout snapshot -l "$img"
+    t_check "$desc: info --backing-chain --output=json equals qemu-img" \
+        same_stdout info --backing-chain --output=json "$img"
 }

@@ -121,6 +121,9 @@ done
 t_check "info -f raw of a qcow2 file equals qemu-img (64 KiB multiple)" \
     same_stdout info --output=json -f raw img.qcow2
 t_check "map -f raw of a qcow2 file equals qemu-img" same_stdout map -f raw img.qcow2
+t_check "convert -S 0 (no holes) gives the same bytes as qemu-img" same_convert img.qcow2 -S 0
+t_check "convert -S 64k gives the same bytes as qemu-img" same_convert img.qcow2 -S 64k
+expect_rc "convert -S 1000 (not a sector multiple): exit 2" 2 convert -S 1000 img.qcow2 out.raw
 expect_rc "map --compressed" 0 map --output=json --compressed img.qcow2
 t_check "map --compressed adds the key" grep -q '"compressed": false' out.txt
 

@@ -192,6 +192,27 @@ else
     t_fail "snap.qcow2: could not build the image"
 fi
 
+# a snapshot taken before the image grew (qemu-img keeps the current size),
+# and a snapshot in an image with a backing file
+if qemu-img create -q -f qcow2 grown.qcow2 4M &&
+    qio grown.qcow2 "write -P 0xd1 0 1M" "write -P 0xd2 3M 1M" &&
+    qemu-img snapshot -c small grown.qcow2 &&
+    qemu-img resize -q grown.qcow2 12M &&
+    qio grown.qcow2 "write -P 0xd3 512k 1M" "write -P 0xd4 10M 64k"; then
+    check_image grown.qcow2 "grown.qcow2 (resized after a snapshot)"
+    t_check "grown.qcow2: convert -l small equals qemu-img" same_convert grown.qcow2 -l small
+else
+    t_fail "grown.qcow2: could not build the image"
+fi
+if qemu-img snapshot -c topsnap top.qcow2 &&
+    qio top.qcow2 "write -P 0xd5 0 1M" "discard 5M 64k"; then
+    check_image top.qcow2 "top.qcow2 (chain, after a snapshot)"
+    t_check "top.qcow2: convert -l topsnap (snapshot over a backing chain) equals qemu-img" \
+        same_convert top.qcow2 -l topsnap
+else
+    t_fail "top.qcow2 snapshot: could not build the image"
+fi
+
 # ---- raw images, preallocation, odd and zero sizes, bitmaps ----
 qemu-img create -q -f raw sparse.raw 8M &&
     qemu-io -f raw -c 'write -s rand.bin 1M 100k' -c 'write -P 0 3M 64k' -c 'write -P 5 8180k 12k' \

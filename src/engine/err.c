@@ -100,10 +100,10 @@ char *qi_err_format(const qi_err *e, char *buf, size_t n)
     if (e->structure[0]) {
         PUT("%s", e->structure);
         if (e->offset != QI_NO_OFFSET)
-            PUT(" at offset %#" PRIx64, e->offset);
+            PUT(" at offset 0x%" PRIx64, e->offset);
         PUT(": ");
     } else if (e->offset != QI_NO_OFFSET) {
-        PUT("offset %#" PRIx64 ": ", e->offset);
+        PUT("offset 0x%" PRIx64 ": ", e->offset);
     }
     PUT("%s", e->message[0] ? e->message : qi_strerror(e->code));
 #undef PUT

@@ -111,19 +111,23 @@ static int check_features(qi_image *img, const qi_open_opts *o)
 {
     uint64_t unknown = img->hdr.incompatible_features & ~QI_INCOMPAT_KNOWN;
     if (unknown) {
+        /* like QEMU: names from the feature table, then what is left as a
+         * hex mask ("Unknown incompatible feature: 20" for bit 5) */
         char names[400] = "";
         size_t used = 0;
-        for (int bit = 0; bit < 64; bit++) {
-            if (!(unknown & (1ull << bit)))
+        for (uint32_t i = 0; i < img->n_features; i++) {
+            const qi_feature_name *f = &img->features[i];
+            if (f->type != 0 || f->bit > 63 || !(unknown & (1ull << f->bit)))
                 continue;
-            const char *n = qi_meta_feature_name(img, 0, bit);
-            int w = n ? snprintf(names + used, sizeof names - used, "%s%s",
-                                 used ? ", " : "", n)
-                      : snprintf(names + used, sizeof names - used,
-                                 "%sUnknown incompatible feature: %d", used ? ", " : "", bit);
+            int w = snprintf(names + used, sizeof names - used, "%s%s",
+                             used ? ", " : "", f->name);
             if (w > 0 && (size_t)w < sizeof names - used)
                 used += (size_t)w;
+            unknown &= ~(1ull << f->bit);
         }
+        if (unknown)
+            snprintf(names + used, sizeof names - used, "%sUnknown incompatible "
+                     "feature: %" PRIx64, used ? ", " : "", unknown);
         return qi_fail(img, QI_ENOTSUP, "header", 72, "Unsupported qcow2 feature(s): %s",
                        names);
     }
@@ -402,6 +406,31 @@ static int open_backing(qi_image *img, const qi_open_opts *o, const chain *me)
     return 0;
 }
 
+/* Pick qcow2 or raw by the magic, as QEMU probes. A file whose magic is
+ * wrong but whose next fields look like a qcow2 header (version 2 or 3 and a
+ * valid cluster_bits) is refused instead of silently read as raw: it is far
+ * more likely a damaged qcow2 image than a raw disk. */
+static int probe(qi_image *img, int *fmt)
+{
+    uint8_t m[24] = { 0 };
+    int rc;
+    if ((rc = qi_bio_pread(img->file, m, sizeof m, 0, &img->err, "header")) < 0)
+        return rc;
+    uint32_t version = qi_be32(m + 4), cbits = qi_be32(m + 20);
+    if (qi_be32(m) == QI_MAGIC) {
+        *fmt = FMT_QCOW2;
+    } else if ((version == 2 || version == 3) && cbits >= QI_MIN_CLUSTER_BITS &&
+               cbits <= QI_MAX_CLUSTER_BITS && img->file->size >= 72) {
+        return qi_corrupt(img, "header", 0, "bad magic %#010" PRIx32 " in what looks like "
+                          "a qcow2 version %" PRIu32 " header (qemu-img would read it "
+                          "as raw; open it as raw explicitly to do the same)",
+                          qi_be32(m), version);
+    } else {
+        *fmt = FMT_RAW;
+    }
+    return 0;
+}
+
 /* Open a qcow2 file (or a raw file: FMT_RAW, or FMT_PROBE finding no qcow2
  * magic) and everything below it. */
 static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
@@ -428,15 +457,13 @@ static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
             goto fail;
         }
     img->data = img->file;
-    if (fmt == FMT_PROBE) {
-        uint8_t m[4] = { 0 };
-        if ((rc = qi_bio_pread(img->file, m, 4, 0, &img->err, "header")) < 0)
-            goto fail;
-        fmt = qi_be32(m) == QI_MAGIC ? FMT_QCOW2 : FMT_RAW;
-    }
+    if (fmt == FMT_PROBE && (rc = probe(img, &fmt)) < 0)
+        goto fail;
     if (fmt == FMT_RAW) {
         img->raw = true;
-        img->size = img->file->size;
+        /* QEMU's raw driver rounds the length up to whole 512-byte sectors;
+         * the tail past the end of the file reads as zeros */
+        img->size = (img->file->size + 511) & ~511ull;
         *out = img;
         return 0;
     }

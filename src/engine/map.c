@@ -23,10 +23,13 @@ static int detect_prealloc(qi_image *img)
     uint64_t threshold = real * 10 / 9 > real + 2 ? real * 10 / 9 : real + 2;
     uint64_t end = (img->file->size + img->g.cluster_size - 1) >> img->g.cluster_bits;
     uint64_t count = 0, rc;
-    int r;
     for (uint64_t i = 0; i < end && count < threshold; i++) {
-        if ((r = qi_refcount_get(img, i, &rc)) < 0)
-            return r;
+        /* a refcount that cannot be read counts as 0, as in QEMU, where the
+         * heuristic never fails a status query (map needs no refcounts) */
+        if (qi_refcount_get(img, i, &rc) < 0) {
+            qi_err_clear(&img->err);
+            rc = 0;
+        }
         count += rc != 0;
     }
     img->meta_prealloc = count >= threshold;
@@ -56,11 +59,17 @@ static void split_on_holes(qi_image *img, qi_map_ext *e)
 /* Status of the run at OFF (at most MAXLEN bytes) of IMG at DEPTH. */
 static int status_raw(qi_image *img, uint64_t off, uint64_t maxlen, qi_map_ext *e)
 {
-    int64_t d = qi_bio_next_data(img->file, off);
     e->present = true;
     e->has_offset = true;
     e->offset = off;
     e->file = img->path;
+    if (off >= img->file->size) {
+        /* the sector tail QEMU adds past the end of the file: zeros */
+        e->zero = true;
+        e->length = maxlen;
+        return 0;
+    }
+    int64_t d = qi_bio_next_data(img->file, off);
     if (d < 0 || (uint64_t)d <= off) {
         int64_t h = d < 0 ? -1 : qi_bio_next_hole(img->file, off);
         uint64_t end = h < 0 || (uint64_t)h <= off ? off + maxlen : (uint64_t)h;

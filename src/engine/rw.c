@@ -180,9 +180,12 @@ int qi_image_read_snapshot(qi_image *img, uint32_t snap, void *buf, uint64_t off
         return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "a raw image has no snapshots");
     if ((rc = qi_cluster_view_snapshot(img, snap, &v)) < 0)
         return rc;
-    if (off > v.vsize || len > v.vsize - off)
+    /* Like QEMU, a snapshot taken before the image grew reads up to the
+     * current size: past its own L1 table everything is unallocated. */
+    uint64_t limit = v.vsize > img->size ? v.vsize : img->size;
+    if (off > limit || len > limit - off)
         return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "read of %zu bytes at %#"
                        PRIx64 " is beyond the snapshot's size %" PRIu64, len, off,
-                       v.vsize);
+                       limit);
     return qi_rw_read(img, &v, buf, off, len);
 }

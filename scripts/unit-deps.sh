@@ -6,13 +6,13 @@ L0="err mem hashtab bio format compress"
 L1="$L0 cache"
 L2="$L1 refcount"
 L3="$L2 cluster"
-L4="$L3 image rw map meta"
+L4="$L3 image rw map meta refwalk"
 case $1 in
     err|mem|hashtab|bio|format|compress) deps=$L0 ;;
     cache) deps=$L1 ;;
     refcount) deps=$L2 ;;
     cluster) deps=$L3 ;;
-    image|rw|map|meta) deps=$L4 ;;
+    image|rw|map|meta|refwalk) deps=$L4 ;;
     *) echo "unit-deps.sh: unknown module '$1'" >&2; exit 1 ;;
 esac
 dir=$(dirname "$0")/../src/engine

@@ -184,6 +184,42 @@ typedef struct qi_bitmap {
  * or the autoclear bit says the bitmaps are stale; owned by IMG). */
 const qi_bitmap *qi_meta_bitmaps(const qi_image *img, uint32_t *n);
 
+/* References to host clusters: everything that qemu-img check counts. */
+typedef enum qi_ref_kind {
+    QI_REF_HEADER = 0,      /* the header cluster */
+    QI_REF_L1_TABLE,        /* a cluster of an L1 table (active or snapshot) */
+    QI_REF_L1_ENTRY,        /* an L1 entry pointing at an L2 table */
+    QI_REF_L2_ENTRY,        /* an L2 entry pointing at a data cluster */
+    QI_REF_REFTABLE,        /* a cluster of the refcount table */
+    QI_REF_REFBLOCK,        /* a refcount table entry pointing at a block */
+    QI_REF_SNAPTABLE,       /* a cluster of the snapshot table */
+    QI_REF_BITMAP_DIR,      /* a cluster of the bitmap directory */
+    QI_REF_BITMAP_TABLE,    /* a cluster of a bitmap's table */
+    QI_REF_BITMAP_DATA,     /* a bitmap table entry pointing at bitmap data */
+} qi_ref_kind;
+
+typedef struct qi_ref {
+    qi_ref_kind kind;
+    int32_t snapshot;       /* -1: active tables or not view-specific */
+    uint64_t table_offset;  /* table holding the entry (entries only) */
+    uint32_t index;         /* entry index in that table */
+    uint64_t raw;           /* the entry's raw value (entries only) */
+    uint64_t guest_offset;  /* L2 entries: first guest byte it maps */
+    uint64_t host_offset;   /* start of the referenced range */
+    uint64_t length;        /* bytes referenced (compressed: csize) */
+} qi_ref;
+
+const char *qi_ref_kind_name(qi_ref_kind k);
+
+typedef int (*qi_ref_cb)(void *payload, const qi_ref *ref);
+
+/* Every reference to the host cluster containing HOST_OFF, from the active
+ * tables, every snapshot's tables and the fixed metadata, in that order. A
+ * data cluster reached through an L2 table shared by several L1 tables is
+ * reported once per L1 table, as qemu-img check counts it. A nonzero return
+ * of CB stops the walk and is returned. Reads all metadata. */
+int qi_meta_owners(qi_image *img, uint64_t host_off, qi_ref_cb cb, void *payload);
+
 /* Snapshot table (validated at open; owned by IMG). */
 const qi_snapshot *qi_meta_snapshots(const qi_image *img, uint32_t *n);
 

@@ -1,0 +1,144 @@
+/* problem.c - the problem table (layer 5).
+ *
+ * One record per problem qinspect can name: {code, name, severity, summary,
+ * explanation}, the e2fsck problem.c pattern. Both explain() in Lua and the
+ * later check command render these records, so a rule is worded once
+ * (STYLE convention 13). Only problems that explain() can detect today are
+ * listed; the check issue adds its own. Pure table: calls nothing. */
+#include <string.h>
+
+#include "problem.h"
+
+static const qi_problem table[] = {
+    { QI_PROB_L1_RESERVED, "l1_reserved_bits", QI_SEV_CORRUPTION,
+      "L1 entry has reserved bits set",
+      "An L1 entry uses bits 9-55 for the L2 table offset and bit 63 for COPIED; bits 0-8 and "
+      "56-62 are reserved and must be 0. A set reserved bit means the entry was not written by a "
+      "qcow2 implementation, and newer qemu-img check counts it as a corruption." },
+    { QI_PROB_L2_RESERVED, "l2_reserved_bits", QI_SEV_CORRUPTION,
+      "L2 entry has reserved bits set",
+      "A standard L2 entry uses bit 0 (zero flag), bits 9-55 (host cluster offset), bit 62 "
+      "(compressed) and bit 63 (COPIED); bits 1-8 and 56-61 are reserved and must be 0 (with "
+      "extended L2 entries bit 0 is reserved too). Newer qemu-img check counts a set reserved "
+      "bit as a corruption." },
+    { QI_PROB_REFTABLE_RESERVED, "reftable_reserved_bits", QI_SEV_CORRUPTION,
+      "refcount table entry has reserved bits set",
+      "A refcount table entry holds the offset of a refcount block in bits 9-63; bits 0-8 are "
+      "reserved and must be 0." },
+    { QI_PROB_L2_TABLE_UNALIGNED, "l2_table_unaligned", QI_SEV_CORRUPTION,
+      "L2 table offset is not cluster aligned",
+      "Every L2 table fills exactly one cluster, so the offset an L1 entry gives must be a "
+      "multiple of the cluster size. qemu-img check reports an unaligned L2 offset as a "
+      "corruption and QEMU refuses to use the table." },
+    { QI_PROB_DATA_UNALIGNED, "data_cluster_unaligned", QI_SEV_CORRUPTION,
+      "data cluster offset is not cluster aligned",
+      "A normal or preallocated-zero L2 entry points at a whole host cluster, so its offset must "
+      "be a multiple of the cluster size (only compressed clusters use byte offsets). qemu-img "
+      "check: \"Data cluster is not properly aligned; L2 entry corrupted\"." },
+    { QI_PROB_REFBLOCK_UNALIGNED, "refblock_unaligned", QI_SEV_CORRUPTION,
+      "refcount block offset is not cluster aligned",
+      "Each refcount block is one cluster, so a refcount table entry must hold a multiple of the "
+      "cluster size; QEMU refuses an unaligned block." },
+    { QI_PROB_TABLE_UNALIGNED, "table_unaligned", QI_SEV_CORRUPTION,
+      "metadata table offset is not cluster aligned",
+      "The L1 table, the refcount table, the snapshot table and every snapshot's L1 table must "
+      "start at a multiple of the cluster size; QEMU refuses to open an image whose header "
+      "gives an unaligned table offset." },
+    { QI_PROB_COPIED_SHARED, "copied_but_shared", QI_SEV_CORRUPTION,
+      "COPIED is set but the cluster's refcount is above 1",
+      "COPIED (bit 63) promises that this entry is the only reference to the cluster, so QEMU "
+      "writes through it in place. With a refcount above 1 the cluster is shared (with a "
+      "snapshot, or on a dedup image with another guest offset), and an in-place write would "
+      "change the other owner's data too. This is a corruption on every image, plain or dedup." },
+    { QI_PROB_COPIED_MISSING, "copied_missing", QI_SEV_CORRUPTION,
+      "COPIED is clear but the cluster's refcount is 1",
+      "On a plain qcow2 image COPIED is set exactly when the refcount is 1, and qemu-img check "
+      "reports the clear flag as a corruption (ERROR OFLAG_COPIED; repaired by -r all or "
+      "-r leaks). The data is safe: the only cost is one needless copy-on-write on the next "
+      "write through this entry." },
+    { QI_PROB_COPIED_MISSING_DEDUP, "copied_missing_dedup", QI_SEV_NOTE,
+      "COPIED is clear on a dedup image while the refcount is 1 (allowed)",
+      "On a dedup image COPIED is cleared when a cluster becomes shared and is not set again "
+      "when overwrites bring the refcount back to 1, because finding the last owner would mean "
+      "scanning every L2 table. So a clear flag with refcount 1 is allowed there: the next "
+      "write through this entry does one extra copy-on-write. Stock qemu-img check does not "
+      "know this rule and still reports it as a corruption; that report is harmless." },
+    { QI_PROB_COMPRESSED_COPIED, "compressed_copied", QI_SEV_CORRUPTION,
+      "compressed cluster has COPIED set",
+      "A compressed cluster is never written in place (a write always allocates a new cluster), "
+      "so COPIED must be 0. qemu-img check: \"copied flag must never be set for compressed "
+      "clusters\"." },
+    { QI_PROB_SUBCLUSTER_BOTH, "subcluster_allocated_and_zero", QI_SEV_CORRUPTION,
+      "a subcluster is marked both allocated and zero",
+      "In an extended L2 entry bit x of the bitmap says subcluster x is allocated and bit 32+x "
+      "says it reads as zeros. Both at once is invalid, and newer qemu-img check counts it as "
+      "a corruption." },
+    { QI_PROB_SUBCLUSTER_UNALLOCATED, "subcluster_without_cluster", QI_SEV_CORRUPTION,
+      "subclusters are marked allocated but the entry has no host cluster",
+      "An allocation bit (bits 0-31 of the bitmap) says the subcluster's data is in the host "
+      "cluster, so the entry must have a host offset. With offset 0 there is nowhere to read "
+      "the data from." },
+    { QI_PROB_COMPRESSED_BITMAP, "compressed_bitmap", QI_SEV_CORRUPTION,
+      "compressed cluster has a nonzero subcluster bitmap",
+      "Compressed clusters are always whole clusters; in extended L2 entries their bitmap is "
+      "reserved and must be 0." },
+    { QI_PROB_PAST_EOF, "past_end_of_file", QI_SEV_CORRUPTION,
+      "offset points past the end of the file",
+      "A reference to a host cluster must lie inside the image file. Reading there returns "
+      "nothing (or zeros), and qemu-img check reports a reference more than one cluster past "
+      "the end as a corruption." },
+    { QI_PROB_REFCOUNT_ZERO, "refcount_zero_referenced", QI_SEV_CORRUPTION,
+      "cluster is referenced but its refcount is 0",
+      "A refcount of 0 means the cluster is free, so the next allocation may reuse it and "
+      "overwrite what this reference points at. qemu-img check reports it as a corruption and "
+      "-r all rebuilds the refcount structure." },
+    { QI_PROB_REFCOUNT_LOW, "refcount_below_references", QI_SEV_CORRUPTION,
+      "cluster has more references than its refcount says",
+      "The refcount must equal the number of references (L1/L2 entries in the active tables "
+      "and in every snapshot, plus metadata). With fewer, freeing one owner drops the count to "
+      "0 while another still uses the cluster. qemu-img check: \"ERROR cluster N refcount=r1 "
+      "reference=r2\"; fixed by -r all." },
+    { QI_PROB_REFCOUNT_HIGH, "refcount_above_references", QI_SEV_LEAK,
+      "cluster's refcount is higher than its references (leak)",
+      "The refcount counts owners that do not exist, so the cluster is never freed. This wastes "
+      "space but loses no data. qemu-img check: \"Leaked cluster N refcount=r1 reference=r2\"; "
+      "fixed by -r leaks." },
+};
+
+#define N_PROBLEMS (sizeof table / sizeof table[0])
+
+const qi_problem *qi_problem_lookup(qi_problem_code code)
+{
+    for (size_t i = 0; i < N_PROBLEMS; i++)
+        if (table[i].code == code)
+            return &table[i];
+    return NULL;
+}
+
+const qi_problem *qi_problem_find(const char *name)
+{
+    for (size_t i = 0; name && i < N_PROBLEMS; i++)
+        if (!strcmp(table[i].name, name))
+            return &table[i];
+    return NULL;
+}
+
+size_t qi_problem_count(void)
+{
+    return N_PROBLEMS;
+}
+
+const qi_problem *qi_problem_at(size_t i)
+{
+    return i < N_PROBLEMS ? &table[i] : NULL;
+}
+
+const char *qi_severity_name(qi_severity s)
+{
+    switch (s) {
+    case QI_SEV_NOTE: return "note";
+    case QI_SEV_LEAK: return "leak";
+    case QI_SEV_CORRUPTION: return "corruption";
+    }
+    return "unknown";
+}

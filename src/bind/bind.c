@@ -2,10 +2,11 @@
  *
  * luaopen_qinspect creates the metatables of every object type, registers
  * the Lua files embedded by scripts/embed-lua.sh in package.preload and
- * returns the module table {open, version}. A development variable,
+ * returns the module table {open, version, problems}. A development variable,
  * QINSPECT_LUA_PATH=DIR, makes `require "qinspect.x"` load DIR/qinspect/x.lua
  * when that file exists, so edited Lua files work without rebuilding.
- * Calls: bind_image, bind_meta, bind_table, bind_err, Lua. */
+ * Calls: bind_image, bind_meta, bind_table, bind_refcount, bind_owners,
+ * bind_err, Lua. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,8 +55,29 @@ static void register_blobs(lua_State *L)
     lua_pop(L, 1);
 }
 
+/* qinspect.image_of(obj) -> the image an object belongs to (an image is
+ * its own), or nil for anything else. explain() uses it to read refcounts
+ * and owners for an entry. */
+static int image_of(lua_State *L)
+{
+    if (luaL_testudata(L, 1, QI_MT_IMAGE)) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    if (lua_type(L, 1) != LUA_TUSERDATA || !lua_getmetatable(L, 1) ||
+        lua_getfield(L, -1, "__qi_label") == LUA_TNIL) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_getiuservalue(L, 1, 1);
+    if (!luaL_testudata(L, -1, QI_MT_IMAGE))
+        lua_pushnil(L);
+    return 1;
+}
+
 static const luaL_Reg module_funcs[] = {
     { "open", qi_bind_open },
+    { "image_of", image_of },
     { NULL, NULL }
 };
 
@@ -65,8 +87,12 @@ int luaopen_qinspect(lua_State *L)
     qi_bind_image_register(L);
     qi_bind_meta_register(L);
     qi_bind_table_register(L);
+    qi_bind_refcount_register(L);
+    qi_bind_owners_register(L);
     register_blobs(L);
     luaL_newlib(L, module_funcs);
+    qi_bind_push_problems(L);
+    lua_setfield(L, -2, "problems");
     lua_pushliteral(L, QI_VERSION_STRING);
     lua_setfield(L, -2, "version");
     return 1;

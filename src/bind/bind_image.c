@@ -383,6 +383,22 @@ static int f_snapshots(lua_State *L, void *o, qi_image *img)
     return 1;
 }
 
+static int f_refcounts(lua_State *L, void *o, qi_image *img)
+{
+    (void)o;
+    if (is_qcow2(img))
+        qi_bind_push_refcounts(L, 1);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int f_bitmaps(lua_State *L, void *o, qi_image *img)
+{
+    (void)o;
+    return qi_bind_push_bitmaps(L, img);
+}
+
 static const qi_bind_field image_fields[] = {
     { "path", f_path, NULL, QI_FIELD_DERIVED, "file name as given to open" },
     { "format", f_format, NULL, QI_FIELD_DERIVED, "\"qcow2\" or \"raw\"" },
@@ -396,6 +412,9 @@ static const qi_bind_field image_fields[] = {
     { "header", f_header, NULL, QI_FIELD_DERIVED, "the header object (nil for raw)" },
     { "l1", f_l1, NULL, QI_FIELD_DERIVED, "the active L1 table object (nil for raw)" },
     { "snapshots", f_snapshots, NULL, QI_FIELD_DERIVED, "the internal snapshot table" },
+    { "refcounts", f_refcounts, NULL, QI_FIELD_DERIVED, "the refcount table object (nil for raw)" },
+    { "bitmaps", f_bitmaps, NULL, QI_FIELD_DERIVED,
+      "persistent dirty bitmaps: list of {name, type, granularity_bits, flags, table_offset, ...}" },
     { NULL, NULL, NULL, 0, NULL }
 };
 
@@ -404,6 +423,7 @@ static const luaL_Reg image_methods[] = {
     { "read_snapshot", m_read_snapshot },
     { "l2_for", m_l2_for },
     { "refcount", m_refcount },
+    { "owners", qi_bind_owners },
     { "backing", m_backing },
     { "map", m_map },
     { "close", m_close },

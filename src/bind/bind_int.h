@@ -24,7 +24,12 @@
 #define QI_MT_L2ENTRY   "qinspect.l2entry"
 #define QI_MT_SNAPTABLE "qinspect.snapshots"
 #define QI_MT_SNAPSHOT  "qinspect.snapshot"
+#define QI_MT_REFTABLE  "qinspect.reftable"
+#define QI_MT_REFTENTRY "qinspect.reftentry"
+#define QI_MT_REFBLOCK  "qinspect.refblock"
+#define QI_MT_REFENTRY  "qinspect.refentry"
 #define QI_MT_ERROR     "qinspect.error"
+#define QI_MT_SCRATCH   "qinspect.scratch"
 
 /* Largest read returned as one Lua string. */
 #define QI_BIND_MAX_READ ((size_t)1 << 30)
@@ -111,5 +116,17 @@ void qi_bind_push_l1table(lua_State *L, int image_idx, uint64_t off,
 void qi_bind_push_l2table(lua_State *L, int image_idx, uint64_t off);
 void qi_bind_push_l2entry(lua_State *L, int image_idx, uint64_t l2_off,
                           uint32_t index);
+
+/* bind_refcount.c: refcount table, blocks and entries */
+void qi_bind_refcount_register(lua_State *L);
+void qi_bind_push_refcounts(lua_State *L, int image_idx);
+
+/* bind_owners.c: img:owners(), img.bitmaps, qinspect.problems */
+void qi_bind_owners_register(lua_State *L);
+int qi_bind_owners(lua_State *L);
+int qi_bind_push_bitmaps(lua_State *L, qi_image *img);
+void qi_bind_push_problems(lua_State *L);
+void qi_bind_push_l1entry(lua_State *L, int image_idx, uint64_t off,
+                          uint32_t size, int64_t snap, uint32_t index);
 
 #endif

@@ -131,6 +131,30 @@ static int h_extensions(lua_State *L, void *o, qi_image *img)
     return 1;
 }
 
+/* The feature name table extension decoded: list of {type, type_name,
+ * bit, name} in on-disk order (empty when the image has no table). */
+static int h_feature_names(lua_State *L, void *o, qi_image *img)
+{
+    static const char *const tn[] = { "incompatible", "compatible", "autoclear" };
+    uint32_t n = 0;
+    const qi_feature_name *f = qi_meta_feature_names(img, &n);
+    (void)o;
+    lua_createtable(L, (int)n, 0);
+    for (uint32_t i = 0; i < n; i++) {
+        lua_createtable(L, 0, 4);
+        lua_pushinteger(L, f[i].type);
+        lua_setfield(L, -2, "type");
+        lua_pushstring(L, f[i].type < 3 ? tn[f[i].type] : "unknown");
+        lua_setfield(L, -2, "type_name");
+        lua_pushinteger(L, f[i].bit);
+        lua_setfield(L, -2, "bit");
+        lua_pushstring(L, f[i].name);
+        lua_setfield(L, -2, "name");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
 static int push_opt_string(lua_State *L, const char *s)
 {
     if (s)
@@ -182,6 +206,8 @@ static const qi_bind_field header_fields[] = {
       "set feature bits by name: {incompatible=, compatible=, autoclear=}" },
     { "extensions", h_extensions, NULL, QI_FIELD_DERIVED,
       "header extensions: list of {type, name, length, offset, data}" },
+    { "feature_names", h_feature_names, NULL, QI_FIELD_DERIVED,
+      "feature name table extension: list of {type, type_name, bit, name}" },
     { "backing_file", h_backing_file, NULL, 0, "backing file name as stored (or nil)" },
     { "backing_format", h_backing_format, NULL, 0, "backing format extension (or nil)" },
     { "data_file", h_data_file, NULL, 0, "external data file name (or nil)" },

@@ -153,6 +153,19 @@ void qi_bind_push_l1table(lua_State *L, int image_idx, uint64_t off,
     }
 }
 
+/* Push L1 entry INDEX of the table given as in qi_bind_push_l1table. */
+void qi_bind_push_l1entry(lua_State *L, int image_idx, uint64_t off,
+                          uint32_t size, int64_t snap, uint32_t index)
+{
+    l1e_obj *e = qi_bind_newchild(L, sizeof *e, image_idx, QI_MT_L1ENTRY);
+    e->t.snap = snap < 0 ? -1 : (int32_t)snap;
+    if (snap >= 0) {
+        e->t.off = off;
+        e->t.size = size;
+    }
+    e->index = index;
+}
+
 #define L1E_GET(name, expr)                                              \
     static int l1e_##name(lua_State *L, void *o, qi_image *img)          \
     {                                                                    \

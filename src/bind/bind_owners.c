@@ -1,0 +1,193 @@
+/* bind_owners.c - img:owners(), img.bitmaps and qinspect.problems (layer 6).
+ *
+ * img:owners(host_offset) lists every reference to the host cluster holding
+ * HOST_OFFSET (qi_meta_owners: active tables, every snapshot, fixed
+ * metadata) as plain records; an L1 or L2 entry reference also carries the
+ * entry object, so `explain(o.entry)` and `o.entry:l2()` work. The engine
+ * walk calls back into C only: references are collected in a scratch box
+ * (a userdata whose __gc frees the array, so a Lua error while building the
+ * records leaks nothing; STYLE convention 12) and turned into Lua tables
+ * after the walk. img.bitmaps is a list of records from the bitmap
+ * directory. qinspect.problems is the problem table of include/qi/check.h
+ * keyed by name: the one source of problem wording (convention 13).
+ * Calls: bind_util, bind_err, bind_table, include/qi. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bind_int.h"
+#include "qi/check.h"
+
+typedef struct scratch {
+    qi_ref *refs;
+    size_t n, cap;
+    int nomem;
+} scratch;
+
+static int scratch_gc(lua_State *L)
+{
+    scratch *s = luaL_checkudata(L, 1, QI_MT_SCRATCH);
+    free(s->refs);
+    s->refs = NULL;
+    s->n = s->cap = 0;
+    return 0;
+}
+
+static int collect(void *payload, const qi_ref *ref)
+{
+    scratch *s = payload;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        qi_ref *p = cap <= SIZE_MAX / sizeof *p ? realloc(s->refs, cap * sizeof *p) : NULL;
+        if (!p) {
+            s->nomem = 1;
+            return 1;
+        }
+        s->refs = p;
+        s->cap = cap;
+    }
+    s->refs[s->n++] = *ref;
+    return 0;
+}
+
+static void set_int(lua_State *L, const char *k, uint64_t v)
+{
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, -2, k);
+}
+
+/* Push the entry object of reference R (L1/L2 entries), or nothing. */
+static int push_entry_object(lua_State *L, qi_image *img, const qi_ref *r)
+{
+    if (r->kind == QI_REF_L2_ENTRY) {
+        qi_bind_push_l2entry(L, 1, r->table_offset, r->index);
+        return 1;
+    }
+    if (r->kind == QI_REF_L1_ENTRY) {
+        uint32_t n = 0;
+        const qi_snapshot *s = qi_meta_snapshots(img, &n);
+        if (r->snapshot < 0)
+            qi_bind_push_l1entry(L, 1, 0, 0, -1, r->index);
+        else if ((uint32_t)r->snapshot < n)
+            qi_bind_push_l1entry(L, 1, s[r->snapshot].l1_table_offset,
+                                 s[r->snapshot].l1_size, r->snapshot, r->index);
+        else
+            return 0;
+        return 1;
+    }
+    return 0;
+}
+
+static int is_entry(qi_ref_kind k)
+{
+    return k == QI_REF_L1_ENTRY || k == QI_REF_L2_ENTRY || k == QI_REF_REFBLOCK ||
+           k == QI_REF_BITMAP_DATA;
+}
+
+static void push_ref(lua_State *L, qi_image *img, const qi_ref *r)
+{
+    lua_createtable(L, 0, 9);
+    lua_pushstring(L, qi_ref_kind_name(r->kind));
+    lua_setfield(L, -2, "kind");
+    if (r->snapshot >= 0)
+        set_int(L, "snapshot", (uint64_t)r->snapshot);
+    set_int(L, "host_offset", r->host_offset);
+    set_int(L, "length", r->length);
+    if (is_entry(r->kind)) {
+        set_int(L, "table_offset", r->table_offset);
+        set_int(L, "index", r->index);
+        set_int(L, "raw", r->raw);
+    }
+    if (r->kind == QI_REF_L2_ENTRY)
+        set_int(L, "guest_offset", r->guest_offset);
+    if (push_entry_object(L, img, r))
+        lua_setfield(L, -2, "entry");
+}
+
+/* img:owners(host_offset) -> list of owner records {kind, snapshot (nil:
+ * active or not view-specific), table_offset, index, raw, entry,
+ * guest_offset, host_offset, length}. Reads all metadata. */
+int qi_bind_owners(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, 1);
+    uint64_t off = qi_bind_checkoffset(L, 2);
+    scratch *s;
+    int rc;
+    luaL_argcheck(L, qi_meta_header(img) != NULL, 1, "a raw image has no host clusters to own");
+    s = lua_newuserdatauv(L, sizeof *s, 0);
+    memset(s, 0, sizeof *s);
+    luaL_setmetatable(L, QI_MT_SCRATCH);
+    rc = qi_meta_owners(img, off, collect, s);
+    if (s->nomem)
+        return luaL_error(L, "not enough memory for the owner list");
+    if (rc < 0)
+        return qi_bind_raise(L, img, rc);
+    lua_createtable(L, (int)(s->n < 1 << 20 ? s->n : 1 << 20), 0);
+    for (size_t i = 0; i < s->n; i++) {
+        push_ref(L, img, &s->refs[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+/* img.bitmaps -> list of {name, type, granularity_bits, flags (names),
+ * table_offset, table_size, entry_offset}; empty without the extension. */
+int qi_bind_push_bitmaps(lua_State *L, qi_image *img)
+{
+    uint32_t n = 0;
+    const qi_bitmap *b = qi_meta_bitmaps(img, &n);
+    lua_createtable(L, (int)n, 0);
+    for (uint32_t i = 0; i < n; i++) {
+        int k = 0;
+        lua_createtable(L, 0, 8);
+        lua_pushstring(L, b[i].name ? b[i].name : "");
+        lua_setfield(L, -2, "name");
+        set_int(L, "type", b[i].type);
+        set_int(L, "granularity_bits", b[i].granularity_bits);
+        set_int(L, "flags_raw", b[i].flags);
+        lua_newtable(L);
+        if (b[i].flags & QI_BITMAP_IN_USE)
+            lua_pushliteral(L, "in_use"), lua_rawseti(L, -2, ++k);
+        if (b[i].flags & QI_BITMAP_AUTO)
+            lua_pushliteral(L, "auto"), lua_rawseti(L, -2, ++k);
+        if (b[i].flags & QI_BITMAP_EXTRA_DATA_COMPATIBLE)
+            lua_pushliteral(L, "extra_data_compatible"), lua_rawseti(L, -2, ++k);
+        lua_setfield(L, -2, "flags");
+        set_int(L, "table_offset", b[i].table_offset);
+        set_int(L, "table_size", b[i].table_size);
+        set_int(L, "entry_offset", b[i].entry_offset);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+/* qinspect.problems: {[name] = {code, name, severity, summary,
+ * explanation}} for every record of the problem table. */
+void qi_bind_push_problems(lua_State *L)
+{
+    size_t n = qi_problem_count();
+    lua_createtable(L, 0, (int)n);
+    for (size_t i = 0; i < n; i++) {
+        const qi_problem *p = qi_problem_at(i);
+        lua_createtable(L, 0, 6);
+        set_int(L, "code", (uint64_t)p->code);
+        set_int(L, "order", i + 1);
+        lua_pushstring(L, p->name);
+        lua_setfield(L, -2, "name");
+        lua_pushstring(L, qi_severity_name(p->severity));
+        lua_setfield(L, -2, "severity");
+        lua_pushstring(L, p->summary);
+        lua_setfield(L, -2, "summary");
+        lua_pushstring(L, p->explanation);
+        lua_setfield(L, -2, "explanation");
+        lua_setfield(L, -2, p->name);
+    }
+}
+
+/* Create the scratch box metatable; stack unchanged. */
+void qi_bind_owners_register(lua_State *L)
+{
+    luaL_newmetatable(L, QI_MT_SCRATCH);
+    lua_pushcfunction(L, scratch_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}

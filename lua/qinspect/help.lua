@@ -1,9 +1,12 @@
--- qinspect.help: help() and help(obj), listing what an object offers.
+-- qinspect.help: help(), help(obj) and help "topic".
 --
--- The lists come from the metatables built by the C bindings
--- (__qi_label, __qi_methods, __qi_fields: the same field and method tables
--- that dispatch the calls), so they cannot drift from the code. Topic
--- texts are not written yet.
+-- help(obj) lists methods and fields from the metatables built by the C
+-- bindings (__qi_label, __qi_methods, __qi_fields: the same field and
+-- method tables that dispatch the calls), so the lists cannot drift from
+-- the code. help "topic" prints one of the texts below, written from the
+-- qcow2 specification and the project docs (qcow2-format.md,
+-- dedup-design.md section 2); help "topics" lists them. help "problems"
+-- lists the C problem table (qinspect.problems).
 local M = {}
 
 local function help_object(mt)
@@ -22,40 +25,215 @@ local function help_object(mt)
                                     f.writable and "" or " (read-only)")
     end
   end
+  out[#out + 1] = "explain(obj) says what it means and whether it is valid."
   return table.concat(out, "\n")
 end
 
 local function help_table(t)
   local names = {}
-  for k, v in pairs(t) do names[#names + 1] = string.format("  %-16s %s", k, type(v)) end
+  for k, v in pairs(t) do names[#names + 1] = string.format("  %-16s %s", tostring(k), type(v)) end
   table.sort(names)
   return "table with:\n" .. table.concat(names, "\n")
 end
 
 local GENERAL = [[
 qinspect session globals:
-  img        the image opened on the command line (help(img))
-  qinspect   the module: qinspect.open(path [, {rw=, force_share=, backing=}])
-  hex(s)     hexdump of a string, e.g. hex(img:read(0, 512))
-  pp(...)    pretty-print values
-  help(obj)  methods and fields of an object, e.g. help(img.l1[0])]]
+  img          the image opened on the command line (help(img))
+  qinspect     the module: qinspect.open(path [, {rw=, force_share=, backing=}])
+               returns an image, or nil, message, code
+  hex(s)       hexdump of a string, e.g. hex(img:read(0, 512))
+  pp(...)      pretty-print values
+  help(obj)    methods and fields of an object, e.g. help(img.l1[0])
+  help "topic" a topic; help "topics" lists them
+  explain(x)   what an entry, table or header field means and whether it
+               is valid, e.g. explain(img:l2_for(0)), explain(img.header, "l1_size")
+Where to start: img.header, img.l1, img.l1[0]:l2(), img:l2_for(offset),
+img.refcounts, img:refcount(offset), img:owners(offset), img.snapshots,
+img:map(), img:backing().]]
 
--- help([obj]) -> the help text (also printed).
-function M.help(obj)
-  local text
+local T = {}
+
+T["cluster-types"] = [[
+Cluster types (what an L2 entry says about one guest cluster)
+An image is cut into clusters of 2^cluster_bits bytes. The guest offset is
+found through two tables: the L1 entry gives an L2 table, the L2 entry gives
+the host cluster. An L2 entry has one of five types:
+  unallocated     offset 0, no flags: reads come from the backing file, or
+                  are zeros when there is none (or it is shorter).
+  zero            bit 0 set, offset 0: reads as zeros, never from the
+                  backing file. v3 only.
+  zero-allocated  bit 0 set with an offset: a preallocated host cluster that
+                  still reads as zeros.
+  normal          an offset (cluster aligned, bits 9-55): the data is there.
+  compressed      bit 62 set: the rest is a compressed descriptor (help
+                  "compressed").
+Bit 63 is COPIED (help "copied"). Bits 1-8 and 56-61 are reserved and must
+be 0. With extended L2 entries bit 0 is unused and subclusters say what is
+zero (help "subclusters"). An L1 entry is simpler: bits 9-55 give the L2
+table (0: none), bit 63 is COPIED, every other bit is reserved.]]
+
+T.copied = [[
+COPIED (bit 63 of L1 and L2 entries)
+COPIED tells a writer that the entry is the only reference to its target,
+so a write may go in place without copy-on-write. It only means something
+in the active L1 table and the L2 tables it reaches: in a snapshot's tables
+it is ignored and rebuilt when the snapshot is applied. Compressed clusters
+never carry it.
+Plain qcow2 image: COPIED must be set exactly when the refcount of the
+target is 1. qemu-img check reports both mismatches as corruptions
+("ERROR OFLAG_COPIED"):
+  - COPIED set while the refcount is above 1: corruption. A write through
+    the entry would change a shared cluster in place, and with it the data
+    of the snapshot (or other entry) that shares it.
+  - COPIED clear while the refcount is 1: corruption on a plain image,
+    though harmless for the data: the next write makes one needless copy.
+Dedup image (qinspect's dedup design): sharing starts by clearing COPIED
+on the entry that already points at the cluster; when the refcount later
+falls back to 1, COPIED is not set again, because finding the last owner
+means scanning every L2 table. So on a dedup image:
+  - COPIED set with refcount > 1 is still corruption;
+  - COPIED clear with refcount 1 is allowed (a "note"): it costs one extra
+    copy-on-write on the next write. Stock qemu-img check does not know this
+    and still reports it as a corruption.
+explain(entry) reads the refcount and states both verdicts. qinspect has no
+dedup extension yet, so every image is judged as a plain image.]]
+
+T["refcount-widths"] = [[
+Refcount widths
+Every host cluster has a refcount: 0 free, 1 used, 2 or more shared (a
+write must copy first). The refcount table (img.refcounts) points to
+refcount blocks; each block is one cluster holding cluster_size * 8 /
+refcount_bits refcounts, where refcount_bits = 1 << refcount_order and the
+order is 0..6 (1, 2, 4, 8, 16, 32 or 64 bits; v2 images always use 16).
+Cluster n is counted by block n / entries_per_block, entry
+n mod entries_per_block. Widths of 8 bits and more are big-endian integers
+in array order. Narrower ones are packed inside bytes starting at the least
+significant bit: entry i is in byte i * width / 8 at bit (i * width) mod 8,
+counted from the LSB. The largest refcount is 2^width - 1. A refcount table
+entry of 0 means the whole block is missing and all its refcounts are 0;
+bits 0-8 of a table entry are reserved.
+What is counted: the header cluster, L1 tables, L2 tables, data clusters
+(active and in every snapshot), the snapshot table, the refcount table and
+blocks, and bitmap structures (img:owners(offset) lists them).
+refcount < references is a corruption; refcount > references is a leak.]]
+
+T.snapshots = [[
+Internal snapshots
+A snapshot is an entry in the snapshot table (header.snapshots_offset,
+header.nb_snapshots) holding an id, a name, dates, the VM state size and
+its own copy of the L1 table. Taking a snapshot copies the active L1 table
+and raises the refcount of every L2 table and data cluster it reaches, so
+afterwards the active image and the snapshot share clusters with refcount
+2 and the active entries lose COPIED: the next write copies first. The
+snapshot's L1 table (img.snapshots[i].l1) and L2 tables keep the old data.
+COPIED has no meaning in a snapshot's tables. v3 entries carry extra data
+with the 64-bit VM state size, the disk size at snapshot time and icount.
+VM state is stored like guest data, past the end of the virtual disk.]]
+
+T.compressed = [[
+Compressed cluster descriptors
+An L2 entry with bit 62 set describes a compressed cluster. Let
+x = 62 - (cluster_bits - 8). Bits 0 .. x-1 hold the host BYTE offset of the
+compressed stream (not aligned); bits x .. 61 hold the number of additional
+512-byte sectors used after the sector holding that offset. So
+  csectors = ((entry >> x) & ((1 << (cluster_bits - 8)) - 1)) + 1
+  csize    = csectors * 512 - (offset mod 512)
+csize is the byte count from the offset to the end of the last sector; the
+stream may end earlier and may run into the next host cluster, and another
+compressed cluster may start in the same sector. With 64 KiB clusters x is
+54 (count in bits 54-61); with 512-byte clusters x is 61. A compressed
+cluster adds one reference to every host cluster its byte range touches,
+never carries COPIED, and in extended L2 has a zero bitmap. The stream is
+raw deflate (compression_type 0) or zstd (1).]]
+
+T.subclusters = [[
+Subclusters (extended L2 entries, incompatible feature bit 4)
+Each L2 entry is 128 bits: the usual 64-bit entry (bit 0 unused) and a
+64-bit bitmap. Each cluster has 32 subclusters of cluster_size / 32 bytes.
+Bit x (0-31) says subcluster x is allocated in the host cluster; bit 32 + x
+says it reads as zeros. A subcluster with neither bit reads from the backing
+file. Invalid: both bits set for one subcluster; allocation bits on an entry
+without a host cluster; a nonzero bitmap on a compressed cluster. Cluster
+size must be at least 16 KiB. entry:subcluster(i) gives the state of one
+subcluster, entry.bitmap the raw bitmap.]]
+
+T["backing-chains"] = [[
+Backing chains
+An overlay names a backing file in its header (backing_file_offset and
+backing_file_size; the format in the backing-format extension). Guest reads
+of unallocated clusters (and unallocated subclusters) go to the backing file
+at the same guest offset, and on down the chain; zero clusters stop the
+descent and read as zeros. A relative backing name is resolved against the
+overlay's directory. img:backing() gives the backing image (borrowed: it is
+closed with its overlay); img:map() reports the depth at which each run is
+found, as qemu-img map does.]]
+
+T["feature-bits"] = [[
+Header feature bits (v3)
+incompatible_features: a reader must refuse an image with a bit it does
+not know. 0 dirty (refcounts may be stale: lazy refcounts in use), 1
+corrupt (do not write except to repair), 2 external data file, 3
+compression type (compression_type is nonzero), 4 extended L2 entries.
+compatible_features: may be ignored. 0 lazy refcounts.
+autoclear_features: a writer that does not know a bit must clear it
+before writing. 0 bitmaps (the bitmaps extension is consistent), 1 raw
+external data. header.features gives the names of the set bits;
+header.feature_names decodes the feature name table extension.]]
+
+T.problems = nil -- generated from qinspect.problems below
+
+local function problems_text()
+  local P = require("qinspect").problems
+  local list = {}
+  for _, p in pairs(P) do list[#list + 1] = p end
+  table.sort(list, function(a, b) return a.order < b.order end)
+  local out = { "Problems explain() can detect (the C problem table, qinspect.problems):" }
+  for _, p in ipairs(list) do
+    out[#out + 1] = string.format("  %-30s %-10s %s", p.name, p.severity, p.summary)
+  end
+  return table.concat(out, "\n")
+end
+
+local function topics_text()
+  local names = { "problems" }
+  for k in pairs(T) do names[#names + 1] = k end
+  table.sort(names)
+  return "help topics: " .. table.concat(names, ", ") .. "\n(e.g. help \"copied\")"
+end
+
+-- M.topics: the topic names (for tests and completion).
+function M.topics()
+  local names = { "problems" }
+  for k in pairs(T) do names[#names + 1] = k end
+  table.sort(names)
+  return names
+end
+
+-- M.text([obj]) -> the help text.
+function M.text(obj)
   local mt = getmetatable(obj)
   if obj == nil then
-    text = GENERAL
+    return GENERAL
   elseif type(mt) == "table" and mt.__qi_label then
-    text = help_object(mt)
-  elseif type(obj) == "table" then
-    text = help_table(obj)
+    return help_object(mt)
   elseif type(obj) == "string" then
-    text = "no help topics yet; help(obj) lists the methods and fields of an object"
-  else
-    text = "a " .. type(obj) .. " value: no help for it"
+    local key = obj:lower():gsub("[%s_]", "-")
+    if key == "topics" then return topics_text() end
+    if key == "problems" then return problems_text() end
+    if T[key] then return T[key] end
+    for k, v in pairs(T) do
+      if k:find(key, 1, true) then return v end
+    end
+    return "no help topic '" .. obj .. "'\n" .. topics_text()
+  elseif type(obj) == "table" then
+    return help_table(obj)
   end
-  print(text)
+  return "a " .. type(obj) .. " value: no help for it"
+end
+
+-- help([obj]): print the help text.
+function M.help(obj)
+  print(M.text(obj))
   return nil
 end
 

@@ -1,0 +1,388 @@
+-- qinspect.explain: explain(x) in plain words, with the rule that decides.
+--
+-- Works on header fields (explain(img.header, "l1_table_offset")), the
+-- header itself, L1/L2 entries, refcount table entries, refcount entries,
+-- and table objects. Every problem it names is a record of the C problem
+-- table (qinspect.problems, src/engine/problem.c), so the wording of a rule
+-- exists once. For L1/L2 entries it reads the refcount of the target and
+-- states the COPIED verdict for a plain image and for a dedup image, and
+-- which one applies here. Only reads: nothing here changes an image.
+--   M.text(x [, field]) -> text, findings   (findings: list of {problem, detail})
+--   M.findings(x [, opts]) -> findings      (opts.refs = false skips owner walks)
+local qinspect = require "qinspect"
+local M = {}
+
+local P = qinspect.problems
+
+-- No dedup header extension exists yet, so every image is plain.
+local function is_dedup(img) return false end -- luacheck: ignore img
+
+local function hexs(v) return string.format("0x%x", v) end
+
+local function add(list, name, detail)
+  assert(P[name], "unknown problem " .. name)
+  list[#list + 1] = { problem = P[name], name = name, detail = detail }
+end
+
+local function kind_of(x)
+  local mt = getmetatable(x)
+  return type(mt) == "table" and mt.__name or nil
+end
+
+-- Number of references to the host cluster holding OFF (qi_meta_owners).
+local function refs_of(img, off) return #img:owners(off) end
+
+-- Compare refcount RC with the references REFS of the cluster at OFF.
+local function check_refs(out, img, off, rc, refs)
+  if refs > 0 and rc == 0 then
+    add(out, "refcount_zero_referenced",
+        string.format("cluster %s has %d reference(s) and refcount 0", hexs(off), refs))
+  elseif rc < refs then
+    add(out, "refcount_below_references",
+        string.format("cluster %s: refcount %d, references %d", hexs(off), rc, refs))
+  elseif rc > refs then
+    add(out, "refcount_above_references",
+        string.format("cluster %s: refcount %d, references %d", hexs(off), rc, refs))
+  end
+end
+
+local function check_eof(out, img, off, len, what)
+  if off + len > img.file_size then
+    add(out, "past_end_of_file", string.format("%s %s + %d bytes, file is %d bytes", what,
+                                               hexs(off), len, img.file_size))
+  end
+end
+
+-- The COPIED verdicts. Returns lines of text and adds the finding that
+-- applies to this image. ACTIVE: the entry is in the active tables (COPIED
+-- means nothing in a snapshot's tables).
+local function copied_verdict(out, img, copied, rc, active, what)
+  local lines = {}
+  lines[#lines + 1] = string.format(
+    "COPIED rule (bit 63): set exactly when the refcount of the %s is 1; the flag is %s and the refcount is %d.",
+    what, copied and "set" or "clear", rc)
+  if not active then
+    lines[#lines + 1] = "  This entry is only in a snapshot's tables, where COPIED has no meaning: "
+      .. "QEMU rebuilds it from the refcounts when the snapshot is applied. No verdict."
+    return lines
+  end
+  local plain, dedup
+  if copied and rc > 1 then
+    plain = "corruption (" .. P.copied_but_shared.summary .. ")"
+    dedup = plain
+  elseif not copied and rc == 1 then
+    plain = "corruption (" .. P.copied_missing.summary .. ")"
+    dedup = "allowed, a note (" .. P.copied_missing_dedup.summary .. "): one extra copy-on-write; "
+      .. "stock qemu-img check still reports it"
+  elseif rc == 0 then
+    plain = "no verdict: refcount 0 is a problem of its own (see below)"
+    dedup = plain
+  elseif copied then
+    plain = "valid: set with refcount 1, so writes go in place"
+    dedup = plain
+  else
+    plain = "valid: clear on a shared cluster, so a write copies it first"
+    dedup = plain
+  end
+  lines[#lines + 1] = "  plain image: " .. plain
+  lines[#lines + 1] = "  dedup image: " .. dedup
+  local dd = is_dedup(img)
+  lines[#lines + 1] = dd and "  This image is a dedup image, so the dedup verdict applies."
+    or "  This image is plain (qinspect has no dedup extension yet), so the plain verdict applies."
+  if copied and rc > 1 then
+    add(out, "copied_but_shared", string.format("refcount %d", rc))
+  elseif not copied and rc == 1 then
+    add(out, dd and "copied_missing_dedup" or "copied_missing", "refcount 1")
+  end
+  return lines
+end
+
+-- ---- L2 entries ----
+
+local function l2_active(img, e)
+  for _, o in ipairs(img:owners(e.table.offset)) do
+    if o.kind == "L1 entry" and o.snapshot == nil then return true end
+  end
+  return false
+end
+
+local function l2_check(img, e, opts)
+  local out, lines = {}, {}
+  local cs, ty = img.cluster_size, e.type
+  if e.reserved ~= 0 then add(out, "l2_reserved_bits", "reserved bits " .. hexs(e.reserved)) end
+  if img.extended_l2 then
+    local bm = e.bitmap
+    local alloc, zero = bm & 0xffffffff, (bm >> 32) & 0xffffffff
+    if ty == "compressed" and bm ~= 0 then
+      add(out, "compressed_bitmap", "bitmap " .. string.format("0x%016x", bm))
+    elseif alloc & zero ~= 0 then
+      add(out, "subcluster_allocated_and_zero", string.format("subcluster bits 0x%08x", alloc & zero))
+    end
+    if ty == "unallocated" and alloc ~= 0 then
+      add(out, "subcluster_without_cluster", string.format("allocation bits 0x%08x", alloc))
+    end
+  end
+  if ty == "compressed" then
+    local bits = img.header.cluster_bits
+    local x = 62 - (bits - 8)
+    lines[#lines + 1] = string.format(
+      "Compressed descriptor: x = 62 - (cluster_bits - 8) = %d, so bits 0-%d hold the byte offset %s and "
+        .. "bits %d-61 the additional sectors (%d); csize = %d sectors * 512 - (offset mod 512) = %d bytes.",
+      x, x - 1, hexs(e.host_offset), x, e.csectors - 1, e.csectors, e.csize)
+    if e.copied then add(out, "compressed_copied", "bit 63 set") end
+    check_eof(out, img, e.host_offset, e.csize, "compressed data at")
+    if opts.refs ~= false then
+      local first, last = e.host_offset // cs, (e.host_offset + e.csize - 1) // cs
+      for c = first, last do
+        local rc = img:refcount(c * cs)
+        lines[#lines + 1] = string.format("Host cluster %s: refcount %d (compressed clusters count one reference per host cluster they touch).",
+                                          hexs(c * cs), rc)
+        check_refs(out, img, c * cs, rc, refs_of(img, c * cs))
+      end
+    end
+  elseif ty == "normal" or ty == "zero-allocated" then
+    local off = e.host_offset
+    if off % cs ~= 0 then add(out, "data_cluster_unaligned", "offset " .. hexs(off)) end
+    check_eof(out, img, off, 1, "data cluster at")
+    if off % cs == 0 and off < img.file_size then
+      local rc = img:refcount(off)
+      for _, l in ipairs(copied_verdict(out, img, e.copied, rc, l2_active(img, e), "data cluster")) do
+        lines[#lines + 1] = l
+      end
+      if opts.refs ~= false then
+        local refs = refs_of(img, off)
+        lines[#lines + 1] = string.format("References to the cluster found in all tables: %d.", refs)
+        check_refs(out, img, off, rc, refs)
+      end
+    end
+  end
+  return out, lines
+end
+
+local L2_MEANING = {
+  unallocated = "unallocated: reads come from the backing file, or zeros without one",
+  zero = "zero: reads as zeros, never from the backing file; no host cluster",
+  ["zero-allocated"] = "zero with a preallocated host cluster: reads as zeros",
+  normal = "normal: the guest cluster's data is in the host cluster",
+  compressed = "compressed: the data is a compressed stream at a byte offset",
+}
+
+-- ---- L1 entries ----
+
+local function l1_check(img, e, opts)
+  local out, lines = {}, {}
+  local cs, off = img.cluster_size, e.l2_offset
+  if e.reserved ~= 0 then add(out, "l1_reserved_bits", "reserved bits " .. hexs(e.reserved)) end
+  if off == 0 then return out, lines end
+  if off % cs ~= 0 then add(out, "l2_table_unaligned", "offset " .. hexs(off)) end
+  check_eof(out, img, off, cs, "L2 table at")
+  if off % cs == 0 and off + cs <= img.file_size then
+    local rc = img:refcount(off)
+    for _, l in ipairs(copied_verdict(out, img, e.copied, rc, e.table.snapshot == nil, "L2 table")) do
+      lines[#lines + 1] = l
+    end
+    if opts.refs ~= false then
+      local refs = refs_of(img, off)
+      lines[#lines + 1] = string.format("References to the L2 table's cluster found: %d.", refs)
+      check_refs(out, img, off, rc, refs)
+    end
+  end
+  return out, lines
+end
+
+-- ---- refcount structures ----
+
+local function rte_check(img, e, opts)
+  local out, lines = {}, {}
+  local cs, off = img.cluster_size, e.offset
+  if e.reserved ~= 0 then add(out, "reftable_reserved_bits", "reserved bits " .. hexs(e.reserved)) end
+  if off == 0 then
+    lines[#lines + 1] = "Entry 0: no refcount block, so every cluster it would count has refcount 0."
+    return out, lines
+  end
+  if off % cs ~= 0 then add(out, "refblock_unaligned", "offset " .. hexs(off)) end
+  check_eof(out, img, off, cs, "refcount block at")
+  if off % cs == 0 and off + cs <= img.file_size and opts.refs ~= false then
+    local rc = img:refcount(off)
+    lines[#lines + 1] = string.format("The block's own cluster has refcount %d; a refcount block must be referenced exactly once.", rc)
+    check_refs(out, img, off, rc, refs_of(img, off))
+  end
+  return out, lines
+end
+
+local function rce_check(img, e, opts)
+  local out, lines = {}, {}
+  local off, v = e.host_offset, e.value
+  if opts.refs ~= false then
+    local refs = off < img.file_size and refs_of(img, off) or 0
+    lines[#lines + 1] = string.format("References to cluster %s found in all tables: %d.", hexs(off), refs)
+    check_refs(out, img, off, v, refs)
+  end
+  return out, lines
+end
+
+-- ---- header ----
+
+local HEADER = {
+  magic = "the magic number 0x514649fb (\"QFI\\xfb\"); anything else is not qcow2",
+  version = "format version: 2 (compat 0.10) or 3 (compat 1.1, feature bits and extensions)",
+  backing_file_offset = "where the backing file name is stored in cluster 0 (0: no backing file)",
+  backing_file_size = "length of the backing file name in bytes (no NUL)",
+  cluster_bits = "log2 of the cluster size: 9 (512 B) to 21 (2 MiB)",
+  size = "virtual disk size in bytes",
+  crypt_method = "0 none, 1 AES (legacy), 2 LUKS",
+  l1_size = "entries in the active L1 table; must cover the virtual size",
+  l1_table_offset = "host offset of the active L1 table (cluster aligned)",
+  refcount_table_offset = "host offset of the refcount table (cluster aligned)",
+  refcount_table_clusters = "clusters the refcount table occupies",
+  nb_snapshots = "number of internal snapshots",
+  snapshots_offset = "host offset of the snapshot table (cluster aligned when there are snapshots)",
+  incompatible_features = "bits a reader must know, or refuse the image: 0 dirty, 1 corrupt, 2 external data file, 3 compression type, 4 extended L2",
+  compatible_features = "bits a reader may ignore: 0 lazy refcounts",
+  autoclear_features = "bits a writer that does not know them must clear: 0 bitmaps, 1 raw external data",
+  refcount_order = "log2 of the refcount width: 0..6 gives 1..64 bits (v2: always 4, 16 bits)",
+  header_length = "bytes of header before the extensions (72 for v2, 104 or 112 for v3)",
+  compression_type = "0 deflate (zlib option), 1 zstd; nonzero needs incompatible bit 3",
+}
+
+local function header_field(img, h, name)
+  local out, lines = {}, {}
+  local v = h[name]
+  local cs = img.cluster_size
+  lines[#lines + 1] = string.format("header.%s = %s: %s", name, tostring(v), HEADER[name] or "")
+  local function table_off(off, len, what)
+    if off % cs ~= 0 then add(out, "table_unaligned", what .. " at " .. hexs(off)) end
+    check_eof(out, img, off, len, what .. " at")
+  end
+  if name == "l1_table_offset" and h.l1_size > 0 then
+    table_off(v, h.l1_size * 8, "L1 table")
+  elseif name == "refcount_table_offset" then
+    table_off(v, h.refcount_table_clusters * cs, "refcount table")
+  elseif name == "snapshots_offset" and h.nb_snapshots > 0 then
+    table_off(v, 1, "snapshot table")
+  elseif name:match "_features$" then
+    local k = name:match "^(%a+)_"
+    local names = h.features[k]
+    lines[#lines + 1] = "set bits: " .. (#names > 0 and table.concat(names, ", ") or "none")
+  elseif name == "refcount_order" then
+    lines[#lines + 1] = string.format("refcount width %d bits, %d refcounts per block", 1 << v,
+                                      cs * 8 // (1 << v))
+  elseif name == "cluster_bits" then
+    lines[#lines + 1] = string.format("cluster size %d bytes", 1 << v)
+  end
+  return out, lines
+end
+
+-- ---- dispatch ----
+
+local function describe(x)
+  local k = kind_of(x)
+  if k == "qinspect.l2entry" then
+    return tostring(x), "L2 entry: maps one guest cluster. Type " .. (L2_MEANING[x.type] or x.type) .. "."
+  elseif k == "qinspect.l1entry" then
+    return tostring(x), "L1 entry: points to one L2 table (0: the whole range it covers is unallocated)."
+  elseif k == "qinspect.reftentry" then
+    return tostring(x), "Refcount table entry: points to one refcount block (bits 9-63; bits 0-8 reserved)."
+  elseif k == "qinspect.refentry" then
+    return tostring(x), "Refcount entry: how many references the cluster has (0 free, 1 used, 2+ shared)."
+  elseif k == "qinspect.l1table" then
+    return tostring(x), "L1 table: the top level of the guest-to-host mapping; one entry per L2 table."
+  elseif k == "qinspect.l2table" then
+    return tostring(x), "L2 table: one cluster of entries, each mapping one guest cluster."
+  elseif k == "qinspect.reftable" then
+    return tostring(x), "Refcount table: points to the refcount blocks, which hold one refcount per host cluster."
+  elseif k == "qinspect.refblock" then
+    return tostring(x), "Refcount block: one cluster of refcounts (" .. #x .. " entries)."
+  elseif k == "qinspect.snapshot" then
+    return tostring(x), "Internal snapshot: a copy of the L1 table; the clusters it shares have raised refcounts."
+  end
+  return tostring(x), nil
+end
+
+local function table_check(img, x)
+  local out, lines = {}, {}
+  local k, cs = kind_of(x), img.cluster_size
+  local off = x.offset
+  if k == "qinspect.snapshot" then off = x.l1_table_offset end
+  if k == "qinspect.refblock" or k == "qinspect.l2table" then
+    if off % cs ~= 0 then
+      add(out, k == "qinspect.refblock" and "refblock_unaligned" or "l2_table_unaligned", "offset " .. hexs(off))
+    end
+  elseif off % cs ~= 0 then
+    add(out, "table_unaligned", "offset " .. hexs(off))
+  end
+  check_eof(out, img, off, 1, "table at")
+  if off % cs == 0 and off < img.file_size then
+    lines[#lines + 1] = string.format("Its first cluster %s has refcount %d.", hexs(off), img:refcount(off))
+  end
+  return out, lines
+end
+
+-- findings(x [, opts]) -> list of {name, problem, detail}
+function M.findings(x, opts)
+  local out = select(1, M.analyse(x, nil, opts or {}))
+  return out
+end
+
+function M.analyse(x, field, opts)
+  opts = opts or {}
+  local img = qinspect.image_of(x)
+  local k = kind_of(x)
+  if not img then return {}, {} end
+  if k == "qinspect.l2entry" then return l2_check(img, x, opts)
+  elseif k == "qinspect.l1entry" then return l1_check(img, x, opts)
+  elseif k == "qinspect.reftentry" then return rte_check(img, x, opts)
+  elseif k == "qinspect.refentry" then return rce_check(img, x, opts)
+  elseif k == "qinspect.header" then
+    if field then return header_field(img, x, field) end
+    local out, lines = {}, {}
+    for _, f in ipairs(getmetatable(x).__qi_fields) do
+      if HEADER[f.name] then
+        local o, l = header_field(img, x, f.name)
+        for _, p in ipairs(o) do out[#out + 1] = p end
+        lines[#lines + 1] = l[1]
+      end
+    end
+    return out, lines
+  elseif k == "qinspect.image" then
+    return {}, { "An image: help(img) lists its fields; explain(img.header), explain(img.l1[0]), "
+                 .. "explain(img.refcounts[0]) explain its parts." }
+  elseif k then
+    return table_check(img, x)
+  end
+  return {}, {}
+end
+
+-- text(x [, field]) -> explanation text, findings
+function M.text(x, field)
+  if kind_of(x) == nil then
+    return "explain() works on qinspect objects (entries, tables, the header); "
+      .. "for a header field use explain(img.header, \"name\")", {}
+  end
+  if kind_of(x) == "qinspect.header" and field and not HEADER[field] then
+    error("no header field '" .. tostring(field) .. "' to explain", 2)
+  end
+  local head, meaning = describe(x)
+  local findings, lines = M.analyse(x, field)
+  local out = { head }
+  if meaning then out[#out + 1] = meaning end
+  for _, l in ipairs(lines) do out[#out + 1] = l end
+  if #findings == 0 then
+    out[#out + 1] = "Verdict: valid (no rule qinspect can check here is broken)."
+  else
+    out[#out + 1] = "Verdict: " .. #findings .. " problem(s):"
+    for _, f in ipairs(findings) do
+      out[#out + 1] = string.format("  [%s] %s: %s (%s)", f.problem.severity, f.name, f.problem.summary,
+                                    f.detail or "")
+      out[#out + 1] = "    rule: " .. f.problem.explanation
+    end
+  end
+  return table.concat(out, "\n"), findings
+end
+
+-- explain(x [, field]): print the explanation.
+function M.explain(x, field)
+  print((M.text(x, field)))
+end
+
+return M

@@ -6,6 +6,7 @@
 #   $UNIT_DIR/fuzz_replay SEEDS...    fuzz corpus replay over tests/fuzz/seeds/*
 #   tests/cli/*.sh (not lib.sh)       batch subcommands, run with bash
 #   tests/lua/run.sh                  Lua API tests
+#   tests/repl/run.sh                 the REPL through tmux
 #   tests/bad/run.sh                  crafted bad images
 # A suite counts its "ok" and "not ok" lines. A suite that exits nonzero
 # without printing a failing line, prints no plan, or whose plan "1..N" does
@@ -98,6 +99,10 @@ done
 
 if [ -f tests/lua/run.sh ]; then
     run_suite lua/run.sh bash tests/lua/run.sh
+fi
+
+if [ -f tests/repl/run.sh ]; then
+    run_suite repl/run.sh bash tests/repl/run.sh
 fi
 
 run_suite bad/run.sh sh tests/bad/run.sh

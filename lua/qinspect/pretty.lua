@@ -3,9 +3,15 @@
 -- Engine objects print through their __tostring (raw 64-bit entries are
 -- shown there as 0x%016x beside the decoded fields); plain tables print
 -- recursively with sorted keys, and cycles are marked; strings holding
--- binary data print as a hexdump. Only presentation: nothing here touches
--- an image except through the objects' own __tostring.
+-- binary data print as a hexdump. In the REPL, output taller than the
+-- terminal goes through a pager ($QINSPECT_PAGER, else $PAGER, else
+-- `less -FRX`; `qinspect.pretty.paging = false` or QINSPECT_PAGER=cat turns
+-- it off). Only presentation: nothing here touches an image except through
+-- the objects' own __tostring.
 local M = {}
+
+-- Set to false to print long REPL results straight to the terminal.
+M.paging = true
 
 local MAX_DEPTH = 6
 local DUMP_LIMIT = 256 -- bytes of a binary string shown by format()
@@ -91,11 +97,59 @@ function M.format(v)
   return format(v, "", {}, 0)
 end
 
--- print(...) prints each value formatted, separated by tabs.
-function M.print(...)
+local function format_values(...)
   local out = {}
   for i = 1, select("#", ...) do out[i] = M.format((select(i, ...))) end
-  io.write(table.concat(out, "\t"), "\n")
+  return table.concat(out, "\t") .. "\n"
+end
+
+-- print(...) prints each value formatted, separated by tabs.
+function M.print(...)
+  io.write(format_values(...))
+end
+
+-- The pager command, or nil when paging is off.
+local function pager()
+  if not M.paging then return nil end
+  local cmd = os.getenv("QINSPECT_PAGER") or os.getenv("PAGER")
+  if cmd == nil or cmd == "" then
+    if os.getenv("QINSPECT_PAGER") == "" then return nil end
+    cmd = "less -FRX"
+  end
+  if cmd:match("^%s*cat%s*$") then return nil end
+  return cmd
+end
+
+-- Terminal lines TEXT takes on a screen COLS wide (long lines wrap).
+local function screen_lines(text, cols)
+  local n = 0
+  for line in text:gmatch("([^\n]*)\n") do
+    n = n + math.max(1, (#line + cols - 1) // math.max(cols, 1))
+  end
+  return n
+end
+
+-- Write TEXT through the pager CMD; false if the pager could not run
+-- (the shell's status 127: command not found).
+local function page(cmd, text)
+  io.stdout:flush()
+  local f = io.popen(cmd, "w")
+  if not f then return false end
+  -- close even if Ctrl-C interrupts the write, then let the error go on
+  local ok, err = pcall(f.write, f, text)
+  local _, how, code = f:close()
+  if not ok then error(err, 0) end
+  return not (how == "exit" and code == 127)
+end
+
+-- show(rows, cols, ...): how the REPL prints results. Like print, but on a
+-- terminal of ROWS x COLS (ROWS 0: not a terminal) text taller than the
+-- screen goes through the pager.
+function M.show(rows, cols, ...)
+  local text = format_values(...)
+  local cmd = rows > 0 and pager()
+  if cmd and screen_lines(text, cols) >= rows - 1 and page(cmd, text) then return end
+  io.write(text)
 end
 
 return M

@@ -324,7 +324,40 @@ function M.findings(x, opts)
   return out
 end
 
+-- The engine refuses to decode an entry that breaks a rule it checks on
+-- every read (reserved bits, alignment, end of file); name that problem
+-- from the engine's message.
+local REFUSED = {
+  { "reserved bits", { ["qinspect.l1entry"] = "l1_reserved_bits", ["qinspect.l2entry"] = "l2_reserved_bits",
+                       ["qinspect.reftentry"] = "reftable_reserved_bits" } },
+  { "align", { ["qinspect.l1entry"] = "l2_table_unaligned", ["qinspect.l2entry"] = "data_cluster_unaligned",
+               ["qinspect.reftentry"] = "refblock_unaligned" } },
+  { "both allocated and zero", { ["qinspect.l2entry"] = "subcluster_allocated_and_zero" } },
+  { "end of the file", {} },
+  { "past the end", {} },
+}
+
+local function refused(k, err)
+  local msg = tostring(err)
+  for _, r in ipairs(REFUSED) do
+    if msg:find(r[1], 1, true) then
+      local out = {}
+      add(out, r[2][k] or "past_end_of_file", "the engine refuses to read it: " .. msg)
+      return out, {}
+    end
+  end
+  error(err, 0)
+end
+
+local analyse
+
 function M.analyse(x, field, opts)
+  local ok, a, b = pcall(analyse, x, field, opts)
+  if ok then return a, b end
+  return refused(kind_of(x), a)
+end
+
+analyse = function(x, field, opts)
   opts = opts or {}
   local img = qinspect.image_of(x)
   local k = kind_of(x)
@@ -362,7 +395,8 @@ function M.text(x, field)
   if kind_of(x) == "qinspect.header" and field and not HEADER[field] then
     error("no header field '" .. tostring(field) .. "' to explain", 2)
   end
-  local head, meaning = describe(x)
+  local okd, head, meaning = pcall(describe, x)
+  if not okd then head, meaning = "(the entry cannot be decoded)", nil end
   local findings, lines = M.analyse(x, field)
   local out = { head }
   if meaning then out[#out + 1] = meaning end

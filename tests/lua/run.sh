@@ -64,6 +64,9 @@ with open(sys.argv[1], "r+b") as f:
     f.seek(l1); f.write(struct.pack(">Q", (1 << 63) | (1 << 40)))
 PY
     echo "this is not an image" > text.img
+    make_crafted
+    qemu-img check -q basic.qcow2 && qemu-img check -q small.qcow2 && qemu-img check -q ext.qcow2 &&
+        qemu-img check -q v2.qcow2 || echo "# qemu-img check: a test image is not clean"
     # QEMU's map asks the host file for holes only when st_blocks looks like
     # metadata preallocation (qcow2_detect_metadata_preallocation), and
     # st_blocks shrinks once delayed allocation is written back: sync first,
@@ -79,10 +82,65 @@ PY
     cd - >/dev/null || exit 1
 }
 
+# Crafted images for explain() and the examples, and crafted.lua with what
+# was poked (computed here from the bytes, never by qinspect):
+#  nocopied: COPIED cleared on the L2 entry of guest 0 (refcount 1)
+#  shared:   COPIED set on basic's L2 entry of guest 1M (shared with the snapshots)
+#  overref:  refcount of basic's cluster mapping guest 1M poked down to 1
+#  bits:     reserved bit 1 set in L2 entry 0; l1bits: bit 3 in L1 entry 0
+#  extbad:   ext image, subcluster 0 of guest 0 marked allocated and zero
+make_crafted() {
+    qemu-img create -q -f qcow2 plain.qcow2 1M
+    qio -c 'write -P 0x77 0 128k' plain.qcow2
+    for i in nocopied bits l1bits; do cp plain.qcow2 $i.qcow2; done
+    cp basic.qcow2 shared.qcow2; cp basic.qcow2 overref.qcow2; cp ext.qcow2 extbad.qcow2
+    python3 - "$S" > crafted.lua <<'PY'
+import struct, sys
+d = sys.argv[1]
+M = 0x00FFFFFFFFFFFE00
+def geo(f):
+    f.seek(0); h = f.read(104)
+    cb, = struct.unpack(">I", h[20:24]); l1, = struct.unpack(">Q", h[40:48])
+    rt, = struct.unpack(">Q", h[48:56]); inc, = struct.unpack(">Q", h[72:80])
+    return cb, l1, rt, inc
+def q(f, off, v=None):
+    f.seek(off)
+    if v is None: return struct.unpack(">Q", f.read(8))[0]
+    f.write(struct.pack(">Q", v))
+def l2pos(f, goff):
+    cb, l1, rt, inc = geo(f); step = 16 if inc & 16 else 8
+    l2 = q(f, l1) & M
+    return l2 + (goff >> cb) * step
+out = {}
+with open(d + "/nocopied.qcow2", "r+b") as f:
+    p = l2pos(f, 0); e = q(f, p); q(f, p, e & ~(1 << 63))
+    out["nocopied"] = {"host": e & M, "was_copied": bool(e >> 63)}
+with open(d + "/shared.qcow2", "r+b") as f:
+    p = l2pos(f, 1048576); e = q(f, p); q(f, p, e | (1 << 63))
+    out["shared"] = {"host": e & M, "guest": 1048576}
+with open(d + "/overref.qcow2", "r+b") as f:
+    cb, l1, rt, inc = geo(f); p = l2pos(f, 1048576); host = q(f, p) & M
+    rb = q(f, rt) & M; f.seek(rb + (host >> cb) * 2); was, = struct.unpack(">H", f.read(2))
+    f.seek(rb + (host >> cb) * 2); f.write(struct.pack(">H", 1))
+    out["overref"] = {"host": host, "was": was}
+with open(d + "/bits.qcow2", "r+b") as f:
+    p = l2pos(f, 0); q(f, p, q(f, p) | 2)
+with open(d + "/l1bits.qcow2", "r+b") as f:
+    cb, l1, rt, inc = geo(f); q(f, l1, q(f, l1) | 8)
+with open(d + "/extbad.qcow2", "r+b") as f:
+    p = l2pos(f, 0); bm = q(f, p + 8); q(f, p + 8, bm | 1 | (1 << 32))
+def lua(v):
+    if isinstance(v, bool): return "true" if v else "false"
+    if isinstance(v, int): return str(v)
+    return "{" + ", ".join("%s = %s" % (k, lua(x)) for k, x in v.items()) + "}"
+print("return " + lua(out))
+PY
+}
+
 # ---- the independent oracle: qcow2 spec read with struct ----
 write_oracle() {
 cat > "$S/oracle.py" <<'PY'
-import json, struct, sys
+import json, os, struct, sys
 
 MASK = 0x00FFFFFFFFFFFE00
 HFIELDS = ["magic", "version", "backing_file_offset", "backing_file_size",
@@ -197,6 +255,7 @@ def image(path, info):
         return {"header": h, "extl2": extl2, "cluster_size": cs, "l1": l1, "l2": l2,
                 "l2_entries": cs // (16 if extl2 else 8),
                 "refcounts": refcounts(f, h, (fsize + cs - 1) // cs),
+                "reftable": table(f, h["refcount_table_offset"], h["refcount_table_clusters"] * cs // 8),
                 "file_clusters": (fsize + cs - 1) // cs, "snapshots": snaps,
                 "exts": extensions(f, h),
                 "virtual_size": info["virtual-size"],
@@ -208,7 +267,8 @@ for key in sys.argv[2:]:
     with open("%s/%s.json" % (d, key)) as j: info = json.load(j)
     e = image("%s/%s.qcow2" % (d, key), info)
     with open("%s/%s.map.json" % (d, key)) as j: e["map"] = json.load(j)
-    e.update(path="%s/%s.qcow2" % (d, key), raw="%s/%s.raw" % (d, key), dir=d)
+    e.update(path="%s/%s.qcow2" % (d, key), raw="%s/%s.raw" % (d, key), dir=d,
+             root=os.environ.get("QI_ROOT", ""))
     out[key] = e
 print("return " + lua(out))
 PY
@@ -220,7 +280,7 @@ refresh_expect() {
     for i in basic small ext v2 over; do
         qemu-img map --output=json "$S/$i.qcow2" > "$S/$i.map.json"
     done
-    python3 "$S/oracle.py" "$S" basic small ext v2 over > "$S/expect.lua"
+    QI_ROOT=$root python3 "$S/oracle.py" "$S" basic small ext v2 over > "$S/expect.lua"
 }
 refresh_expect
 }
@@ -321,6 +381,63 @@ PY
     [ "$out" = "$expect" ] || { echo "# got:"; echo "$out" | sed 's/^/#   /'; echo "# expected:"; echo "$expect" | sed 's/^/#   /'; }
 }
 
+# ---- examples/ on images made by qemu-img and poked by python ----
+example_checks() {
+    local out rc expect
+    out=$("$Q" "$S/basic.qcow2" "$root/examples/find-shared.lua" 2>&1 | grep -v '^  '); rc=$?
+    expect=$(python3 - "$S/basic.qcow2" <<'PY'
+import struct, sys, os
+f = open(sys.argv[1], "rb"); h = f.read(112)
+cb, = struct.unpack(">I", h[20:24]); rt, = struct.unpack(">Q", h[48:56]); order, = struct.unpack(">I", h[96:100])
+cs = 1 << cb; bits = 1 << order; rbe = cs * 8 // bits
+n = (os.path.getsize(sys.argv[1]) + cs - 1) // cs; shared = 0
+for c in range(n):
+    f.seek(rt + (c // rbe) * 8); rb, = struct.unpack(">Q", f.read(8)); rb &= ~0x1ff
+    if not rb: continue
+    f.seek(rb + (c % rbe) * 2); r, = struct.unpack(">H", f.read(2))
+    if r > 1: shared += 1; print("cluster 0x%x refcount %d" % (c * cs, r))
+print("shared clusters: %d" % shared)
+PY
+)
+    [ "$out" = "$expect" ]; ok $? "examples/find-shared.lua lists the clusters python finds with refcount > 1"
+    [ "$out" = "$expect" ] || { echo "# got:"; echo "$out" | sed 's/^/#   /'; echo "# expected:"; echo "$expect" | sed 's/^/#   /'; }
+    out=$("$Q" "$S/basic.qcow2" "$root/examples/find-shared.lua" 2>&1 | grep -c '^  .*snapshot')
+    [ "$out" -gt 0 ]; ok $? "find-shared.lua names snapshot owners"
+
+    out=$("$Q" "$S/overref.qcow2" "$root/examples/find-overreferenced.lua" 2>&1 | grep -v '^  ')
+    expect=$(python3 -c "
+C = open('$S/crafted.lua').read()
+import re
+host = int(re.search(r'overref = \{host = (\d+), was = (\d+)\}', C).group(1))
+was = int(re.search(r'overref = \{host = (\d+), was = (\d+)\}', C).group(2))
+print('cluster 0x%x refcount 1 references %d' % (host, was)); print('over-referenced clusters: 1')")
+    [ "$out" = "$expect" ]; ok $? "examples/find-overreferenced.lua reports exactly the cluster python poked"
+    [ "$out" = "$expect" ] || { echo "# got: $out"; echo "# expected: $expect"; }
+    out=$("$Q" "$S/basic.qcow2" "$root/examples/find-overreferenced.lua" 2>&1)
+    [ "$out" = "over-referenced clusters: 0" ]; ok $? "find-overreferenced.lua finds nothing on a clean image"
+
+    mkdir -p "$S/sum" && cp "$S/plain.qcow2" "$S/nocopied.qcow2" "$S/text.img" "$S/sum/"
+    "$Q" "$S/basic.qcow2" "$root/examples/summarize.lua" "$S/sum" "$S/missing.qcow2" > "$S/sum.jsonl" 2>"$S/err"; rc=$?
+    python3 - "$S" <<'PY'
+import json, subprocess, sys
+S = sys.argv[1]
+lines = [json.loads(l) for l in open(S + "/sum.jsonl")]
+by = {l["path"]: l for l in lines}
+assert len(lines) == 4, lines
+for name in ("plain", "nocopied"):
+    r = by["%s/sum/%s.qcow2" % (S, name)]
+    info = json.loads(subprocess.check_output(["qemu-img", "info", "--output=json", "%s/sum/%s.qcow2" % (S, name)]))
+    assert r["virtual_size"] == info["virtual-size"] and r["cluster_size"] == info["cluster-size"], r
+    assert r["format"] == "qcow2" and r["allocation"]["normal"] == 2, r
+assert by[S + "/sum/plain.qcow2"]["problems"] == [], by[S + "/sum/plain.qcow2"]
+assert [p["problem"] for p in by[S + "/sum/nocopied.qcow2"]["problems"]] == ["copied_missing"]
+assert "error" in by[S + "/sum/text.img"] and by[S + "/missing.qcow2"]["code"] == "ENOENT"
+PY
+    [ $rc -eq 0 ] && [ $? -eq 0 ]
+    ok $? "examples/summarize.lua: one JSON object per image, qemu-img facts, the poked COPIED, open failures"
+    [ -s "$S/err" ] && diag "$S/err"
+}
+
 make_images
 write_oracle
 for key in basic small ext v2 over; do
@@ -329,8 +446,14 @@ for key in basic small ext v2 over; do
     run_lua read.lua $key "$S/$key.qcow2"
     run_lua refcount.lua $key "$S/$key.qcow2"
 done
+for key in basic small ext v2; do
+    run_lua refcounts.lua $key "$S/$key.qcow2"
+done
+run_lua explain.lua basic "$S/basic.qcow2"
+run_lua help.lua basic "$S/basic.qcow2" 
 run_lua snapshots.lua basic "$S/basic.qcow2"
 run_lua objects.lua basic "$S/basic.qcow2"
 session_checks
+example_checks
 echo "1..$n"
 [ "$failed" -eq 0 ]

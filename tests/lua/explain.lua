@@ -1,0 +1,94 @@
+-- explain.lua: explain() verdicts on images poked by python (run.sh
+-- make_crafted, facts in crafted.lua) and the problem table binding.
+local t = require "qinspect.tap"
+local X = require "qinspect.explain"
+local E = dofile(arg[1])[arg[2]]
+local C = dofile(E.dir .. "/crafted.lua")
+local P = qinspect.problems
+
+local function has(findings, name)
+  for _, f in ipairs(findings) do if f.name == name then return true end end
+  return false
+end
+local function open(name) return assert(qinspect.open(E.dir .. "/" .. name .. ".qcow2")) end
+
+-- the problem table as bound from C
+local n = 0
+for name, p in pairs(P) do
+  n = n + 1
+  if p.name ~= name or not p.severity:match("^%a+$") or #p.explanation < 40 then t.diag("bad record " .. name) end
+end
+t.ok(n >= 15, "qinspect.problems has the table's records (" .. n .. ")")
+t.is(P.copied_missing_dedup.severity, "note", "COPIED clear with refcount 1 on a dedup image is a note")
+t.is(P.copied_missing.severity, "corruption", "... and a corruption on a plain image")
+t.ok(P.copied_missing_dedup.explanation:find("qemu%-img check"), "the dedup note says stock qemu-img check reports it")
+
+-- a clean entry
+local text, f = X.text(img:l2_for(0))
+t.ok(#f == 0 and text:find("Verdict: valid"), "a clean L2 entry is valid")
+t.ok(text:find("plain image:") and text:find("dedup image:") and text:find("plain verdict applies"),
+     "an L2 entry states both COPIED verdicts and which applies")
+
+-- COPIED cleared on a refcount-1 cluster
+do
+  local i <close> = open("nocopied")
+  t.ok(C.nocopied.was_copied, "python: the entry had COPIED before the poke")
+  t.is(i:refcount(C.nocopied.host), 1, "the cluster has refcount 1")
+  local e = i:l2_for(0)
+  local s, fs = X.text(e)
+  t.ok(has(fs, "copied_missing") and not has(fs, "copied_missing_dedup"),
+       "COPIED clear, refcount 1: copied_missing on this (plain) image")
+  t.ok(s:find("plain image: corruption", 1, true) and s:find("dedup image: allowed", 1, true),
+       "the text gives corruption for plain, allowed for dedup")
+  t.ok(s:find("set exactly when the refcount", 1, true) and s:find(P.copied_missing.explanation, 1, true),
+       "the text names the rule and uses the C table's explanation")
+end
+
+-- COPIED set on a shared cluster
+do
+  local i <close> = open("shared")
+  local e = i:l2_for(C.shared.guest)
+  t.ok(e.copied and i:refcount(C.shared.host) > 1, "the poked entry has COPIED and refcount > 1")
+  local s, fs = X.text(e)
+  t.ok(has(fs, "copied_but_shared"), "COPIED set with refcount > 1: copied_but_shared")
+  t.ok(s:find("dedup image: corruption", 1, true), "... a corruption on a dedup image too")
+  local e2 = i.snapshots[0].l1[0]:l2()[C.shared.guest // i.cluster_size]
+  local s2, fs2 = X.text(e2)
+  t.ok(#fs2 == 0 or not has(fs2, "copied_but_shared"), "the same cluster in a snapshot's table gets no COPIED verdict")
+  t.ok(s2:find("only in a snapshot", 1, true), "... and the text says why")
+end
+
+-- refcount poked below the references
+do
+  local i <close> = open("overref")
+  local e = i:l2_for(C.shared.guest)
+  local _, fs = X.text(e)
+  t.ok(C.overref.was > 1 and i:refcount(C.overref.host) == 1, "python poked the refcount from " .. C.overref.was .. " to 1")
+  t.ok(has(fs, "refcount_below_references"), "the entry's cluster has more references than its refcount")
+  t.ok(has(fs, "copied_missing"), "refcount 1 with COPIED clear is also reported")
+  local cs = i.cluster_size
+  local re = i.refcounts:block(0):entry(C.overref.host // cs)
+  local _, fr = X.text(re)
+  t.ok(has(fr, "refcount_below_references"), "explain(refcount entry) reports it too")
+end
+
+-- reserved bits and extended-L2 conflicts
+do
+  local i <close> = open("bits")
+  t.ok(has(X.findings(i.l1[0]:l2()[0]), "l2_reserved_bits"), "reserved bit 1 of an L2 entry")
+  local k <close> = open("l1bits")
+  t.ok(has(X.findings(k.l1[0]), "l1_reserved_bits"), "reserved bit 3 of an L1 entry")
+  local j <close> = open("extbad")
+  local _, fs = X.text(j.l1[0]:l2()[0])
+  t.ok(has(fs, "subcluster_allocated_and_zero"), "subcluster 0 allocated and zero")
+end
+
+-- header fields and tables
+local s = X.text(img.header, "l1_table_offset")
+t.ok(s:find("header.l1_table_offset = " .. E.header.l1_table_offset, 1, true) and s:find("Verdict: valid"),
+     "explain(header, field) gives the value and a verdict")
+t.errors_like(function() X.text(img.header, "nope") end, "no header field 'nope'", "an unknown header field raises")
+t.ok(X.text(img.refcounts[0]):find("Verdict: valid"), "a refcount table entry is valid")
+t.ok(X.text(img.l1):find("L1 table"), "a table is explained")
+t.ok(X.text(3):find("qinspect objects"), "a plain value gets a hint")
+t.done()

@@ -1,0 +1,65 @@
+-- help.lua: help topics exist and state the key rules; help(obj) lists the
+-- metatables' methods and fields; doc/qinspect.1's LUA API section names
+-- exactly the methods of every object type (both directions).
+local t = require "qinspect.tap"
+local H = require "qinspect.help"
+local E = dofile(arg[1])[arg[2]]
+
+local want = { "cluster-types", "copied", "refcount-widths", "snapshots", "compressed",
+               "subclusters", "backing-chains", "feature-bits", "problems" }
+local topics = {}
+for _, n in ipairs(H.topics()) do topics[n] = true end
+for _, n in ipairs(want) do t.ok(topics[n] and #H.text(n) > 200, "topic '" .. n .. "' exists") end
+t.ok(H.text("topics"):find("copied", 1, true), "help 'topics' lists them")
+local c = H.text("copied")
+t.ok(c:find("refcount is above 1: corruption", 1, true) or c:find("refcount > 1 is still corruption", 1, true),
+     "copied: COPIED set with refcount > 1 is corruption")
+t.ok(c:find("COPIED clear with refcount 1 is allowed", 1, true) and c:find("qemu-img check", 1, true),
+     "copied: clear with refcount 1 allowed on dedup, though qemu-img check reports it")
+t.ok(H.text("compressed"):find("x = 62 - (cluster_bits - 8)", 1, true)
+     and H.text("compressed"):find("csize    = csectors * 512 - (offset mod 512)", 1, true),
+     "compressed: the x and csize rules")
+t.ok(H.text("refcount-widths"):find("least", 1, true) and H.text("refcount-widths"):find("big-endian", 1, true),
+     "refcount widths: LSB-first packing below 8 bits, big-endian above")
+t.ok(H.text("subclusters"):find("32 + x", 1, true), "subclusters: the zero bit of subcluster x")
+t.ok(H.text("no-such-topic"):find("no help topic"), "an unknown topic says so")
+t.ok(H.text():find("explain", 1, true), "help() mentions explain")
+
+-- help(obj) from the metatables, with each field's doc string
+local mt = getmetatable(img.refcounts)
+local txt = H.text(img.refcounts)
+local okf = true
+for _, f in ipairs(mt.__qi_fields) do
+  if not txt:find("." .. f.name, 1, true) or not txt:find(f.doc, 1, true) then okf = false end
+end
+for _, m in ipairs(mt.__qi_methods) do if not txt:find(":" .. m .. "(", 1, true) then okf = false end end
+t.ok(okf, "help(img.refcounts) lists every field with its doc and every method")
+
+-- man page: the LUA API section against every metatable's method list
+local f = assert(io.open(E.root .. "/doc/qinspect.1"))
+local man = f:read("a")
+f:close()
+local sec = man:match("\n%.SH LUA API\n(.-)\n%.SH ") or man:match("\n%.SH LUA API\n(.*)$")
+t.ok(sec ~= nil, "doc/qinspect.1 has a LUA API section")
+sec = sec or ""
+local documented = {}
+for label, name in sec:gmatch("\n%.TP\n%.B ([%w_]+):([%w_]+)") do
+  documented[label .. ":" .. name] = true
+end
+local actual, missing, extra = {}, {}, {}
+for k, v in pairs(debug.getregistry()) do
+  if type(k) == "string" and type(v) == "table" and v.__qi_label then
+    local short = k:gsub("^qinspect%.", "")
+    for _, m in ipairs(v.__qi_methods) do
+      actual[short .. ":" .. m] = true
+      if not documented[short .. ":" .. m] then missing[#missing + 1] = short .. ":" .. m end
+    end
+  end
+end
+for k in pairs(documented) do if not actual[k] then extra[#extra + 1] = k end end
+table.sort(missing); table.sort(extra)
+t.ok(#missing == 0, "every method is documented in LUA API")
+if #missing > 0 then t.diag("undocumented: " .. table.concat(missing, ", ")) end
+t.ok(#extra == 0, "every documented method exists")
+if #extra > 0 then t.diag("no such method: " .. table.concat(extra, ", ")) end
+t.done()

@@ -14,11 +14,15 @@ int qi_repl_docall(lua_State *L, int narg, int nres);
  * stderr (newlines inside it become spaces) and pop it. */
 void qi_repl_report(lua_State *L);
 
-/* Run the read-eval-print loop on the terminal until end of input, with
- * LABEL in the prompt (e.g. "a.qcow2 (ro)"). Lines are tried as
- * `return LINE` first; incomplete chunks continue on the next line; values
- * print through qinspect.pretty; history is kept in ~/.qinspect_history.
- * Returns 0. */
+/* Run the read-eval-print loop on the terminal until end of input (Ctrl-D)
+ * or os.exit(), with LABEL in the prompt (e.g. "a.qcow2 (ro)"). Lines are
+ * tried as `return LINE` first; incomplete chunks continue on the next
+ * line; values print through qinspect.pretty.show (paged when taller than
+ * the terminal); Ctrl-C drops the chunk being typed or interrupts the
+ * running one; Tab completes through qinspect.complete; complete chunks
+ * are appended to $QINSPECT_HISTORY or ~/.qinspect_history. Installs its
+ * own SIGINT and SIGPIPE handlers while it runs and restores the previous
+ * ones. Returns 0. */
 int qi_repl_run(lua_State *L, const char *label);
 
 #endif

@@ -6,7 +6,8 @@
  * instruction; each line is first tried as `return LINE;`, and a chunk
  * continues on the next line while its syntax error ends in <eof>. Values
  * print through qinspect.pretty.show, which pages output taller than the
- * terminal. Beyond lua.c:
+ * terminal; the globals _PROMPT and _PROMPT2 replace the prompts when set
+ * (the default prompt shows the image and its mode). Beyond lua.c:
  * - Ctrl-C at the prompt (or in a continuation line) drops the chunk being
  *   typed and shows a fresh prompt; Ctrl-D leaves.
  * - History: complete chunks only (multi-line chunks stay one entry, kept
@@ -135,12 +136,16 @@ static int repl_getc(FILE *f)
     }
 }
 
-/* readline(PROMPT), or NULL at end of input; *INTR is set on Ctrl-C. */
-static char *read_line(const char *prompt, int *intr)
+/* readline() with the prompt in the global VAR (_PROMPT or _PROMPT2, as
+ * lua.c) if it is a string, else DFLT. Returns the line, or NULL at end of
+ * input; *INTR is set on Ctrl-C. The stack is left unchanged. */
+static char *read_line(lua_State *L, const char *var, const char *dflt, int *intr)
 {
     char *line;
+    lua_getglobal(L, var);
     prompt_sigint = 0;
-    line = readline(prompt);
+    line = readline(lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : dflt);
+    lua_pop(L, 1);
     if (prompt_sigint) {
         *intr = 1;
         free(line);
@@ -330,7 +335,7 @@ static int multiline(lua_State *L, const char *prompt2, int *intr)
         char *more;
         if (!incomplete(L, status))
             return status;
-        if (!(more = read_line(prompt2, intr)))
+        if (!(more = read_line(L, "_PROMPT2", prompt2, intr)))
             return -1;
         lua_pushliteral(L, "\n");
         lua_pushstring(L, more);
@@ -360,7 +365,7 @@ static int load_chunk(lua_State *L, const char *prompt, const char *prompt2,
                       const char *histfile)
 {
     int intr = 0, status;
-    char *line = read_line(prompt, &intr);
+    char *line = read_line(L, "_PROMPT", prompt, &intr);
     if (!line)
         return intr ? -2 : -1;
     lua_pushstring(L, line);

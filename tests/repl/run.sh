@@ -198,6 +198,15 @@ check "pretty.paging = false prints unpaged" until_ok more_lines 'np' 49
 check "... and nothing of it went through the pager" \
     eval '! screen | grep -q "^PAGED:np"'
 
+enter '_PROMPT = "my" .. "prompt$ "'
+check "_PROMPT replaces the prompt, as in lua.c" until_ok cursor_is 'myprompt$'
+
+type_text 'collectg'
+key Tab
+check "completion: a global function gets '('" until_ok cursor_is 'myprompt$ collectgarbage('
+enter '"count") > 0 and "gc" .. "-ok"'
+check "completed global runs" until_ok has_line 'gc-ok'
+
 enter 'os.exit(3)'
 check "os.exit() leaves with its status" until_ok has_line '\[exited 3\]'
 

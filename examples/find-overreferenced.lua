@@ -5,16 +5,26 @@
 -- Prints "cluster 0xOFF refcount R references N" for each such cluster,
 -- each owner indented below it, then the count.
 local cs = img.cluster_size
-local clusters = (img.file_size + cs - 1) // cs
+-- one pass over all metadata: references per host cluster (a compressed
+-- cluster's byte range counts for every cluster it touches, as in QEMU)
+local count, last = {}, (img.file_size + cs - 1) // cs - 1
+for _, r in ipairs(img:references()) do
+  if r.length > 0 then
+    for c = r.host_offset // cs, (r.host_offset + r.length - 1) // cs do
+      count[c] = (count[c] or 0) + 1
+      if c > last then last = c end
+    end
+  end
+end
 local found = 0
-for c = 0, clusters - 1 do
+for c = 0, last do
+  local n = count[c] or 0
   local off = c * cs
-  local owners = img:owners(off)
-  local rc = img:refcount(off)
-  if #owners > rc then
+  local rc = n > 0 and img:refcount(off) or 0
+  if n > rc then
     found = found + 1
-    print(string.format("cluster 0x%x refcount %d references %d", off, rc, #owners))
-    for _, o in ipairs(owners) do
+    print(string.format("cluster 0x%x refcount %d references %d", off, rc, n))
+    for _, o in ipairs(img:owners(off)) do
       print(string.format("  %s%s", o.kind, o.snapshot and (" of snapshot " .. o.snapshot) or ""))
     end
   end

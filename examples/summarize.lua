@@ -64,8 +64,17 @@ local function problems(i, out)
     end
   end
   local cs = i.cluster_size
+  -- references per host cluster in one pass over all metadata
+  local refcount_of = {}
+  for _, r in ipairs(i:references()) do
+    if r.length > 0 then
+      for c = r.host_offset // cs, (r.host_offset + r.length - 1) // cs do
+        refcount_of[c] = (refcount_of[c] or 0) + 1
+      end
+    end
+  end
   for c = 0, (i.file_size + cs - 1) // cs - 1 do
-    local rc, refs = i:refcount(c * cs), #i:owners(c * cs)
+    local rc, refs = i:refcount(c * cs), refcount_of[c] or 0
     local name = (refs > 0 and rc == 0) and "refcount_zero_referenced"
       or rc < refs and "refcount_below_references" or rc > refs and "refcount_above_references"
     if name then counts[name] = (counts[name] or 0) + 1 end

@@ -220,6 +220,10 @@ typedef int (*qi_ref_cb)(void *payload, const qi_ref *ref);
  * of CB stops the walk and is returned. Reads all metadata. */
 int qi_meta_owners(qi_image *img, uint64_t host_off, qi_ref_cb cb, void *payload);
 
+/* Every reference the image holds, in the order of qi_meta_owners (the
+ * list qemu-img check builds its refcounts from). Reads all metadata once. */
+int qi_meta_references(qi_image *img, qi_ref_cb cb, void *payload);
+
 /* Snapshot table (validated at open; owned by IMG). */
 const qi_snapshot *qi_meta_snapshots(const qi_image *img, uint32_t *n);
 

@@ -10,5 +10,6 @@
 #include "qi/error.h"
 #include "qi/image.h"
 #include "qi/meta.h"
+#include "qi/check.h"
 
 #endif

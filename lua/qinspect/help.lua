@@ -48,7 +48,7 @@ qinspect session globals:
   explain(x)   what an entry, table or header field means and whether it
                is valid, e.g. explain(img:l2_for(0)), explain(img.header, "l1_size")
 Where to start: img.header, img.l1, img.l1[0]:l2(), img:l2_for(offset),
-img.refcounts, img:refcount(offset), img:owners(offset), img.snapshots,
+img.refcounts, img:refcount(offset), img:owners(offset), img:references(), img.snapshots,
 img:map(), img:backing().]]
 
 local T = {}

@@ -424,6 +424,7 @@ static const luaL_Reg image_methods[] = {
     { "l2_for", m_l2_for },
     { "refcount", m_refcount },
     { "owners", qi_bind_owners },
+    { "references", qi_bind_references },
     { "backing", m_backing },
     { "map", m_map },
     { "close", m_close },

@@ -103,22 +103,18 @@ static void push_ref(lua_State *L, qi_image *img, const qi_ref *r)
         lua_setfield(L, -2, "entry");
 }
 
-/* img:owners(host_offset) -> list of owner records {kind, snapshot (nil:
- * active or not view-specific), table_offset, index, raw, entry,
- * guest_offset, host_offset, length}. Reads all metadata. */
-int qi_bind_owners(lua_State *L)
+/* Collect the references WALK reports (all of them, or those of one host
+ * cluster) into a scratch box, then build the Lua list; the box is freed by
+ * its __gc even when Lua raises. */
+static int push_refs(lua_State *L, qi_image *img, bool all, uint64_t off)
 {
-    qi_image *img = qi_bind_check_image(L, 1);
-    uint64_t off = qi_bind_checkoffset(L, 2);
-    scratch *s;
+    scratch *s = lua_newuserdatauv(L, sizeof *s, 0);
     int rc;
-    luaL_argcheck(L, qi_meta_header(img) != NULL, 1, "a raw image has no host clusters to own");
-    s = lua_newuserdatauv(L, sizeof *s, 0);
     memset(s, 0, sizeof *s);
     luaL_setmetatable(L, QI_MT_SCRATCH);
-    rc = qi_meta_owners(img, off, collect, s);
+    rc = all ? qi_meta_references(img, collect, s) : qi_meta_owners(img, off, collect, s);
     if (s->nomem)
-        return luaL_error(L, "not enough memory for the owner list");
+        return luaL_error(L, "not enough memory for the reference list");
     if (rc < 0)
         return qi_bind_raise(L, img, rc);
     lua_createtable(L, (int)(s->n < 1 << 20 ? s->n : 1 << 20), 0);
@@ -127,6 +123,26 @@ int qi_bind_owners(lua_State *L)
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     return 1;
+}
+
+/* img:owners(host_offset) -> list of owner records {kind, snapshot (nil:
+ * active or not view-specific), table_offset, index, raw, entry,
+ * guest_offset, host_offset, length}. Reads all metadata. */
+int qi_bind_owners(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, 1);
+    uint64_t off = qi_bind_checkoffset(L, 2);
+    luaL_argcheck(L, qi_meta_header(img) != NULL, 1, "a raw image has no host clusters to own");
+    return push_refs(L, img, false, off);
+}
+
+/* img:references() -> every reference of the image as owner records, in one
+ * pass over the metadata (what qemu-img check counts refcounts from). */
+int qi_bind_references(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, 1);
+    luaL_argcheck(L, qi_meta_header(img) != NULL, 1, "a raw image has no qcow2 metadata");
+    return push_refs(L, img, true, 0);
 }
 
 /* img.bitmaps -> list of {name, type, granularity_bits, flags (names),

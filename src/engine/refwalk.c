@@ -198,3 +198,8 @@ int qi_meta_owners(qi_image *img, uint64_t host_off, qi_ref_cb cb, void *payload
     owners_ctx c = { host_off & ~(cs - 1), (host_off & ~(cs - 1)) + cs - 1, cb, payload };
     return qi_refwalk(img, owners_filter, &c);
 }
+
+int qi_meta_references(qi_image *img, qi_ref_cb cb, void *payload)
+{
+    return qi_refwalk(img, cb, payload);
+}

@@ -140,7 +140,7 @@ TZ=America/New_York t_check "snapshot -l in another time zone equals qemu-img" \
 
 # ---- QEMU's image locks ----
 qemu-img create -q -f qcow2 locked.qcow2 1M
-qemu-io -f qcow2 -c 'sleep 4000' locked.qcow2 >/dev/null 2>&1 &
+qemu-io -f qcow2 -c 'sleep 600000' locked.qcow2 >/dev/null 2>&1 &
 holder=$!
 for _ in 1 2 3 4 5 6 7 8 9 10; do
     qemu-img info locked.qcow2 >/dev/null 2>&1 || break

@@ -62,6 +62,22 @@ for c = 0, E.file_clusters - 1 do
 end
 t.ok(not bad, "#img:owners(off) equals QEMU's refcount for every cluster")
 if bad then t.diag(bad) end
+
+-- references: the whole walk in one pass, counted per cluster it touches
+local per = {}
+for _, r in ipairs(img:references()) do
+  if r.length > 0 then
+    for c = r.host_offset // cs, (r.host_offset + r.length - 1) // cs do per[c] = (per[c] or 0) + 1 end
+  end
+end
+bad = nil
+for c = 0, E.file_clusters - 1 do
+  if (per[c] or 0) ~= E.refcounts[c] then
+    bad = bad or string.format("cluster %d: %d references, refcount %d", c, per[c] or 0, E.refcounts[c])
+  end
+end
+t.ok(not bad, "img:references() counted per cluster equals QEMU's refcount for every cluster")
+if bad then t.diag(bad) end
 local first
 for _, l1raw in ipairs(E.l1) do
   local l2 = l1raw & 0x00FFFFFFFFFFFE00

@@ -125,7 +125,7 @@ static void locks(void)
     qi_err err;
     sh("qemu-img create -f qcow2 lk.qcow2 1M");
     char cmd[600];
-    snprintf(cmd, sizeof cmd, "qemu-io -c 'sleep 5000' %s >/dev/null 2>&1 & echo $!",
+    snprintf(cmd, sizeof cmd, "qemu-io -c 'sleep 600000' %s >/dev/null 2>&1 & echo $!",
              path("lk.qcow2"));
     FILE *q = popen(cmd, "r");
     int pid = 0;

@@ -123,6 +123,12 @@ void qi_meta_decode_l2(const qi_image *img, uint64_t raw, uint64_t bitmap,
                        qi_l2_entry *out);
 qi_subcluster_state qi_meta_subcluster(const qi_l2_entry *e, unsigned i);
 
+/* The getters below decode entries without judging them: an entry with
+ * reserved bits, an unaligned offset or a conflicting subcluster bitmap is
+ * returned as it is on disk (see `reserved`), so it can be inspected and
+ * explained. Guest reads and map refuse such entries with QI_ECORRUPT.
+ * Only the location asked for (index, table offset) is validated. */
+
 /* Active L1 entry INDEX (< header l1_size). */
 int qi_meta_l1_get(qi_image *img, uint32_t index, qi_l1_entry *out);
 

@@ -136,8 +136,8 @@ static int validate_l2(qi_image *img, const qi_l2_entry *e, uint64_t where)
     return 0;
 }
 
-int qi_cluster_l2_entry(qi_image *img, uint64_t l2_off, uint32_t index,
-                        qi_l2_entry *out)
+int qi_cluster_l2_decode(qi_image *img, uint64_t l2_off, uint32_t index,
+                         qi_l2_entry *out)
 {
     const uint8_t *t;
     int rc;
@@ -147,7 +147,16 @@ int qi_cluster_l2_entry(qi_image *img, uint64_t l2_off, uint32_t index,
     qi_format_decode_l2(&img->g, img->data_file != NULL, qi_be64(t + esz * index),
                         esz == 16 ? qi_be64(t + esz * index + 8) : 0, out);
     qi_cache_put(img->l2_cache, t);
-    return validate_l2(img, out, l2_off + (uint64_t)esz * index);
+    return 0;
+}
+
+int qi_cluster_l2_entry(qi_image *img, uint64_t l2_off, uint32_t index,
+                        qi_l2_entry *out)
+{
+    int rc = qi_cluster_l2_decode(img, l2_off, index, out);
+    if (rc < 0)
+        return rc;
+    return validate_l2(img, out, l2_off + (uint64_t)img->g.l2_entry_size * index);
 }
 
 /* State of allocation unit SC (a subcluster with extended L2, else the

@@ -21,6 +21,11 @@ int qi_cluster_view_snapshot(qi_image *img, uint32_t snap, qi_l1view *v);
 int qi_cluster_l2_offset(qi_image *img, const qi_l1view *v, uint64_t index,
                          uint64_t *l2_off);
 
+/* Decode entry INDEX of the L2 table at L2_OFF without judging it
+ * (inspection shows invalid entries as they are). */
+int qi_cluster_l2_decode(qi_image *img, uint64_t l2_off, uint32_t index,
+                         qi_l2_entry *out);
+
 /* Decode and validate entry INDEX of the L2 table at L2_OFF. */
 int qi_cluster_l2_entry(qi_image *img, uint64_t l2_off, uint32_t index,
                         qi_l2_entry *out);

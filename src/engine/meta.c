@@ -123,7 +123,7 @@ int qi_meta_l2_get(qi_image *img, uint64_t l2_off, uint32_t index, qi_l2_entry *
                                     img->file->size, img->path, "L2 table", l2_off,
                                     &img->err)) < 0)
         return rc;
-    return qi_cluster_l2_entry(img, l2_off, index, out);
+    return qi_cluster_l2_decode(img, l2_off, index, out);
 }
 
 int qi_meta_l2_lookup(qi_image *img, uint64_t goff, uint64_t *l2_off,
@@ -145,7 +145,7 @@ int qi_meta_l2_lookup(qi_image *img, uint64_t goff, uint64_t *l2_off,
         qi_format_decode_l2(&img->g, false, 0, 0, out);
         return 0;
     }
-    return qi_cluster_l2_entry(img, *l2_off, *index, out);
+    return qi_cluster_l2_decode(img, *l2_off, *index, out);
 }
 
 uint64_t qi_meta_reftable_size(const qi_image *img)

@@ -76,6 +76,9 @@ end
 do
   local i <close> = open("bits")
   t.ok(has(X.findings(i.l1[0]:l2()[0]), "l2_reserved_bits"), "reserved bit 1 of an L2 entry")
+  local e = i.l1[0]:l2()[0]
+  t.ok(e.reserved == 2 and e.raw & 2 == 2, "an invalid L2 entry is still shown as it is (reserved = 0x2)")
+  t.ok(not pcall(i.read, i, 0, 512), "while reading the guest data it maps is refused")
   local k <close> = open("l1bits")
   t.ok(has(X.findings(k.l1[0]), "l1_reserved_bits"), "reserved bit 3 of an L1 entry")
   local j <close> = open("extbad")

@@ -5,6 +5,10 @@
 -- that does not use them pays only for loading this small file.
 local pretty = require "qinspect.pretty"
 
+-- the pretty printer as qinspect.pretty (qinspect.pretty.paging = false
+-- turns paging off), as the issue and the README name it
+if type(qinspect) == "table" then qinspect.pretty = pretty end
+
 hex = pretty.hex
 pp = pretty.print
 help = function(...) return require("qinspect.help").help(...) end

@@ -101,4 +101,6 @@ for _, f in ipairs(mt.__qi_fields) do names[f.name] = f.writable end
 t.ok(names.raw == false and names.host_offset == false and mt.__qi_label == "L2 entry",
      "the L2 entry metatable lists its fields, none writable yet")
 t.ok(help(img) == nil, "help(obj) runs")
+t.ok(qinspect.pretty == require("qinspect.pretty") and qinspect.pretty.paging ~= nil,
+     "qinspect.pretty is the pretty printer, with its paging switch")
 t.done()

@@ -197,7 +197,7 @@ local function rte_check(img, e, opts)
   local cs, off = img.cluster_size, e.offset
   if e.reserved ~= 0 then add(out, "reftable_reserved_bits", "reserved bits " .. hexs(e.reserved)) end
   if off == 0 then
-    lines[#lines + 1] = "Entry 0: no refcount block, so every cluster it would count has refcount 0."
+    lines[#lines + 1] = "The entry is 0: no refcount block, so every cluster it would count has refcount 0."
     return out, lines
   end
   if off % cs ~= 0 then add(out, "refblock_unaligned", "offset " .. hexs(off)) end

@@ -47,7 +47,7 @@ else
   BIN = $(B)/qinspect
 endif
 
-.PHONY: all check check-layers unit install uninstall clean bench examples
+.PHONY: all check check-layers unit install uninstall clean bench examples mutate
 all: $(BIN)
 
 $(BIN): $(CLI_OBJ) $(BIND_OBJ) $(ENGINE_OBJ) $(GEN_OBJ)
@@ -98,6 +98,12 @@ check-layers:
 
 bench: qinspect
 	bash ../shared/bench/compare.sh ./qinspect
+
+# Mutation testing (a development tool, not part of check): apply each
+# mutation of scripts/mutations.txt to a scratch copy and run its suites.
+# MUTATE="name ..." picks some; the table says which mutations survived.
+mutate:
+	python3 scripts/mutate.py $(MUTATE)
 
 examples: qinspect
 	sh examples/make-example.sh examples/example.qcow2

@@ -6,9 +6,13 @@
  * i") and 200+i ("does not share permission i"), with conflicts found by
  * F_OFD_GETLK tests (qcow2-format.md section 17). OFD locks belong to the
  * descriptor, so closing another descriptor of the same file does not drop
- * them. Calls: libc only. Never prints. */
+ * them. Writes: full pwrite, fdatasync as the barrier, truncate; b->size is
+ * the live end of file. Fault injection for the crash tests stops all
+ * writing after N writes and can undo the writes not yet synced (a lost
+ * disk cache). Calls: libc only. Never prints. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -21,6 +25,23 @@
 enum { PERM_READ = 0, PERM_WRITE = 1, PERM_WRITE_UNCHANGED = 2, PERM_RESIZE = 3 };
 static const char *const perm_names[] = { "consistent read", "write",
                                           "write unchanged", "resize" };
+
+/* Fault injection and tracing (process-wide, for tests). */
+typedef struct qi_bio_undo {
+    struct qi_bio_undo *prev;   /* older pre-image */
+    uint64_t off, old_size;
+    size_t len;
+    uint8_t data[];             /* bytes at [off, off+len) before the write,
+                                 * as far as they were inside old_size */
+} qi_bio_undo;
+
+static struct {
+    bool armed, drop, tripped;
+    uint64_t limit, writes;
+    qi_bio *open;               /* writable handles (for the crash undo) */
+    qi_bio_trace_fn trace;
+    void *trace_payload;
+} fault;
 
 static int ofd_lock(int fd, off_t byte)
 {
@@ -101,6 +122,10 @@ int qi_bio_open(qi_bio **out, const char *path, bool writable, int lock,
     b->ino = st.st_ino;
     b->blocks512 = (uint64_t)st.st_blocks;
     b->writable = writable;
+    if (writable) {
+        b->next_open = fault.open;
+        fault.open = b;
+    }
     rc = 0;
     if (lock == QI_LOCK_READ)
         rc = apply_locks(b, 1u << PERM_READ,
@@ -119,10 +144,182 @@ fail:
     return rc;
 }
 
+static void free_undo(qi_bio *b)
+{
+    while (b->undo) {
+        qi_bio_undo *u = b->undo;
+        b->undo = u->prev;
+        free(u);
+    }
+}
+
+void qi_bio_fault_arm(uint64_t limit, bool drop_unsynced)
+{
+    fault.armed = true;
+    fault.drop = drop_unsynced;
+    fault.tripped = false;
+    fault.limit = limit;
+    fault.writes = 0;
+}
+
+void qi_bio_fault_disarm(void)
+{
+    fault.armed = fault.drop = fault.tripped = false;
+    for (qi_bio *b = fault.open; b; b = b->next_open)
+        free_undo(b);
+}
+
+uint64_t qi_bio_fault_writes(void) { return fault.writes; }
+bool qi_bio_fault_tripped(void) { return fault.tripped; }
+
+void qi_bio_set_trace(qi_bio_trace_fn fn, void *payload)
+{
+    fault.trace = fn;
+    fault.trace_payload = payload;
+}
+
+int qi_bio_fault_crash(void)
+{
+    int rc = 0;
+    for (qi_bio *b = fault.open; b; b = b->next_open) {
+        while (b->undo) {
+            qi_bio_undo *u = b->undo;
+            size_t keep = u->off >= u->old_size ? 0
+                        : (size_t)(u->old_size - u->off < u->len ? u->old_size - u->off : u->len);
+            if (keep && pwrite(b->fd, u->data, keep, (off_t)u->off) != (ssize_t)keep)
+                rc = QI_EIO;
+            if (ftruncate(b->fd, (off_t)u->old_size) < 0)
+                rc = QI_EIO;
+            b->size = u->old_size;
+            b->undo = u->prev;
+            free(u);
+        }
+    }
+    fault.tripped = true;
+    return rc;
+}
+
+/* Before a write or truncate: 0 to go on, QI_EIO once the injected crash
+ * has happened. With DROP, remember the pre-image of [off, off+len). */
+static int fault_gate(qi_bio *b, uint64_t off, size_t len, qi_err *err,
+                      const char *structure)
+{
+    if (!fault.armed) {
+        fault.writes++;
+        return 0;
+    }
+    if (fault.tripped || fault.writes >= fault.limit) {
+        fault.tripped = true;
+        return qi_err_set(err, b->path, QI_EIO, structure, off,
+                          "injected crash after %" PRIu64 " writes", fault.limit);
+    }
+    fault.writes++;
+    if (fault.drop) {
+        qi_bio_undo *u = malloc(sizeof *u + len);
+        if (!u)
+            return qi_err_set(err, b->path, QI_ENOMEM, structure, off, "out of memory");
+        u->off = off;
+        u->len = len;
+        u->old_size = b->size;
+        if (len && pread(b->fd, u->data, len, (off_t)off) < 0) {
+            free(u);
+            return qi_err_set(err, b->path, QI_EIO, structure, off, "read failed: %s",
+                              strerror(errno));
+        }
+        u->prev = b->undo;
+        b->undo = u;
+    }
+    return 0;
+}
+
+static int write_errno(qi_bio *b, uint64_t off, qi_err *err, const char *structure,
+                       const char *what)
+{
+    int e = errno;
+    return qi_err_set(err, b->path, e == ENOSPC || e == EDQUOT || e == EFBIG ? QI_ENOSPC
+                      : QI_EIO, structure, off, "%s failed: %s", what, strerror(e));
+}
+
+int qi_bio_pwrite(qi_bio *b, const void *buf, size_t len, uint64_t off,
+                  qi_err *err, const char *structure)
+{
+    const uint8_t *p = buf;
+    size_t done = 0;
+    int rc;
+    if (!b->writable)
+        return qi_err_set(err, b->path, QI_ERDONLY, structure, off,
+                          "file opened read-only");
+    if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+        return qi_err_set(err, b->path, QI_EIO, structure, off,
+                          "write of %zu bytes beyond the largest file offset", len);
+    if (fault.trace)
+        fault.trace(fault.trace_payload, b, structure, off, len, buf);
+    if ((rc = fault_gate(b, off, len, err, structure)) < 0)
+        return rc;
+    while (done < len) {
+        ssize_t n = pwrite(b->fd, p + done, len - done, (off_t)(off + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return write_errno(b, off + done, err, structure, "write");
+        }
+        done += (size_t)n;
+    }
+    b->unsynced = true;
+    if (off + len > b->size)
+        b->size = off + len;
+    return 0;
+}
+
+int qi_bio_sync(qi_bio *b, qi_err *err)
+{
+    if (!b->unsynced)
+        return 0;
+    if (fault.trace)
+        fault.trace(fault.trace_payload, b, "barrier", 0, 0, NULL);
+    if (fault.armed && fault.tripped)
+        return qi_err_set(err, b->path, QI_EIO, "", QI_NO_OFFSET,
+                          "injected crash after %" PRIu64 " writes", fault.limit);
+    if (fdatasync(b->fd) < 0)
+        return write_errno(b, QI_NO_OFFSET, err, "", "fdatasync");
+    b->unsynced = false;
+    free_undo(b);
+    return 0;
+}
+
+int qi_bio_truncate(qi_bio *b, uint64_t size, qi_err *err)
+{
+    int rc;
+    if (!b->writable)
+        return qi_err_set(err, b->path, QI_ERDONLY, "", QI_NO_OFFSET,
+                          "file opened read-only");
+    if (size > (uint64_t)INT64_MAX)
+        return qi_err_set(err, b->path, QI_EINVAL, "", QI_NO_OFFSET,
+                          "length %" PRIu64 " beyond the largest file offset", size);
+    if (fault.trace)
+        fault.trace(fault.trace_payload, b, "truncate", size, 0, NULL);
+    /* the pre-image of a cut is the tail that goes away */
+    if ((rc = fault_gate(b, size, size < b->size ? (size_t)(b->size - size) : 0,
+                         err, "truncate")) < 0)
+        return rc;
+    while (ftruncate(b->fd, (off_t)size) < 0)
+        if (errno != EINTR)
+            return write_errno(b, size, err, "", "truncate");
+    b->unsynced = true;
+    b->size = size;
+    return 0;
+}
+
 void qi_bio_close(qi_bio *b)
 {
     if (!b)
         return;
+    for (qi_bio **pp = &fault.open; *pp; pp = &(*pp)->next_open)
+        if (*pp == b) {
+            *pp = b->next_open;
+            break;
+        }
+    free_undo(b);
     if (b->fd >= 0)
         close(b->fd);
     free(b->path);

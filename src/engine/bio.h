@@ -9,14 +9,21 @@
 
 #include "qi/error.h"
 
+struct qi_bio_undo;
+
 typedef struct qi_bio {
     int fd;
     char *path;
-    uint64_t size;      /* file length at open */
+    uint64_t size;      /* current length: fstat at open, then kept by the
+                         * writes and truncates of this handle (the image's
+                         * end of file, which the allocator extends) */
     dev_t dev;
     ino_t ino;
     uint64_t blocks512; /* st_blocks at open */
     bool writable;
+    bool unsynced;      /* written since the last qi_bio_sync */
+    struct qi_bio_undo *undo;   /* fault injection: pre-images of unsynced writes */
+    struct qi_bio *next_open;   /* fault injection: list of writable handles */
 } qi_bio;
 
 /* Lock modes for qi_bio_open */
@@ -56,5 +63,48 @@ int qi_bio_is_hole(qi_bio *b, uint64_t off, uint64_t len);
 int64_t qi_bio_next_data(qi_bio *b, uint64_t off);
 /* Offset of the next hole at or after OFF (SEEK_HOLE). */
 int64_t qi_bio_next_hole(qi_bio *b, uint64_t off);
+
+/* Write LEN bytes of BUF at OFF (looping on short writes); extends the
+ * file and b->size when the range ends past it. Returns 0, QI_ERDONLY, or
+ * QI_EIO / QI_ENOSPC (recorded in ERR with STRUCTURE and OFF). Not durable
+ * until qi_bio_sync. */
+int qi_bio_pwrite(qi_bio *b, const void *buf, size_t len, uint64_t off,
+                  qi_err *err, const char *structure);
+
+/* Make every write so far durable (fdatasync): the write barrier of the
+ * crash tables. A no-op when nothing was written since the last sync.
+ * Returns 0 or QI_EIO. */
+int qi_bio_sync(qi_bio *b, qi_err *err);
+
+/* Set the file length to SIZE (grow with a hole or cut). Returns 0, QI_ERDONLY,
+ * QI_EIO, QI_ENOSPC. */
+int qi_bio_truncate(qi_bio *b, uint64_t size, qi_err *err);
+
+/* Fault injection for the crash tests (SQLite's test6.c idea). Process-wide,
+ * over every writable handle:
+ *   qi_bio_fault_arm(N, drop): the first N writes (pwrite or truncate) are
+ *     performed; the next one and every write, truncate and sync after it
+ *     fail with QI_EIO ("injected crash") and change nothing. With DROP,
+ *     each handle also keeps the pre-image of every write not yet synced.
+ *   qi_bio_fault_crash(): the simulated power loss: with DROP, undo (newest
+ *     first) every write a handle made since its last sync, as a disk cache
+ *     that never reached the platter would. Returns 0 or QI_EIO.
+ *   qi_bio_fault_disarm(): back to normal I/O; frees the pre-images.
+ *   qi_bio_fault_writes(): writes performed since the last arm (all of them
+ *     when not armed), so a test can find how many writes a path makes.
+ *   qi_bio_fault_tripped(): whether the injected crash has happened. */
+void qi_bio_fault_arm(uint64_t limit, bool drop_unsynced);
+int qi_bio_fault_crash(void);
+void qi_bio_fault_disarm(void);
+uint64_t qi_bio_fault_writes(void);
+bool qi_bio_fault_tripped(void);
+
+/* Trace hook (img:trace): called before each write with the handle, the
+ * structure named by the writer, the range and the new bytes (NULL for a
+ * truncate, then LEN is the new size), and for each sync (STRUCTURE
+ * "barrier"). Process-wide; NULL to remove. */
+typedef void (*qi_bio_trace_fn)(void *payload, qi_bio *b, const char *structure,
+                                uint64_t off, size_t len, const void *buf);
+void qi_bio_set_trace(qi_bio_trace_fn fn, void *payload);
 
 #endif

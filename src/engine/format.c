@@ -7,6 +7,7 @@
  * above uses it: alignment, reserved bits, limits from qcow2-format.md
  * section 10, offset + length overflow. Errors name the structure and the
  * byte offset. Calls: util only. */
+#include <assert.h>
 #include <inttypes.h>
 #include <string.h>
 
@@ -284,6 +285,48 @@ uint64_t qi_format_refcount_get(const uint8_t *block, uint32_t order,
     case 5: return qi_be32(block + 4 * index);
     default: return qi_be64(block + 8 * index);
     }
+}
+
+uint64_t qi_format_refcount_max(uint32_t order)
+{
+    return order >= 6 ? UINT64_MAX : (1ull << (1u << order)) - 1;
+}
+
+void qi_format_refcount_set(uint8_t *block, uint32_t order, uint64_t index,
+                            uint64_t value)
+{
+    assert(order <= 6 && value <= qi_format_refcount_max(order));
+    switch (order) {
+    case 0: case 1: case 2: {
+        unsigned w = 1u << order;
+        uint64_t bit = index * w;
+        uint8_t mask = (uint8_t)(((1u << w) - 1) << (bit % 8));
+        block[bit / 8] = (uint8_t)((block[bit / 8] & ~mask) | (value << (bit % 8)));
+        return;
+    }
+    case 3: block[index] = (uint8_t)value; return;
+    case 4: qi_put_be16(block + 2 * index, (uint16_t)value); return;
+    case 5: qi_put_be32(block + 4 * index, (uint32_t)value); return;
+    default: qi_put_be64(block + 8 * index, value); return;
+    }
+}
+
+uint64_t qi_format_encode_l1(uint64_t l2_off, bool copied)
+{
+    assert(!(l2_off & ~QI_L1E_OFFSET_MASK));
+    return l2_off | (copied ? QI_OFLAG_COPIED : 0);
+}
+
+uint64_t qi_format_encode_l2(uint64_t host, bool copied, bool zero)
+{
+    assert(!(host & ~QI_L2E_OFFSET_MASK));
+    return host | (copied ? QI_OFLAG_COPIED : 0) | (zero ? QI_OFLAG_ZERO : 0);
+}
+
+uint64_t qi_format_encode_reftable(uint64_t block_off)
+{
+    assert(!(block_off & ~QI_L1E_OFFSET_MASK));
+    return block_off;
 }
 
 int qi_format_parse_snapshot(const uint8_t *buf, size_t avail, uint64_t off,

@@ -81,6 +81,24 @@ void qi_format_decode_l2(const qi_geom *g, bool data_file, uint64_t raw,
 uint64_t qi_format_refcount_get(const uint8_t *block, uint32_t order,
                                 uint64_t index);
 
+/* Largest refcount of width 1 << ORDER bits (1 for 1-bit, ... 2^64-1). */
+uint64_t qi_format_refcount_max(uint32_t order);
+
+/* Set refcount entry INDEX of BLOCK (width 1 << ORDER bits) to VALUE, which
+ * the caller checked against qi_format_refcount_max (asserted). Only the
+ * bits of that entry change. */
+void qi_format_refcount_set(uint8_t *block, uint32_t order, uint64_t index,
+                            uint64_t value);
+
+/* Encoders of table entries (the inverse of the decoders above):
+ * an L1 entry pointing at the L2 table at L2_OFF; a standard L2 entry of a
+ * data cluster at HOST (0 with ZERO set gives a plain zero cluster); a
+ * refcount table entry. Offsets are cluster aligned and below 2^56
+ * (asserted: the allocator made them). */
+uint64_t qi_format_encode_l1(uint64_t l2_off, bool copied);
+uint64_t qi_format_encode_l2(uint64_t host, bool copied, bool zero);
+uint64_t qi_format_encode_reftable(uint64_t block_off);
+
 /* Parse one snapshot table entry starting at BUF (AVAIL bytes available,
  * OFF = its file offset). On success *consumed = padded entry length. */
 int qi_format_parse_snapshot(const uint8_t *buf, size_t avail, uint64_t off,

@@ -1,5 +1,6 @@
 #!/bin/sh
-# unit-deps.sh MODULE: the engine objects a unit test of MODULE may link:
+# unit-deps.sh MODULE[_PART]: the engine objects a unit test of MODULE may link
+# (test_cache_write.c is a second test file of module cache):
 # MODULE's own layer and every layer below it (../shared/STYLE.md 1.1).
 # An upward call from a module then fails to link in its unit test.
 L0="err mem hashtab bio format compress"
@@ -8,7 +9,7 @@ L2="$L1 refcount"
 L3="$L2 cluster"
 L4="$L3 image rw map meta refwalk"
 L5="$L4 problem"
-case $1 in
+case ${1%%_*} in
     err|mem|hashtab|bio|format|compress) deps=$L0 ;;
     cache) deps=$L1 ;;
     refcount) deps=$L2 ;;

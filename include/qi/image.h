@@ -39,7 +39,9 @@ typedef struct qi_open_opts {
 int qi_image_open(qi_image **out, const char *path, const qi_open_opts *opts,
                   qi_err *err);
 
-/* Close and free; NULL is a no-op. Closes the backing chain too. */
+/* Close and free; NULL is a no-op. Closes the backing chain too. A
+ * writable image is flushed first; a caller that must know whether that
+ * worked calls qi_image_flush before. */
 void qi_image_close(qi_image *img);
 
 /* The last error recorded on this image (code 0 if none). */
@@ -76,6 +78,20 @@ int qi_image_read(qi_image *img, void *buf, uint64_t off, size_t len);
 /* Guest read of a snapshot's view (index into the snapshot table). */
 int qi_image_read_snapshot(qi_image *img, uint32_t snap, void *buf,
                            uint64_t off, size_t len);
+
+/* Guest write of LEN bytes of BUF at OFF (OFF + LEN <= size) into an image
+ * opened with QI_OPEN_RW: in place where the cluster is this image's alone
+ * (COPIED), else copy-on-write into a new cluster (from the backing chain,
+ * a shared, compressed or zero cluster). Metadata changes are cached and
+ * reach the disk in crash-safe order on qi_image_flush / close: a crash at
+ * any moment leaves at most leaked clusters. Returns 0, QI_ERDONLY,
+ * QI_EINVAL (beyond the size), QI_ENOTSUP (a feature writes do not handle
+ * yet; nothing written), QI_ECORRUPT, QI_EIO, QI_ENOSPC, QI_ENOMEM. */
+int qi_image_write(qi_image *img, const void *buf, uint64_t off, size_t len);
+
+/* Write every cached change back in crash-safe order and sync (fdatasync).
+ * A no-op on a read-only image. Returns 0, QI_EIO, QI_ENOSPC, QI_ECORRUPT. */
+int qi_image_flush(qi_image *img);
 
 /* One run of guest bytes with the same status, as qemu-img map reports it. */
 typedef struct qi_map_ext {

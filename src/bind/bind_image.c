@@ -418,8 +418,42 @@ static const qi_bind_field image_fields[] = {
     { NULL, NULL, NULL, 0, NULL }
 };
 
+/* ---- writes ---- */
+
+/* img:write(offset, data): guest write (copy-on-write where the cluster is
+ * shared, compressed, zero or unallocated). Raises on a read-only image, a
+ * range beyond the virtual size, or an engine error. */
+static int m_write(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, 1);
+    uint64_t off = qi_bind_checkoffset(L, 2);
+    size_t len;
+    const char *data = luaL_checklstring(L, 3, &len);
+    uint64_t size = qi_image_size(img);
+    int rc;
+    if (!qi_image_writable(img))
+        return luaL_error(L, "image opened read-only; reopen with -w");
+    luaL_argcheck(L, off <= size && len <= size - off, 3,
+                  "offset + length is beyond the virtual size");
+    if ((rc = qi_image_write(img, data, off, len)) < 0)
+        return qi_bind_raise(L, img, rc);
+    return 0;
+}
+
+/* img:flush(): write every cached change back in crash-safe order and sync. */
+static int m_flush(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, 1);
+    int rc;
+    if ((rc = qi_image_flush(img)) < 0)
+        return qi_bind_raise(L, img, rc);
+    return 0;
+}
+
 static const luaL_Reg image_methods[] = {
     { "read", m_read },
+    { "write", m_write },
+    { "flush", m_flush },
     { "read_snapshot", m_read_snapshot },
     { "l2_for", m_l2_for },
     { "refcount", m_refcount },

@@ -4,14 +4,18 @@
  * file) and each L2 entry (reserved bits, alignment of data clusters,
  * extended-L2 bitmap rules, compressed clusters not allowed with an
  * external data file) as it is used, and groups consecutive clusters into
- * runs of one kind for the read and map paths. Entry updates (COPIED rule
- * included) come with write support. Calls: refcount, cache, format. */
+ * runs of one kind for the read and map paths. For writing it links L2
+ * tables into the active L1 (new or copied from a shared table, COPIED set
+ * as the table's refcount is 1) and updates L2 entries through the cache.
+ * Calls: refcount, cache, format. */
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cluster.h"
 #include "endian.h"
 #include "mem.h"
+#include "refcount.h"
 
 static int load_l1(qi_image *img, uint64_t off, uint32_t n, uint64_t **out,
                    const char *structure)
@@ -263,5 +267,69 @@ done:
         return rc;
     if (run->len > maxlen)
         run->len = maxlen;
+    return 0;
+}
+
+/* Write active L1 entry I (memory and disk) and sync. */
+static int write_l1(qi_image *img, uint64_t i, uint64_t raw)
+{
+    uint8_t be[8];
+    int rc;
+    qi_put_be64(be, raw);
+    if ((rc = qi_bio_pwrite(img->file, be, 8, img->hdr.l1_table_offset + 8 * i,
+                            &img->err, "L1 table")) < 0 ||
+        (rc = qi_bio_sync(img->file, &img->err)) < 0)
+        return rc;
+    img->l1[i] = raw;
+    return 0;
+}
+
+int qi_cluster_l2_for_write(qi_image *img, uint64_t l1i, uint64_t *l2_off)
+{
+    qi_l1view v;
+    uint64_t old, nw;
+    uint8_t *t = NULL;
+    const uint8_t *src;
+    int rc;
+    if ((rc = qi_cluster_view_active(img, &v)) < 0 ||
+        (rc = qi_cluster_l2_offset(img, &v, l1i, &old)) < 0)
+        return rc;
+    if (old && (img->l1[l1i] & QI_OFLAG_COPIED)) {
+        *l2_off = old;
+        return 0;
+    }
+    if ((rc = qi_refcount_alloc(img, 1, &nw)) < 0 ||
+        (rc = qi_cache_get_empty(img->l2_cache, nw, &t, &img->err)) < 0)
+        return rc;
+    if (old) {
+        if ((rc = qi_cache_get(img->l2_cache, old, &src, &img->err)) < 0) {
+            qi_cache_put(img->l2_cache, t);
+            return rc;
+        }
+        memcpy(t, src, img->g.cluster_size);
+        qi_cache_put(img->l2_cache, src);
+    }
+    qi_cache_put(img->l2_cache, t);
+    if ((rc = qi_cache_flush(img->l2_cache, &img->err)) < 0 ||
+        (rc = write_l1(img, l1i, qi_format_encode_l1(nw, true))) < 0)
+        return rc;
+    if (old && (rc = qi_refcount_update(img, old >> img->g.cluster_bits, -1)) < 0)
+        return rc;
+    *l2_off = nw;
+    return 0;
+}
+
+int qi_cluster_set_l2(qi_image *img, uint64_t l2_off, uint32_t index, uint64_t raw,
+                      uint64_t *old)
+{
+    uint8_t *t;
+    int rc;
+    if ((rc = qi_cache_get_mut(img->l2_cache, l2_off, &t, &img->err)) < 0)
+        return rc;
+    uint8_t *p = t + (size_t)img->g.l2_entry_size * index;
+    *old = qi_be64(p);
+    qi_put_be64(p, raw);
+    qi_cache_mark_dirty(img->l2_cache, t);
+    qi_cache_put(img->l2_cache, t);
     return 0;
 }

@@ -46,4 +46,22 @@ typedef struct qi_run {
  * an L2 table. Validates every entry it looks at. */
 int qi_cluster_run(qi_image *img, const qi_l1view *v, uint64_t off,
                    uint64_t maxlen, qi_run *run);
+/* The L2 table of active L1 entry L1I, ready to be changed: if the entry
+ * has COPIED, its table; otherwise a new table (empty, or a copy of the
+ * shared one) linked in its place, in this order (crash table):
+ *   1. allocate the table's cluster (refcount 1, refcount cache)
+ *   2. flush the L2 cache: refcount blocks, then the new table, synced
+ *                                                  crash: leaked cluster
+ *   3. write the L1 entry (new | COPIED), synced   crash: consistent
+ *   4. the old table loses the active L1's reference (refcount cache)
+ *                                                  crash: leaked cluster
+ * *l2_off = the table. Returns 0, QI_ECORRUPT, QI_EIO, QI_ENOSPC,
+ * QI_ENOTSUP, QI_ENOMEM. */
+int qi_cluster_l2_for_write(qi_image *img, uint64_t l1i, uint64_t *l2_off);
+
+/* Set standard entry INDEX of the L2 table at L2_OFF to RAW, through the
+ * L2 cache (written back after the refcount blocks and the data barrier).
+ * *old = the entry before. Returns 0, QI_EIO, QI_ENOMEM. */
+int qi_cluster_set_l2(qi_image *img, uint64_t l2_off, uint32_t index, uint64_t raw,
+                      uint64_t *old);
 #endif

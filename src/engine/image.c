@@ -18,6 +18,7 @@
 #include "endian.h"
 #include "image.h"
 #include "mem.h"
+#include "refcount.h"
 
 #define DEFAULT_CACHE_BYTES (4u << 20)
 
@@ -346,6 +347,8 @@ static int make_caches(qi_image *img, const qi_open_opts *o)
         qi_cache_new(&img->rb_cache, img->file, img->g.cluster_size, 8,
                      "refcount block") < 0)
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
+    /* a cluster is counted on disk before any L2 table points at it */
+    qi_cache_set_dependency(img->l2_cache, img->rb_cache);
     return 0;
 }
 
@@ -497,6 +500,8 @@ void qi_image_close(qi_image *img)
 {
     if (!img)
         return;
+    if (img->writable && !img->raw && img->l2_cache && img->rb_cache)
+        (void)qi_refcount_settle(img);
     qi_image_close(img->backing);
     qi_cache_free(img->l2_cache);
     qi_cache_free(img->rb_cache);
@@ -522,6 +527,7 @@ void qi_image_close(qi_image *img)
     free(img->data_file_name);
     free(img->cbuf);
     free(img->cin);
+    free(img->pending_free);
     free(img->path);
     free(img);
 }

@@ -52,6 +52,12 @@ struct qi_image {
     uint8_t *cbuf, *cin;
     uint64_t cbuf_off;          /* raw L2 entry of the cluster in cbuf, 0 none */
 
+    /* writing */
+    uint64_t free_hint;         /* lowest host cluster that may be free */
+    uint64_t *pending_free;     /* host clusters losing a reference once the
+                                 * L2 entries that dropped it are on disk */
+    size_t n_pending, cap_pending;
+
     int8_t meta_prealloc;       /* map: -1 not yet known, else 0/1 (map.c) */
     qi_image *backing;
     size_t cache_bytes;

@@ -3,10 +3,20 @@
  * Reads refcounts of every width (1..64 bits) through the refcount block
  * cache. The refcount table is loaded once, on first use, and each entry is
  * validated when it is used: reserved bits clear, block cluster aligned and
- * inside the file. Allocation, freeing and table growth come with write
- * support. Calls: cache, format, bio. */
+ * inside the file.
+ *
+ * Writing: refcounts change in the refcount block cache and reach the disk
+ * on flush, before any L2 table (cache dependency set at open), so a
+ * cluster is always counted before anything on disk points at it; lowering
+ * a refcount is the caller's last step, after the reference is gone on
+ * disk. Invariants: a refcount never goes below 0 or above the width's
+ * maximum (either is refused before anything changes); a new refcount block
+ * reaches the disk before the refcount table entry that points at it.
+ * Growth of the refcount table itself is not implemented (QI_ENOTSUP).
+ * Calls: cache, format, bio. */
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "endian.h"
 #include "mem.h"
@@ -43,13 +53,12 @@ out:
     return rc;
 }
 
-int qi_refcount_get(qi_image *img, uint64_t cluster_index, uint64_t *rc_out)
+/* Offset of the refcount block of table entry TI (0: none, or TI beyond
+ * the table), validated. */
+static int block_offset(qi_image *img, uint64_t ti, uint64_t *off)
 {
-    uint64_t ti = cluster_index / img->g.refblock_entries;
-    uint64_t bi = cluster_index % img->g.refblock_entries;
-    const uint8_t *block;
     int rc;
-    *rc_out = 0;
+    *off = 0;
     if ((rc = qi_refcount_load_table(img)) < 0)
         return rc;
     if (ti >= img->reftable_entries)
@@ -59,18 +68,181 @@ int qi_refcount_get(qi_image *img, uint64_t cluster_index, uint64_t *rc_out)
     if (e & QI_REFT_RESERVED_MASK)
         return qi_corrupt(img, "refcount table", where, "entry %" PRIu64
                           " (%#" PRIx64 ") has reserved bits set", ti, e);
-    uint64_t off = e & QI_REFT_OFFSET_MASK;
-    if (!off)
+    if (!(e & QI_REFT_OFFSET_MASK))
         return 0;
-    if ((rc = qi_format_check_table(&img->g, off, img->g.cluster_size, true,
-                                    img->file->size, img->path, "refcount table",
-                                    where, &img->err)) < 0) {
+    if ((rc = qi_format_check_table(&img->g, e & QI_REFT_OFFSET_MASK,
+                                    img->g.cluster_size, true, img->file->size,
+                                    img->path, "refcount table", where, &img->err)) < 0) {
         img->corrupt_seen = true;
         return rc;
     }
+    *off = e & QI_REFT_OFFSET_MASK;
+    return 0;
+}
+
+int qi_refcount_get(qi_image *img, uint64_t cluster_index, uint64_t *rc_out)
+{
+    uint64_t bi = cluster_index % img->g.refblock_entries, off;
+    const uint8_t *block;
+    int rc;
+    *rc_out = 0;
+    if ((rc = block_offset(img, cluster_index / img->g.refblock_entries, &off)) < 0 ||
+        !off)
+        return rc;
     if ((rc = qi_cache_get(img->rb_cache, off, &block, &img->err)) < 0)
         return rc;
     *rc_out = qi_format_refcount_get(block, img->g.refcount_order, bi);
     qi_cache_put(img->rb_cache, block);
     return 0;
+}
+
+/* The end of file covers [off, off + len): tables placed there by the
+ * allocator validate before they are written. */
+static void cover(qi_image *img, uint64_t off, uint64_t len)
+{
+    if (off + len > img->file->size)
+        img->file->size = off + len;
+}
+
+/* Create the refcount block of table entry TI at the first cluster of the
+ * range it covers (every cluster there has refcount 0: no block counted
+ * them), counting itself. Order: block written and synced, then the table
+ * entry written and synced. */
+static int new_block(qi_image *img, uint64_t ti)
+{
+    uint64_t e = img->g.refblock_entries, boff;
+    uint8_t *block, be[8];
+    int rc;
+    if (ti >= img->reftable_entries)
+        return qi_fail(img, QI_ENOTSUP, "refcount table", img->hdr.refcount_table_offset,
+                       "the refcount table (%" PRIu64 " entries) would have to grow to "
+                       "count cluster %" PRIu64 "; growing it is not supported yet",
+                       img->reftable_entries, ti * e);
+    if (ti > (QI_MAX_OFFSET >> img->g.cluster_bits) / e)
+        return qi_fail(img, QI_ENOSPC, "refcount table", QI_NO_OFFSET,
+                       "no free cluster below 2^56");
+    if (ti == 0)
+        return qi_corrupt(img, "refcount table", img->hdr.refcount_table_offset,
+                          "entry 0 is empty, so the header cluster is not counted");
+    boff = (ti * e) << img->g.cluster_bits;
+    if ((rc = qi_cache_get_empty(img->rb_cache, boff, &block, &img->err)) < 0)
+        return rc;
+    qi_format_refcount_set(block, img->g.refcount_order, 0, 1);
+    qi_cache_put(img->rb_cache, block);
+    cover(img, boff, img->g.cluster_size);
+    if ((rc = qi_cache_flush(img->rb_cache, &img->err)) < 0)
+        return rc;
+    qi_put_be64(be, qi_format_encode_reftable(boff));
+    if ((rc = qi_bio_pwrite(img->file, be, 8, img->hdr.refcount_table_offset + 8 * ti,
+                            &img->err, "refcount table")) < 0 ||
+        (rc = qi_bio_sync(img->file, &img->err)) < 0)
+        return rc;
+    img->reftable[ti] = boff;
+    return 0;
+}
+
+int qi_refcount_update(qi_image *img, uint64_t cluster_index, int64_t delta)
+{
+    uint64_t ti = cluster_index / img->g.refblock_entries;
+    uint64_t bi = cluster_index % img->g.refblock_entries, off, old, max;
+    uint64_t host = cluster_index << img->g.cluster_bits;
+    uint8_t *block;
+    int rc;
+    if ((rc = block_offset(img, ti, &off)) < 0)
+        return rc;
+    if (!off && delta < 0)
+        return qi_corrupt(img, "refcount block", host, "cluster %#" PRIx64 " loses a "
+                          "reference but has no refcount block (refcount 0)", host);
+    if (!off) {
+        if ((rc = new_block(img, ti)) < 0)
+            return rc;
+        off = img->reftable[ti];
+    }
+    if ((rc = qi_cache_get_mut(img->rb_cache, off, &block, &img->err)) < 0)
+        return rc;
+    old = qi_format_refcount_get(block, img->g.refcount_order, bi);
+    max = qi_format_refcount_max(img->g.refcount_order);
+    if (delta < 0 && old < (uint64_t)-delta)
+        rc = qi_corrupt(img, "refcount block", off, "refcount of cluster %#" PRIx64
+                        " is %" PRIu64 " and would go below 0", host, old);
+    else if (delta > 0 && max - old < (uint64_t)delta)
+        rc = qi_fail(img, QI_ENOSPC, "refcount block", off, "refcount of cluster %#"
+                     PRIx64 " is %" PRIu64 ", the most %u-bit refcounts hold", host,
+                     old, 1u << img->g.refcount_order);
+    if (rc == 0) {
+        qi_format_refcount_set(block, img->g.refcount_order, bi, old + (uint64_t)delta);
+        qi_cache_mark_dirty(img->rb_cache, block);
+        if (old + (uint64_t)delta == 0 && cluster_index < img->free_hint)
+            img->free_hint = cluster_index;
+    }
+    qi_cache_put(img->rb_cache, block);
+    return rc;
+}
+
+int qi_refcount_alloc(qi_image *img, uint64_t n, uint64_t *off)
+{
+    uint64_t ci = img->free_hint, first = 0, run = 0, limit = QI_MAX_OFFSET >> img->g.cluster_bits;
+    int rc;
+    *off = 0;
+    while (run < n) {
+        uint64_t r, boff;
+        if (ci >= limit)
+            return qi_fail(img, QI_ENOSPC, "refcount block", QI_NO_OFFSET,
+                           "no %" PRIu64 " free clusters below 2^56", n);
+        if ((rc = block_offset(img, ci / img->g.refblock_entries, &boff)) < 0)
+            return rc;
+        /* a range without a block gets one at its first cluster; then look again */
+        if (!boff && (rc = new_block(img, ci / img->g.refblock_entries)) < 0)
+            return rc;
+        if ((rc = qi_refcount_get(img, ci, &r)) < 0)
+            return rc;
+        if (r) {
+            run = 0;
+        } else if (run++ == 0) {
+            first = ci;
+        }
+        ci++;
+    }
+    for (uint64_t i = 0; i < n; i++)
+        if ((rc = qi_refcount_update(img, first + i, 1)) < 0)
+            return rc;
+    if (first == img->free_hint)
+        img->free_hint = first + n;
+    *off = first << img->g.cluster_bits;
+    cover(img, *off, n << img->g.cluster_bits);
+    return 0;
+}
+
+int qi_refcount_free_later(qi_image *img, uint64_t off, uint64_t len)
+{
+    uint64_t first = off >> img->g.cluster_bits;
+    uint64_t last = (off + len - 1) >> img->g.cluster_bits;
+    for (uint64_t c = first; c <= last; c++) {
+        if (img->n_pending == img->cap_pending) {
+            size_t cap = img->cap_pending ? 2 * img->cap_pending : 64;
+            uint64_t *p = qi_mem_alloc_capped(cap, sizeof *p, QI_MEM_CAP);
+            if (!p)
+                return qi_fail(img, QI_ENOMEM, "refcount block", off, "out of memory");
+            if (img->n_pending)
+                memcpy(p, img->pending_free, img->n_pending * sizeof *p);
+            free(img->pending_free);
+            img->pending_free = p;
+            img->cap_pending = cap;
+        }
+        img->pending_free[img->n_pending++] = c;
+    }
+    return 0;
+}
+
+int qi_refcount_settle(qi_image *img)
+{
+    int rc;
+    if ((rc = qi_cache_flush(img->l2_cache, &img->err)) < 0)
+        return rc;
+    while (img->n_pending) {
+        if ((rc = qi_refcount_update(img, img->pending_free[img->n_pending - 1], -1)) < 0)
+            return rc;
+        img->n_pending--;
+    }
+    return qi_cache_flush(img->rb_cache, &img->err);
 }

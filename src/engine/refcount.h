@@ -12,4 +12,42 @@ int qi_refcount_load_table(qi_image *img);
  * block is not allocated or beyond the table). Validates the refcount table
  * entry (alignment, reserved bits, inside the file). */
 int qi_refcount_get(qi_image *img, uint64_t cluster_index, uint64_t *rc);
+
+/* Add DELTA (+1 or -1 in practice) to the refcount of host cluster
+ * CLUSTER_INDEX, through the refcount block cache (written back on flush,
+ * before any L2 table: the caches' declared order). The refcount block must
+ * exist (an increment of an uncovered cluster goes through
+ * qi_refcount_alloc). Returns 0; QI_ECORRUPT when the result would go below
+ * 0 (the refcount was already wrong); QI_ENOSPC when it would exceed the
+ * width (refcount_bits); QI_EIO, QI_ENOMEM. Writes: through the cache. */
+int qi_refcount_update(qi_image *img, uint64_t cluster_index, int64_t delta);
+
+/* Allocate N contiguous free host clusters (refcount 0) and set their
+ * refcount to 1; *off = the first one's byte offset. Searches upward from
+ * the lowest cluster that may be free; past the end of the file everything
+ * is free. A refcount block needed on the way is placed at the first free
+ * cluster of the range it covers and counts itself (self-describing), and
+ * its refcount table entry is written at once, after the block:
+ *   1. write the new block (its own refcount 1) and sync  crash: unused space
+ *   2. write the refcount table entry and sync             crash: consistent
+ * The end of file (img->file->size) grows to cover what was allocated, so
+ * tables placed there validate before they are written. Returns 0,
+ * QI_ENOTSUP (the refcount table itself would have to grow), QI_ENOSPC
+ * (beyond 2^56), QI_EIO, QI_ECORRUPT, QI_ENOMEM. */
+int qi_refcount_alloc(qi_image *img, uint64_t n, uint64_t *off);
+
+/* Note that the host clusters touched by [OFF, OFF+LEN) lose one reference
+ * once the L2 entries that dropped it are on disk. Until qi_refcount_settle
+ * the refcount stays high (a crash leaves a leak, never a cluster counted
+ * too low). Returns 0 or QI_ENOMEM. */
+int qi_refcount_free_later(qi_image *img, uint64_t off, uint64_t len);
+
+/* Make the image consistent on disk: write back the L2 tables (after the
+ * refcount blocks and the data barrier, as the caches are ordered), then
+ * apply the deferred decrements and write back the refcount blocks:
+ *   1. refcount blocks (increments), synced      crash: leaks
+ *   2. data barrier, L2 tables, synced           crash: leaks
+ *   3. decrements, refcount blocks, synced       crash: consistent
+ * Returns 0, QI_EIO, QI_ENOSPC, QI_ECORRUPT. */
+int qi_refcount_settle(qi_image *img);
 #endif

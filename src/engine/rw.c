@@ -6,14 +6,25 @@
  * file or with no backing file) and compressed clusters are decompressed
  * once and kept while reads stay inside them. Data clusters that start past
  * the end of the image file are reported as corruption rather than read as
- * zeros. Writes (COW, dedup, ordering) come with write support.
- * Calls: cluster, compress, bio. */
+ * zeros.
+ *
+ * Guest writes (qi_image_write): a cluster whose L2 entry is a data
+ * cluster with COPIED (refcount 1) is written in place; any other cluster
+ * (unallocated, zero, compressed, shared) gets a new host cluster holding
+ * the whole cluster: its current contents (from the backing chain, the
+ * shared or compressed cluster, or zeros) with the new bytes over them. The
+ * L2 entry then points at it with COPIED set, and the old host cluster(s)
+ * lose one reference once that entry is on disk (qi_refcount_settle). Not
+ * supported yet (QI_ENOTSUP, nothing written): extended L2 entries, an
+ * external data file, persistent bitmaps, an image with the dirty bit.
+ * Calls: cluster, refcount, compress, bio. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 
 #include "compress.h"
+#include "refcount.h"
 #include "rw.h"
 
 /* A host-contiguous range waiting to be read with one preadv into guest
@@ -188,4 +199,124 @@ int qi_image_read_snapshot(qi_image *img, uint32_t snap, void *buf, uint64_t off
                        PRIx64 " is beyond the snapshot's size %" PRIu64, len, off,
                        limit);
     return qi_rw_read(img, &v, buf, off, len);
+}
+
+/* What writing needs that this version does not do: refuse before any
+ * change. */
+static int write_supported(qi_image *img)
+{
+    const char *why = NULL;
+    if (!img->writable)
+        return qi_fail(img, QI_ERDONLY, "", QI_NO_OFFSET, "image opened read-only; "
+                       "reopen it with -w to write");
+    if (img->raw)
+        why = "a raw image";
+    else if (img->g.extl2)
+        why = "extended L2 entries (subclusters)";
+    else if (img->data_file)
+        why = "an external data file";
+    else if (img->n_bitmaps)
+        why = "persistent dirty bitmaps (they would go stale)";
+    else if (img->hdr.incompatible_features & QI_INCOMPAT_DIRTY)
+        why = "the dirty bit set (refcounts must be rebuilt first: qemu-img check -r all)";
+    if (why)
+        return qi_fail(img, QI_ENOTSUP, "", QI_NO_OFFSET, "writing to an image with "
+                       "%s is not supported yet", why);
+    if (img->corrupt_seen)
+        return qi_fail(img, QI_ECORRUPT, "", QI_NO_OFFSET, "the image was found corrupt "
+                       "earlier in this session; no further writes");
+    return 0;
+}
+
+/* Write N bytes of DATA at byte IN of guest cluster CI.
+ *
+ * Crash table (an allocating write; the in-place case is one data write):
+ *   1. allocate a host cluster (refcount 1, in the refcount cache)
+ *   2. write the whole cluster: old contents around the new bytes
+ *                                          crash: leak at most
+ *   3. data barrier; L2 entry -> new | COPIED (L2 cache, written after the
+ *      refcount blocks and the barrier)    crash: consistent, new data
+ *   4. old host cluster(s) -1, deferred until the entry is on disk
+ *                                          crash: leak */
+static int write_cluster(qi_image *img, uint64_t ci, uint32_t in, const uint8_t *data,
+                         uint32_t n, uint8_t *scratch)
+{
+    const qi_geom *g = &img->g;
+    uint64_t cs = g->cluster_size, l2_off, host, old_raw, goff = ci << g->cluster_bits;
+    uint32_t l2i = (uint32_t)(ci & (g->l2_entries - 1));
+    qi_l2_entry e;
+    qi_l1view v;
+    int rc;
+    if ((rc = qi_cluster_l2_for_write(img, ci >> g->l2_bits, &l2_off)) < 0 ||
+        (rc = qi_cluster_l2_entry(img, l2_off, l2i, &e)) < 0)
+        return rc;
+    if (e.type == QI_CLUSTER_NORMAL && e.copied)
+        return qi_bio_pwrite(img->data, data, n, e.host_offset + in, &img->err,
+                             "data cluster");
+    if (n < cs) {
+        uint64_t avail = img->size - goff < cs ? img->size - goff : cs;
+        memset(scratch, 0, cs);
+        if ((rc = qi_cluster_view_active(img, &v)) < 0 ||
+            (rc = qi_rw_read(img, &v, scratch, goff, (size_t)avail)) < 0)
+            return rc;
+    }
+    if (n < cs)
+        memcpy(scratch + in, data, n);
+    if (e.type == QI_CLUSTER_ZERO_ALLOC && e.copied)
+        host = e.host_offset;           /* ours alone: reuse it in place */
+    else if ((rc = qi_refcount_alloc(img, 1, &host)) < 0)
+        return rc;
+    if ((rc = qi_bio_pwrite(img->data, n < cs ? scratch : data, cs, host, &img->err,
+                            n < cs ? "COW cluster" : "data cluster")) < 0)
+        return rc;
+    qi_cache_barrier(img->l2_cache, img->data);
+    if ((rc = qi_cluster_set_l2(img, l2_off, l2i, qi_format_encode_l2(host, true, false),
+                                &old_raw)) < 0)
+        return rc;
+    img->cbuf_off = 0;
+    if (e.type == QI_CLUSTER_COMPRESSED)
+        return qi_refcount_free_later(img, e.host_offset, e.csize);
+    if ((e.type == QI_CLUSTER_NORMAL || e.type == QI_CLUSTER_ZERO_ALLOC) && e.host_offset != host)
+        return qi_refcount_free_later(img, e.host_offset, cs);
+    return 0;
+}
+
+int qi_image_write(qi_image *img, const void *buf, uint64_t off, size_t len)
+{
+    const uint8_t *p = buf;
+    uint8_t *scratch = NULL;
+    int rc;
+    if ((rc = write_supported(img)) < 0)
+        return rc;
+    if (off > img->size || len > img->size - off)
+        return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "write of %zu bytes at %#"
+                       PRIx64 " is beyond the virtual size %" PRIu64, len, off,
+                       img->size);
+    if (!(scratch = malloc(img->g.cluster_size)))
+        return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
+    while (len && rc == 0) {
+        uint64_t ci = off >> img->g.cluster_bits;
+        uint32_t in = (uint32_t)(off & (img->g.cluster_size - 1));
+        uint32_t n = img->g.cluster_size - in < len ? img->g.cluster_size - in : (uint32_t)len;
+        rc = write_cluster(img, ci, in, p, n, scratch);
+        p += n;
+        off += n;
+        len -= n;
+    }
+    free(scratch);
+    /* a long run of copy-on-writes settles now and then, so the deferred
+     * list stays small */
+    if (rc == 0 && img->n_pending > 4096)
+        rc = qi_refcount_settle(img);
+    return rc;
+}
+
+int qi_image_flush(qi_image *img)
+{
+    int rc;
+    if (!img->writable || img->raw)
+        return 0;
+    if ((rc = qi_refcount_settle(img)) < 0)
+        return rc;
+    return qi_bio_sync(img->data, &img->err);
 }

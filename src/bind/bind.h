@@ -13,4 +13,8 @@
  * Raises a Lua error only when memory runs out. */
 int luaopen_qinspect(lua_State *L);
 
+/* Whether the image object at IDX is open (not closed by img:close()).
+ * Never raises. */
+int qi_bind_image_is_open(lua_State *L, int idx);
+
 #endif

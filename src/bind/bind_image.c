@@ -60,11 +60,17 @@ static int image_close(lua_State *L)
     return 0;
 }
 
-/* img:close(): closes the image (a backing image only detaches: its overlay
- * owns it). Closing twice is an error, as for Lua files. */
+/* img:close(): flushes and closes the image (a backing image only detaches:
+ * its overlay owns it). Closing twice is an error, as for Lua files. */
 static int m_close(lua_State *L)
 {
-    qi_bind_check_image(L, 1);
+    qi_image *img = qi_bind_check_image(L, 1);
+    qi_bind_image *b = lua_touserdata(L, 1);
+    int rc;
+    /* a failed write-back raises and leaves the image open (retry, or let
+     * __gc close it); only __gc and __close swallow it */
+    if (!(b->flags & QI_BIND_BORROWED) && (rc = qi_image_flush(img)) < 0)
+        return qi_bind_raise(L, img, rc);
     return image_close(L);
 }
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bind.h"
 #include "bind_int.h"
 
 static const qi_bind_field *find_field(const qi_bind_class *c, const char *name)
@@ -25,6 +26,11 @@ static const qi_bind_field *find_field(const qi_bind_class *c, const char *name)
 /* Is the image box at IDX open, including every overlay it is borrowed
  * from? Returns 1 or 0 and never raises; detaches a borrowed box whose
  * owner was closed. */
+int qi_bind_image_is_open(lua_State *L, int idx)
+{
+    return luaL_testudata(L, idx, QI_MT_IMAGE) && qi_bind_box_open(L, idx);
+}
+
 int qi_bind_box_open(lua_State *L, int idx)
 {
     qi_bind_image *b = lua_touserdata(L, idx);

@@ -11,6 +11,7 @@
  * them report problems the same way. Calls: include/qi, the cli_*.c
  * subcommands, session.c. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 
 #include "cli.h"
 #include "session.h"
+#include "qi/fault.h"
 
 const qi_cli_cmd qi_cli_commands[] = {
     { "info", qi_cli_info, QI_CMD_NEEDS_IMAGE,
@@ -167,7 +169,24 @@ int qi_cli_parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* QINSPECT_FAULT="N[,drop]": crash tests (include/qi/fault.h). */
+static bool fault_from_env(void)
+{
+    const char *s = getenv("QINSPECT_FAULT");
+    char *end;
+    if (!s || !*s)
+        return false;
+    errno = 0;
+    unsigned long long n = strtoull(s, &end, 10);
+    if (errno || end == s || (*end && strcmp(end, ",drop"))) {
+        fprintf(stderr, "qinspect: QINSPECT_FAULT: expected N or N,drop, not '%s'\n", s);
+        exit(QI_CLI_USAGE);
+    }
+    qi_fault_arm(n, *end != '\0');
+    return true;
+}
+
+static int run(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);
@@ -185,4 +204,14 @@ int main(int argc, char **argv)
         if (!strcmp(argv[1], c->name))
             return c->fn(argc - 1, argv + 1);
     return qi_session_main(argc, argv);
+}
+
+int main(int argc, char **argv)
+{
+    bool fault = fault_from_env();
+    int rc = run(argc, argv);
+    if (fault)
+        fprintf(stderr, "qinspect: fault injection: %llu writes%s\n",
+                (unsigned long long)qi_fault_writes(), qi_fault_tripped() ? ", stopped" : "");
+    return rc;
 }

@@ -92,6 +92,8 @@ static int parse_args(session *s, int argc, char **argv)
 
 /* Open the image through qinspect.open and make it the global `img`.
  * Returns 0, or -1 after printing "qinspect: FILE: MESSAGE". */
+#define SESSION_IMAGE "qinspect.session_image"
+
 static int open_image(lua_State *L, const session *s)
 {
     lua_getglobal(L, "qinspect");
@@ -108,9 +110,30 @@ static int open_image(lua_State *L, const session *s)
         return -1;
     }
     lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, SESSION_IMAGE);
     lua_setglobal(L, "img");
     lua_pop(L, 1);
     return 0;
+}
+
+/* A read-write session ends with the session image flushed, so that a
+ * failed write-back (disk full, I/O error) is reported and the exit status
+ * says so; the image is still closed afterwards by its __gc. */
+static int run(lua_State *L, int narg);
+
+static int flush_image(lua_State *L, const session *s)
+{
+    if (!s->rw)
+        return 0;
+    lua_getfield(L, LUA_REGISTRYINDEX, SESSION_IMAGE);
+    if (!qi_bind_image_is_open(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_getfield(L, -1, "flush");
+    lua_insert(L, -2);
+    return run(L, 1);
 }
 
 /* Call the function below the NARG arguments on top of L and report an
@@ -188,7 +211,7 @@ static int pmain(lua_State *L)
     lua_pushliteral(L, "qinspect.prelude");
     if (run(L, 1) < 0)
         return 0;
-    if (run_session(L, s) < 0)
+    if (run_session(L, s) < 0 || flush_image(L, s) < 0)
         return 0;
     s->status = 0;
     return 0;

@@ -19,6 +19,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "qi/fault.h"
 #include "bio.h"
 #include "err.h"
 
@@ -178,7 +179,8 @@ void qi_bio_set_trace(qi_bio_trace_fn fn, void *payload)
     fault.trace_payload = payload;
 }
 
-int qi_bio_fault_crash(void)
+/* Undo, newest first, every write each handle made since its last sync. */
+static int undo_unsynced(void)
 {
     int rc = 0;
     for (qi_bio *b = fault.open; b; b = b->next_open) {
@@ -195,8 +197,13 @@ int qi_bio_fault_crash(void)
             free(u);
         }
     }
-    fault.tripped = true;
     return rc;
+}
+
+int qi_bio_fault_crash(void)
+{
+    fault.tripped = true;
+    return undo_unsynced();
 }
 
 /* Before a write or truncate: 0 to go on, QI_EIO once the injected crash
@@ -209,6 +216,9 @@ static int fault_gate(qi_bio *b, uint64_t off, size_t len, qi_err *err,
         return 0;
     }
     if (fault.tripped || fault.writes >= fault.limit) {
+        /* the power goes here: with DROP, the disk cache is lost at once */
+        if (!fault.tripped && fault.drop)
+            (void)undo_unsynced();
         fault.tripped = true;
         return qi_err_set(err, b->path, QI_EIO, structure, off,
                           "injected crash after %" PRIu64 " writes", fault.limit);
@@ -412,3 +422,10 @@ int qi_bio_is_hole(qi_bio *b, uint64_t off, uint64_t len)
         return 0;
     return (uint64_t)d >= off + len;
 }
+
+/* ---- the public face of fault injection (include/qi/fault.h) ---- */
+
+void qi_fault_arm(uint64_t limit, bool drop_unsynced) { qi_bio_fault_arm(limit, drop_unsynced); }
+int qi_fault_crash(void) { return qi_bio_fault_crash(); }
+uint64_t qi_fault_writes(void) { return qi_bio_fault_writes(); }
+bool qi_fault_tripped(void) { return qi_bio_fault_tripped(); }

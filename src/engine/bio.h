@@ -85,10 +85,11 @@ int qi_bio_truncate(qi_bio *b, uint64_t size, qi_err *err);
  *   qi_bio_fault_arm(N, drop): the first N writes (pwrite or truncate) are
  *     performed; the next one and every write, truncate and sync after it
  *     fail with QI_EIO ("injected crash") and change nothing. With DROP,
- *     each handle also keeps the pre-image of every write not yet synced.
- *   qi_bio_fault_crash(): the simulated power loss: with DROP, undo (newest
- *     first) every write a handle made since its last sync, as a disk cache
- *     that never reached the platter would. Returns 0 or QI_EIO.
+ *     each handle also keeps the pre-image of every write not yet synced,
+ *     and at the failing write every such write is undone (newest first),
+ *     as a disk cache that never reached the platter would be lost.
+ *   qi_bio_fault_crash(): the power loss now, without waiting for write
+ *     N+1: with DROP, undo the unsynced writes. Returns 0 or QI_EIO.
  *   qi_bio_fault_disarm(): back to normal I/O; frees the pre-images.
  *   qi_bio_fault_writes(): writes performed since the last arm (all of them
  *     when not armed), so a test can find how many writes a path makes.

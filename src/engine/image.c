@@ -369,9 +369,13 @@ static int open_data_file(qi_image *img, const qi_open_opts *o)
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
     rc = qi_bio_open(&img->data_file, full, (o->flags & QI_OPEN_RW) != 0,
                      lock_mode(o, true), &img->err);
-    if (rc < 0)
+    if (rc < 0) {
+        /* the reason is in img->err: copy it out before formatting over it */
+        char why[sizeof img->err.message];
+        snprintf(why, sizeof why, "%s", img->err.message);
         qi_fail(img, rc, "external data file", QI_NO_OFFSET, "cannot open '%s' "
-                "(named in the header): %s", full, img->err.message);
+                "(named in the header): %s", full, why);
+    }
     free(full);
     if (rc == 0)
         img->data = img->data_file;

@@ -61,9 +61,9 @@ void qi_meta_decode_l2(const qi_image *img, uint64_t raw, uint64_t bitmap,
 
 qi_subcluster_state qi_meta_subcluster(const qi_l2_entry *e, unsigned i)
 {
-    bool a = (e->bitmap >> i) & 1, z = (e->bitmap >> (32 + i)) & 1;
     if (i >= 32)
         return QI_SC_INVALID;
+    bool a = (e->bitmap >> i) & 1, z = (e->bitmap >> (32 + i)) & 1;
     if (a && z)
         return QI_SC_INVALID;
     return a ? QI_SC_ALLOCATED : z ? QI_SC_ZERO : QI_SC_UNALLOCATED;

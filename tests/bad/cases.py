@@ -3,13 +3,16 @@
 
     python3 tests/bad/cases.py OUTDIR [CASE...]
 
-Makes every case (or only the named ones) in OUTDIR/<case>/ and writes
-OUTDIR/<case>/expect, which run.sh reads. Every image starts as a small
-valid image made by qemu-img/qemu-io; then exact bytes are poked at exact
-offsets (QEMU tests/qemu-iotests common.rc `poke_file` style). Offsets are
-never hard-coded where the image can tell them: they are read back from the
-header and tables that qemu-img wrote, following the qcow2 spec
-(../shared/docs/qcow2-format.md, cited as "fmt §N").
+Makes every case (or only the named ones) in OUTDIR/cNN/ (NN: the case's
+position in this file) and writes OUTDIR/cNN/expect, which run.sh reads;
+prints one line "cNN NAME" per case made. The directories are numbered, not
+named after the case, so that no path contains a case's name: a name such
+as truncated-header must never satisfy the check for the word "header".
+Every image starts as a small valid image made by qemu-img/qemu-io; then
+exact bytes are poked at exact offsets (QEMU tests/qemu-iotests common.rc
+`poke_file` style). Offsets are never hard-coded where the image can tell
+them: they are read back from the header and tables that qemu-img wrote,
+following the qcow2 spec (../shared/docs/qcow2-format.md, cited as "fmt §N").
 
 expect file, one key=value per line (run.sh reads it line by line):
     file=PATH      the image to open (absolute)
@@ -18,10 +21,12 @@ expect file, one key=value per line (run.sh reads it line by line):
                    Backing chain and data file cases leave info out: like
                    qemu-img info, info need not open the chain or data file.
     want=A|B       the message on stderr contains A or B (one line per
-                   structure name; fixed strings)
+                   structure name; fixed strings). "The message" is what
+                   follows the "qinspect: FILE: " prefix: paths never count.
     hex=H1|H2      the message contains one of these offsets as 0x<hex>
                    (leading zeros allowed); absent = no offset required
-    path=P1|P2     the message contains one of these paths; default: file
+    path=P1|P2     the error line names one of these paths; default: file
+                   (the line itself must start with "qinspect: FILE: ")
     qemu=TEXT      what qemu-img 7.2 does with the same image (for the log)
 
 The expected substrings come from the spec and from what was poked (the
@@ -456,16 +461,17 @@ def snapshot_l1_unaligned(d):
     return p, [h(so), h(l1 + 0x200)], None
 
 
-@case('info map read', ['Unknown incompatible feature: 20'], 'rejects: "Unsupported qcow2 '
-      'feature(s): Unknown incompatible feature: 20" (the mask in hex)')
+@case('info map read', ['header', 'Unknown incompatible feature: 20'],
+      'rejects: "Unsupported qcow2 feature(s): Unknown incompatible feature: 20" '
+      '(the mask in hex)')
 def unknown_incompat_bit(d):
     p = std_image(d)
     poke(p, OFF_INCOMPAT, 'Q', 1 << 5)
-    return p, None, None
+    return p, [h(OFF_INCOMPAT)], None
 
 
-@case('info map read', ['frobnication'], 'rejects: "Unsupported qcow2 feature(s): frobnication" '
-      '(the name from the feature name table)')
+@case('info map read', ['header', 'frobnication'], 'rejects: "Unsupported qcow2 feature(s): '
+      'frobnication" (the name from the feature name table)')
 def unknown_incompat_named(d):
     p = std_image(d)
     poke(p, OFF_INCOMPAT, 'Q', 1 << 5)
@@ -473,23 +479,23 @@ def unknown_incompat_named(d):
     # 8-byte extension header, then 48-byte entries. Rename entry 0.
     assert peek(p, 112, 'I') == 0x6803f857, 'feature name table expected at 112'
     poke_bytes(p, 120, bytes([0, 5]) + b'frobnication'.ljust(46, b'\0'))
-    return p, None, None
+    return p, [h(OFF_INCOMPAT)], None
 
 
-@case('info map read', ['not supported'], 'info shows "encrypted: yes"; convert fails: '
-      '"Parameter encrypt.key-secret is required for cipher"')
+@case('info map read', ['header', 'not supported'], 'info shows "encrypted: yes"; convert '
+      'fails: "Parameter encrypt.key-secret is required for cipher"')
 def crypt_aes(d):
     p = std_image(d)
     poke(p, OFF_CRYPT, 'I', 1)
-    return p, None, None
+    return p, [h(OFF_CRYPT)], None
 
 
-@case('info map read', ['not supported'], 'qemu-img info crashes with SIGSEGV (exit 139); convert: '
-      '"encrypt.key-secret is required"')
+@case('info map read', ['header', 'not supported'], 'qemu-img info crashes with SIGSEGV '
+      '(exit 139); convert: "encrypt.key-secret is required"')
 def crypt_luks(d):
     p = std_image(d)
     poke(p, OFF_CRYPT, 'I', 2)
-    return p, None, None
+    return p, [h(OFF_CRYPT)], None
 
 
 @case('info map read', ['header'], 'rejects: "Backing file name too long"')
@@ -642,10 +648,10 @@ def main():
     out = os.path.abspath(sys.argv[1])
     only = set(sys.argv[2:])
     os.makedirs(out, exist_ok=True)
-    for name, fn, fail, want, qemu in CASES:
+    for n, (name, fn, fail, want, qemu) in enumerate(CASES, 1):
         if only and name not in only:
             continue
-        d = os.path.join(out, name)
+        d = os.path.join(out, 'c%02d' % n)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
         path, hexes, paths = fn(d)
@@ -658,7 +664,10 @@ def main():
                 f.write('hex=%s\n' % '|'.join(hexes))
             f.write('path=%s\n' % '|'.join(paths or [path]))
             f.write('qemu=%s\n' % qemu)
-        print(name)
+        print('c%02d %s' % (n, name))
+    unknown = only - {c[0] for c in CASES}
+    if unknown:
+        sys.exit('cases.py: no such case: %s' % ' '.join(sorted(unknown)))
 
 
 if __name__ == '__main__':

@@ -6,26 +6,31 @@
 #     $QINSPECT info FILE
 #     $QINSPECT map --output=json FILE
 #     a full guest read: $QINSPECT convert -O raw FILE OUT
-#       (until convert works: a Lua read loop with -e; else TAP SKIP)
-# and checks, for the ops the case lists in fail=: exit status 1 and a
-# message on stderr naming the file, the structure and (where the case has
-# one) the offset as 0x...; for every op: no signal, no sanitizer report
-# ("AddressSanitizer", "runtime error", "LeakSanitizer"), exit 0 or 1.
-# Then, under the release binary, the peak RSS of every op must stay below
-# 128 MiB (skipped without /usr/bin/time or a non-ASan binary).
+# and checks, for the ops the case lists in fail=: exit status 1 and an
+# error line "qinspect: FILE: MESSAGE" whose MESSAGE (the part after the
+# path, with the scratch directory blanked out) names the structure and
+# (where the case has one) the offset as 0x...: a path never satisfies a
+# check. For every op: no signal, no sanitizer report ("AddressSanitizer",
+# "runtime error", "LeakSanitizer"), exit 0 or 1. Then, under the release
+# binary, the peak RSS of every op (GNU time's %M) must stay below 128 MiB;
+# no release binary, no GNU time or no RSS reading is a failure, never 0 KiB.
+# Nothing is skipped: a missing tool or a failing oracle is a `not ok`.
 #
 # Env: QINSPECT (binary under test, default ./qinspect), QINSPECT_RELEASE
-# (binary for the memory check), BAD_CASES (space-separated subset),
-# OP_TIMEOUT (seconds per op, default 120). qemu-img gets 10 s per op: its
-# convert hangs on a backing loop.
+# (binary for the memory check; default ./qinspect when it is not an ASan
+# build), TIME_BIN (GNU time, default /usr/bin/time), BAD_CASES
+# (space-separated subset), OP_TIMEOUT (seconds per op, default 120).
+# qemu-img gets 10 s per op: its convert hangs on a backing loop.
 # Output: TAP on stdout.
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
 QINSPECT=${QINSPECT:-./qinspect}
 case $QINSPECT in /*) ;; */*) QINSPECT=$(pwd)/$QINSPECT ;; esac
 RSS_LIMIT_KIB=131072
 OP_TIMEOUT=${OP_TIMEOUT:-120}
+TIME_BIN=${TIME_BIN:-/usr/bin/time}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/qi-bad.XXXXXX") || exit 1
 trap 'rm -rf "$work"' EXIT
@@ -34,22 +39,24 @@ trap 'exit 130' INT TERM
 n=0 failed=0
 ok() { n=$((n + 1)); echo "ok $n - $*"; }
 notok() { n=$((n + 1)) failed=$((failed + 1)); echo "not ok $n - $*"; }
-skip() { n=$((n + 1)); echo "ok $n # SKIP $*"; }
 diag() { echo "# $*"; }
 
 is_asan() { grep -q __asan_init "$1" 2>/dev/null; }
 
-# ---- the binary for the memory check ----
+# ---- the binary and the tool for the memory check ----
 if [ -z "${QINSPECT_RELEASE:-}" ]; then
-    if [ -x ./qinspect ] && ! is_asan ./qinspect; then
-        QINSPECT_RELEASE=$(pwd)/qinspect
+    if [ -x "$root/qinspect" ] && ! is_asan "$root/qinspect"; then
+        QINSPECT_RELEASE=$root/qinspect
     elif ! is_asan "$QINSPECT"; then
         QINSPECT_RELEASE=$QINSPECT
-    else
-        QINSPECT_RELEASE=
     fi
 fi
-[ -x /usr/bin/time ] || QINSPECT_RELEASE=
+rss_problem=
+if [ -z "${QINSPECT_RELEASE:-}" ] || [ ! -x "$QINSPECT_RELEASE" ]; then
+    rss_problem="no release (non-ASan) binary: run make, or set QINSPECT_RELEASE"
+elif [ ! -x "$TIME_BIN" ]; then
+    rss_problem="$TIME_BIN is missing (Debian package time)"
+fi
 
 # ---- make the cases ----
 if ! python3 "$here/cases.py" "$work/cases" ${BAD_CASES:-} >"$work/list" 2>"$work/cases.err"; then
@@ -59,26 +66,23 @@ if ! python3 "$here/cases.py" "$work/cases" ${BAD_CASES:-} >"$work/list" 2>"$wor
     exit 1
 fi
 
-# ---- how to read the whole guest disk ----
+# ---- the read op (convert) on a valid image, against qemu-img ----
 good=$work/good.qcow2
-qemu-img create -q -f qcow2 "$good" 4M
-qemu-io -f qcow2 -c 'write -q -P 0x5a 0 192k' -c 'write -q -c -P 0x11 1M 64k' "$good" >/dev/null
-qemu-img convert -f qcow2 -O raw "$good" "$work/good.want"
-LUA_READ='local n, off = img.size, 0
-while off < n do
-    local len = math.min(1048576, n - off)
-    img:read(off, len)
-    off = off + len
-end'
-if timeout "$OP_TIMEOUT" "$QINSPECT" convert -O raw "$good" "$work/good.raw" >/dev/null 2>&1 &&
-   cmp -s "$work/good.raw" "$work/good.want"; then
-    read_mode=convert
-elif timeout "$OP_TIMEOUT" "$QINSPECT" -e "$LUA_READ" "$good" >/dev/null 2>&1; then
-    read_mode=lua
-    diag "convert does not work yet: full reads use a Lua read loop (-e)"
+if qemu-img create -q -f qcow2 "$good" 4M &&
+   qemu-io -f qcow2 -c 'write -q -P 0x5a 0 192k' -c 'write -q -c -P 0x11 1M 64k' "$good" \
+       >"$work/err" 2>&1 &&
+   qemu-img convert -f qcow2 -O raw "$good" "$work/good.want" >>"$work/err" 2>&1; then
+    if timeout "$OP_TIMEOUT" "$QINSPECT" convert -O raw "$good" "$work/good.raw" \
+           >"$work/err" 2>&1 </dev/null &&
+       cmp -s "$work/good.raw" "$work/good.want"; then
+        ok "convert -O raw of a valid image equals qemu-img convert"
+    else
+        notok "convert -O raw of a valid image equals qemu-img convert"
+        sed 's/^/#   /' "$work/err" | head -n 6
+    fi
 else
-    read_mode=none
-    diag "neither convert nor a Lua session works: read checks are skipped"
+    notok "setup: qemu-img/qemu-io could not make the valid image"
+    sed 's/^/#   /' "$work/err" | head -n 6
 fi
 rm -f "$work/good.raw"
 
@@ -88,15 +92,26 @@ run_op() {
     case $2 in
     info) timeout "$OP_TIMEOUT" "$1" info "$3" ;;
     map) timeout "$OP_TIMEOUT" "$1" map --output=json "$3" ;;
-    read)
-        if [ "$read_mode" = convert ]; then
-            timeout "$OP_TIMEOUT" "$1" convert -O raw "$3" "$work/read.raw"
-        else
-            timeout "$OP_TIMEOUT" "$1" -e "$LUA_READ" "$3"
-        fi ;;
+    read) timeout "$OP_TIMEOUT" "$1" convert -O raw "$3" "$work/read.raw" ;;
     esac >"$work/out" 2>"$work/err" </dev/null
     st=$?
     rm -f "$work/read.raw"
+}
+
+# split_err: the error lines of $work/err are "qinspect: PATH: MESSAGE";
+# write each line whose PATH is one of the case's files (under $work) to
+# $work/line, and its MESSAGE to $work/msg with $work replaced by <tmp>:
+# paths hold the case's files and must never satisfy a check on the message.
+split_err() {
+    WORK=$work awk '
+        BEGIN { work = ENVIRON["WORK"]; pre = "qinspect: " work "/" }
+        index($0, pre) == 1 && (p = index(substr($0, 11), ": ")) > 0 {
+            print > "/dev/stderr"
+            m = substr($0, 11 + p + 1)
+            while ((i = index(m, work)) > 0)
+                m = substr(m, 1, i - 1) "<tmp>" substr(m, i + length(work))
+            print m
+        }' "$work/err" >"$work/msg" 2>"$work/line"
 }
 
 # matches_any FILE 'A|B|C' [hex]: FILE contains one of the alternatives.
@@ -126,9 +141,9 @@ sanitizer_report() {
     grep -Eq 'AddressSanitizer|LeakSanitizer|runtime error:|UndefinedBehaviorSanitizer' "$work/err"
 }
 
-# check_case NAME: all TAP lines of one case.
+# check_case ID NAME: all TAP lines of one case (made in $work/cases/ID).
 check_case() {
-    name=$1 dir=$work/cases/$1
+    name=$2 dir=$work/cases/$1
     file= fail= path= qemu= hexes=
     : >"$work/wants"
     while IFS= read -r line; do
@@ -148,13 +163,8 @@ check_case() {
     diag "$name: qemu-img info exit $qi_st, qemu-img convert exit $qc_st"
 
     for op in info map read; do
-        if [ "$op" = read ] && [ "$read_mode" = none ]; then
-            skip "$name: read (no convert and no Lua session yet)"
-            continue
-        fi
         run_op "$QINSPECT" "$op" "$file"
         what="$name: $op"
-        [ "$op" = read ] && what="$name: read ($read_mode)"
         problem=
         if sanitizer_report; then
             problem="sanitizer report on stderr"
@@ -164,16 +174,19 @@ check_case() {
         case " $fail " in
         *" $op "*)
             if [ -z "$problem" ]; then
+                split_err
                 if [ "$st" -ne 1 ]; then
                     problem="exit status $st, want 1"
-                elif ! matches_any "$work/err" "$path"; then
-                    problem="stderr does not name the file ($path)"
-                elif [ -n "$hexes" ] && ! matches_any "$work/err" "$hexes" hex; then
-                    problem="stderr does not give the offset (0x$hexes)"
+                elif [ ! -s "$work/line" ]; then
+                    problem="no stderr line 'qinspect: PATH: MESSAGE' with PATH one of the case's files"
+                elif ! matches_any "$work/line" "$path"; then
+                    problem="the error line does not name the file ($path)"
+                elif [ -n "$hexes" ] && ! matches_any "$work/msg" "$hexes" hex; then
+                    problem="the message after the path does not give the offset (0x$hexes)"
                 else
                     while IFS= read -r w; do
-                        if ! matches_any "$work/err" "$w"; then
-                            problem="stderr does not name '$w'"
+                        if ! matches_any "$work/msg" "$w"; then
+                            problem="the message after the path does not name '$w'"
                             break
                         fi
                     done <"$work/wants"
@@ -195,38 +208,41 @@ check_case() {
         esac
     done
 
-    if [ -z "$QINSPECT_RELEASE" ]; then
-        skip "$name: peak RSS (no /usr/bin/time or no release binary)"
+    if [ -n "$rss_problem" ]; then
+        notok "$name: peak RSS: $rss_problem"
         return
     fi
-    peak=0
+    peak=0 unread=
     for op in info map read; do
-        [ "$op" = read ] && [ "$read_mode" = none ] && continue
         case $op in
         info) set -- info "$file" ;;
         map) set -- map --output=json "$file" ;;
-        read) if [ "$read_mode" = convert ]; then
-                  set -- convert -O raw "$file" "$work/read.raw"
-              else
-                  set -- -e "$LUA_READ" "$file"
-              fi ;;
+        read) set -- convert -O raw "$file" "$work/read.raw" ;;
         esac
-        timeout "$OP_TIMEOUT" /usr/bin/time -f %M -o "$work/rss" "$QINSPECT_RELEASE" "$@" \
+        rm -f "$work/rss"
+        timeout "$OP_TIMEOUT" "$TIME_BIN" -f %M -o "$work/rss" "$QINSPECT_RELEASE" "$@" \
             >/dev/null 2>&1 </dev/null
         rm -f "$work/read.raw"
         kib=$(tail -n 1 "$work/rss" 2>/dev/null)
-        case $kib in ''|*[!0-9]*) kib=0 ;; esac
+        case $kib in
+        '' | *[!0-9]* | 0)
+            unread="$unread $op"
+            continue ;;
+        esac
         [ "$kib" -gt "$peak" ] && peak=$kib
     done
-    if [ "$peak" -lt "$RSS_LIMIT_KIB" ]; then
+    if [ -n "$unread" ]; then
+        notok "$name: peak RSS: no RSS reading from $TIME_BIN for:$unread"
+        { cat "$work/rss" 2>/dev/null || echo "(no output file)"; } | head -n 3 | sed 's/^/#   /'
+    elif [ "$peak" -lt "$RSS_LIMIT_KIB" ]; then
         ok "$name: peak RSS $peak KiB < 128 MiB"
     else
         notok "$name: peak RSS $peak KiB >= 128 MiB"
     fi
 }
 
-while IFS= read -r c; do
-    check_case "$c"
+while read -r id c; do
+    check_case "$id" "$c"
 done <"$work/list"
 
 echo "1..$n"

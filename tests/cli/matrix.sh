@@ -115,8 +115,8 @@ fi
 # ---- backing chains ----
 # raw base (8M) <- qcow2 mid (12M, relative name, backing_fmt raw) <- top (16M)
 qemu-img create -q -f raw base.raw 8M &&
-    qemu-io -f raw -c 'write -s rand.bin 0 1M' -c 'write -P 0x77 3M 64k' \
-        -c 'write -s rand.bin 7M 1M' base.raw >/dev/null &&
+    qio_fmt raw base.raw 'write -s rand.bin 0 1M' 'write -P 0x77 3M 64k' \
+        'write -s rand.bin 7M 1M' &&
     qemu-img create -q -f qcow2 -b base.raw -F raw mid.qcow2 12M &&
     qio mid.qcow2 "write -P 0x78 512k 64k" "write -z 3M 64k" "write -s text.bin 7800k 700k" \
         "write -P 0x79 11M 32k" &&
@@ -215,8 +215,8 @@ fi
 
 # ---- raw images, preallocation, odd and zero sizes, bitmaps ----
 qemu-img create -q -f raw sparse.raw 8M &&
-    qemu-io -f raw -c 'write -s rand.bin 1M 100k' -c 'write -P 0 3M 64k' -c 'write -P 5 8180k 12k' \
-        sparse.raw >/dev/null &&
+    qio_fmt raw sparse.raw 'write -s rand.bin 1M 100k' 'write -P 0 3M 64k' \
+        'write -P 5 8180k 12k' &&
     check_image sparse.raw "sparse.raw (raw image with holes)" ||
     t_fail "sparse.raw: could not build the image"
 for pre in metadata falloc full; do

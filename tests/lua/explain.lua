@@ -12,15 +12,38 @@ local function has(findings, name)
 end
 local function open(name) return assert(qinspect.open(E.dir .. "/" .. name .. ".qcow2")) end
 
--- the problem table as bound from C
-local n = 0
+-- the problem table as bound from C, against the records parsed from the
+-- C source (src/engine/problem.c: {QI_PROB_X, "name", QI_SEV_Y, "summary",
+-- "explanation" ...}, string literals joined as the compiler joins them)
+local src = assert(io.open(E.root .. "/src/engine/problem.c")):read("a")
+local want, order = {}, {}
+for body in src:gmatch("{ (QI_PROB_.-) },\n") do
+  local sev = body:match("^QI_PROB_[%w_]+, \"[%w_]+\", QI_SEV_(%u+),")
+  local strs = {}
+  for lit in body:gmatch('"(.-[^\\])"') do strs[#strs + 1] = lit:gsub('\\(.)', "%1") end
+  local name = strs[1]
+  want[name] = { severity = sev and sev:lower(), summary = strs[2],
+                 explanation = table.concat(strs, "", 3) }
+  order[#order + 1] = name
+end
+t.ok(#order >= 15, "problem.c parsed: " .. #order .. " records")
+local n, pbad = 0, nil
 for name, p in pairs(P) do
   n = n + 1
-  if p.name ~= name or not p.severity:match("^%a+$") or #p.explanation < 40 then t.diag("bad record " .. name) end
+  local w = want[name]
+  if not w then pbad = pbad or ("not in problem.c: " .. name)
+  elseif p.name ~= name or p.severity ~= w.severity or p.summary ~= w.summary
+      or p.explanation ~= w.explanation or order[p.order] ~= name then
+    pbad = pbad or ("record differs from problem.c: " .. name)
+  end
+  if not p.severity:match("^%a+$") or #p.explanation < 40 then pbad = pbad or ("bad record " .. name) end
 end
-t.ok(n >= 15, "qinspect.problems has the table's records (" .. n .. ")")
+t.ok(n == #order and not pbad, "qinspect.problems has exactly problem.c's records (" .. n .. " of " .. #order .. ")")
+if pbad then t.diag(pbad) end
 t.is(P.copied_missing_dedup.severity, "note", "COPIED clear with refcount 1 on a dedup image is a note")
 t.is(P.copied_missing.severity, "corruption", "... and a corruption on a plain image")
+t.is(P.refcount_above_references.severity, "leak", "a refcount above the references is a leak, as qemu-img check counts it")
+t.is(P.refcount_below_references.severity, "corruption", "... and a refcount below them a corruption")
 t.ok(P.copied_missing_dedup.explanation:find("qemu%-img check"), "the dedup note says stock qemu-img check reports it")
 
 -- a clean entry
@@ -78,7 +101,8 @@ do
   t.ok(has(X.findings(i.l1[0]:l2()[0]), "l2_reserved_bits"), "reserved bit 1 of an L2 entry")
   local e = i.l1[0]:l2()[0]
   t.ok(e.reserved == 2 and e.raw & 2 == 2, "an invalid L2 entry is still shown as it is (reserved = 0x2)")
-  t.ok(not pcall(i.read, i, 0, 512), "while reading the guest data it maps is refused")
+  t.errors_like(function() return i:read(0, 512) end, "has reserved bits set",
+                "while reading the guest data it maps is refused")
   local k <close> = open("l1bits")
   t.ok(has(X.findings(k.l1[0]), "l1_reserved_bits"), "reserved bit 3 of an L1 entry")
   local j <close> = open("extbad")

@@ -4,11 +4,12 @@ local t = require "qinspect.tap"
 local E = dofile(arg[1])[arg[2]]
 local h = img.header
 
-local bad
+local bad, nf = nil, 0
 for k, v in pairs(E.header) do
+  nf = nf + 1
   if h[k] ~= v then bad = (bad or "") .. string.format(" %s=%s (want %s)", k, tostring(h[k]), tostring(v)) end
 end
-t.ok(not bad, "every header field equals the bytes of the header")
+t.ok(nf >= 19 and not bad, "every header field equals the bytes of the header (" .. nf .. " fields)")
 if bad then t.diag(bad) end
 
 t.is(img.size, E.virtual_size, "img.size is qemu-img's virtual-size")

@@ -28,12 +28,13 @@ t.ok(H.text():find("explain", 1, true), "help() mentions explain")
 -- help(obj) from the metatables, with each field's doc string
 local mt = getmetatable(img.refcounts)
 local txt = H.text(img.refcounts)
-local okf = true
+local okf = #mt.__qi_fields >= 3 and #mt.__qi_methods >= 1 -- offset, refcount_bits, ...; block()
 for _, f in ipairs(mt.__qi_fields) do
   if not txt:find("." .. f.name, 1, true) or not txt:find(f.doc, 1, true) then okf = false end
 end
 for _, m in ipairs(mt.__qi_methods) do if not txt:find(":" .. m .. "(", 1, true) then okf = false end end
-t.ok(okf, "help(img.refcounts) lists every field with its doc and every method")
+t.ok(okf, "help(img.refcounts) lists every field with its doc and every method ("
+     .. #mt.__qi_fields .. " fields, " .. #mt.__qi_methods .. " methods)")
 
 -- man page: the LUA API section against every metatable's method list
 local f = assert(io.open(E.root .. "/doc/qinspect.1"))
@@ -47,8 +48,12 @@ for label, name in sec:gmatch("\n%.TP\n%.B ([%w_]+):([%w_]+)") do
   documented[label .. ":" .. name] = true
 end
 local actual, missing, extra = {}, {}, {}
+local ndoc, nact, labels = 0, 0, 0
+for _ in pairs(documented) do ndoc = ndoc + 1 end
 for k, v in pairs(debug.getregistry()) do
   if type(k) == "string" and type(v) == "table" and v.__qi_label then
+    labels = labels + 1
+    nact = nact + #v.__qi_methods
     local short = k:gsub("^qinspect%.", "")
     for _, m in ipairs(v.__qi_methods) do
       actual[short .. ":" .. m] = true
@@ -58,6 +63,10 @@ for k, v in pairs(debug.getregistry()) do
 end
 for k in pairs(documented) do if not actual[k] then extra[#extra + 1] = k end end
 table.sort(missing); table.sort(extra)
+-- both lists must be there: two empty lists would agree and prove nothing
+t.ok(labels >= 8 and nact >= 20 and ndoc >= 20,
+     "the registry has the object types (" .. labels .. ", " .. nact .. " methods) and the man page "
+     .. ndoc .. " methods")
 t.ok(#missing == 0, "every method is documented in LUA API")
 if #missing > 0 then t.diag("undocumented: " .. table.concat(missing, ", ")) end
 t.ok(#extra == 0, "every documented method exists")

@@ -8,78 +8,101 @@
 # then runs tests/lua/*.lua as `$QINSPECT IMAGE tests/lua/x.lua EXPECT KEY`
 # and the session checks (-e order, stdin chunk, script args, exit codes)
 # directly. Expected values never come from qinspect's own output.
+# A missing tool (qemu-img, qemu-io, python3, hexdump), a failing setup
+# command or oracle, or a test image that `qemu-img check` finds dirty is a
+# `not ok` line plus `Bail out!` and exit 1: never a skip, never a comment.
 # Usage: QINSPECT=./qinspect bash tests/lua/run.sh   (exit 1 on any failure)
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 Q=${QINSPECT:-./qinspect}
 case $Q in /*) ;; *) Q=$PWD/$Q ;; esac
-[ -x "$Q" ] || { echo "Bail out! $Q is not executable"; exit 1; }
-for t in qemu-img qemu-io python3; do
-    command -v "$t" >/dev/null || { echo "1..0 # SKIP $t not installed"; exit 0; }
-done
-S=$(mktemp -d "${TMPDIR:-/tmp}/qinspect-lua.XXXXXX") || exit 1
-[ -n "${KEEP_SCRATCH:-}" ] && echo "# scratch: $S" || trap 'rm -rf "$S"' EXIT
 
-n=0 failed=0
+n=0 failed=0 ran=
 ok() { # ok STATUS NAME
     n=$((n + 1))
     if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=$((failed + 1)); fi
 }
 diag() { sed 's/^/# /' "$@"; }
+# bail REASON [FILE]: the setup or an oracle failed. Print a failing test
+# line with the reason (and FILE as diagnostics), then stop with status 1:
+# a missing tool or a broken oracle fails the run, it is never a skip.
+bail() {
+    n=$((n + 1))
+    echo "not ok $n - setup: $1"
+    [ $# -gt 1 ] && [ -s "$2" ] && diag "$2"
+    echo "Bail out! $1"
+    echo "1..$n"
+    exit 1
+}
+# must CMD...: run one setup command; any failure stops the suite.
+must() { "$@" || bail "'$*' failed with status $?"; }
+# same GOT EXPECTED: equal, and EXPECTED not empty (an oracle that printed
+# nothing must not match a qinspect that printed nothing).
+same() { [ -n "$2" ] && [ "$1" = "$2" ]; }
 
-qio() { qemu-io -f qcow2 "$@" >/dev/null || echo "# qemu-io $* failed"; }
+[ -x "$Q" ] || bail "$Q is not executable"
+for t in qemu-img qemu-io python3 hexdump; do
+    command -v "$t" >/dev/null || bail "$t is not installed; the expected values come from it"
+done
+S=$(mktemp -d "${TMPDIR:-/tmp}/qinspect-lua.XXXXXX") || bail "mktemp -d failed"
+[ -n "${KEEP_SCRATCH:-}" ] && echo "# scratch: $S" || trap 'rm -rf "$S"' EXIT
+
+qio() { qemu-io -f qcow2 "$@" >"$S/qio.out" 2>&1 || bail "qemu-io $* failed" "$S/qio.out"; }
 
 # ---- images ----
 make_images() {
-    cd "$S" || exit 1
+    cd "$S" || bail "cd $S failed"
     # basic: 64 KiB clusters, data, a partial cluster, zeroes, a compressed
     # cluster, and a snapshot taken before later writes.
-    qemu-img create -q -f qcow2 basic.qcow2 4M
+    must qemu-img create -q -f qcow2 basic.qcow2 4M
     qio -c 'write -P 0xab 0 64k' -c 'write -P 0x11 1M 4k' -c 'write -c -P 0x22 3M 64k' basic.qcow2
-    qemu-img snapshot -c snap1 basic.qcow2
+    must qemu-img snapshot -c snap1 basic.qcow2
     qio -c 'write -P 0xcd 0 4k' -c 'write -z 2M 64k' -c 'write -P 0x44 2176k 64k' basic.qcow2
-    qemu-img snapshot -c snap2 basic.qcow2
+    must qemu-img snapshot -c snap2 basic.qcow2
     qio -c 'discard 2176k 64k' basic.qcow2
     # small: 512-byte clusters (many L2 tables), 2-bit refcounts
-    qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=2 small.qcow2 1M
+    must qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=2 small.qcow2 1M
     qio -c 'write -P 0x01 0 1536' -c 'write -P 0x02 40k 512' -c 'write -P 0x03 700k 8k' \
         -c 'write -z 900k 1k' small.qcow2
     # ext: extended L2 entries (2 KiB subclusters), lazy refcounts, 64-bit refcounts
-    qemu-img create -q -f qcow2 -o extended_l2=on,lazy_refcounts=on,refcount_bits=64 ext.qcow2 2M
+    must qemu-img create -q -f qcow2 -o extended_l2=on,lazy_refcounts=on,refcount_bits=64 ext.qcow2 2M
     qio -c 'write -P 0x33 0 4k' -c 'write -z 8k 2k' -c 'write -P 0x34 1M 64k' ext.qcow2
     # v2: compat 0.10 (version 2 header), 4 KiB clusters
-    qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=4k v2.qcow2 8M
+    must qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=4k v2.qcow2 8M
     qio -c 'write -P 0x66 4k 12k' -c 'write -c -P 0x67 1M 4k' -c 'write -P 0x68 7M 4k' v2.qcow2
     # a chain: raw base, qcow2 overlay with a relative backing name
     head -c 1048576 /dev/zero | tr '\0' 'B' > base.raw
-    qemu-img create -q -f qcow2 -b base.raw -F raw over.qcow2 1M
+    [ "$(wc -c < base.raw)" -eq 1048576 ] || bail "base.raw is not 1 MiB"
+    must qemu-img create -q -f qcow2 -b base.raw -F raw over.qcow2 1M
     qio -c 'write -P 0x55 64k 64k' over.qcow2
     # a corrupt copy of basic: L1 entry 0 points far beyond the end of file
-    cp basic.qcow2 bad.qcow2
-    python3 - bad.qcow2 <<'PY'
+    must cp basic.qcow2 bad.qcow2
+    must python3 - bad.qcow2 <<'PY'
 import struct, sys
 with open(sys.argv[1], "r+b") as f:
     f.seek(40); l1 = struct.unpack(">Q", f.read(8))[0]
     f.seek(l1); f.write(struct.pack(">Q", (1 << 63) | (1 << 40)))
 PY
-    echo "this is not an image" > text.img
+    echo "this is not an image" > text.img || bail "cannot write text.img"
     make_crafted
-    qemu-img check -q basic.qcow2 && qemu-img check -q small.qcow2 && qemu-img check -q ext.qcow2 &&
-        qemu-img check -q v2.qcow2 || echo "# qemu-img check: a test image is not clean"
+    # refcounts.lua counts owners against these refcounts: the images must
+    # be clean (no leaks, no corruptions), or the oracle is wrong.
+    for i in basic small ext v2 over plain; do
+        qemu-img check $i.qcow2 >check.out 2>&1 || bail "qemu-img check: $i.qcow2 is not clean" check.out
+    done
     # QEMU's map asks the host file for holes only when st_blocks looks like
     # metadata preallocation (qcow2_detect_metadata_preallocation), and
     # st_blocks shrinks once delayed allocation is written back: sync first,
     # so qemu-img map and qinspect see the same file state.
     sync
-    for i in basic small ext v2 over; do qemu-img convert -O raw $i.qcow2 $i.raw; done
-    qemu-img convert -l snapshot.name=snap1 -O raw basic.qcow2 basic.snap1.raw
-    qemu-img convert -l snapshot.name=snap2 -O raw basic.qcow2 basic.snap2.raw
+    for i in basic small ext v2 over; do must qemu-img convert -O raw $i.qcow2 $i.raw; done
+    must qemu-img convert -l snapshot.name=snap1 -O raw basic.qcow2 basic.snap1.raw
+    must qemu-img convert -l snapshot.name=snap2 -O raw basic.qcow2 basic.snap2.raw
     for i in basic small ext v2 over; do
-        qemu-img info --output=json $i.qcow2 > $i.json
-        qemu-img map --output=json $i.qcow2 > $i.map.json
+        qemu-img info --output=json $i.qcow2 > $i.json || bail "qemu-img info $i.qcow2 failed"
     done
-    cd - >/dev/null || exit 1
+    cd - >/dev/null || bail "cd - failed"
 }
 
 # Crafted images for explain() and the examples, and crafted.lua with what
@@ -90,10 +113,10 @@ PY
 #  bits:     reserved bit 1 set in L2 entry 0; l1bits: bit 3 in L1 entry 0
 #  extbad:   ext image, subcluster 0 of guest 0 marked allocated and zero
 make_crafted() {
-    qemu-img create -q -f qcow2 plain.qcow2 1M
+    must qemu-img create -q -f qcow2 plain.qcow2 1M
     qio -c 'write -P 0x77 0 128k' plain.qcow2
-    for i in nocopied bits l1bits; do cp plain.qcow2 $i.qcow2; done
-    cp basic.qcow2 shared.qcow2; cp basic.qcow2 overref.qcow2; cp ext.qcow2 extbad.qcow2
+    for i in nocopied bits l1bits; do must cp plain.qcow2 $i.qcow2; done
+    must cp basic.qcow2 shared.qcow2; must cp basic.qcow2 overref.qcow2; must cp ext.qcow2 extbad.qcow2
     python3 - "$S" > crafted.lua <<'PY'
 import struct, sys
 d = sys.argv[1]
@@ -135,11 +158,12 @@ def lua(v):
     return "{" + ", ".join("%s = %s" % (k, lua(x)) for k, x in v.items()) + "}"
 print("return " + lua(out))
 PY
+    [ $? -eq 0 ] && [ -s crafted.lua ] || bail "the python that pokes the crafted images failed"
 }
 
 # ---- the independent oracle: qcow2 spec read with struct ----
 write_oracle() {
-cat > "$S/oracle.py" <<'PY'
+cat > "$S/oracle.py" <<'PY' || bail "cannot write oracle.py"
 import json, os, struct, sys
 
 MASK = 0x00FFFFFFFFFFFE00
@@ -267,6 +291,8 @@ for key in sys.argv[2:]:
     with open("%s/%s.json" % (d, key)) as j: info = json.load(j)
     e = image("%s/%s.qcow2" % (d, key), info)
     with open("%s/%s.map.json" % (d, key)) as j: e["map"] = json.load(j)
+    if os.path.exists("%s/%s.submap.json" % (d, key)):
+        with open("%s/%s.submap.json" % (d, key)) as j: e["submap"] = json.load(j)
     e.update(path="%s/%s.qcow2" % (d, key), raw="%s/%s.raw" % (d, key), dir=d,
              root=os.environ.get("QI_ROOT", ""))
     out[key] = e
@@ -276,11 +302,16 @@ PY
 # the moment it runs (QEMU's metadata-preallocation heuristic), and ext4
 # changes both while delayed writes settle: take the map again right before
 # each test so qinspect and qemu-img look at the same file state.
+# basic.submap.json: an unaligned range (12 KiB + 1 MiB + 8 KiB) for img:map(start, length).
 refresh_expect() {
     for i in basic small ext v2 over; do
-        qemu-img map --output=json "$S/$i.qcow2" > "$S/$i.map.json"
+        qemu-img map --output=json "$S/$i.qcow2" > "$S/$i.map.json" 2>"$S/oracle.err" ||
+            bail "qemu-img map $i.qcow2 failed" "$S/oracle.err"
     done
-    QI_ROOT=$root python3 "$S/oracle.py" "$S" basic small ext v2 over > "$S/expect.lua"
+    qemu-img map --output=json --start-offset 12288 --max-length 1056768 "$S/basic.qcow2" \
+        > "$S/basic.submap.json" 2>"$S/oracle.err" || bail "qemu-img map --start-offset failed" "$S/oracle.err"
+    QI_ROOT=$root python3 "$S/oracle.py" "$S" basic small ext v2 over > "$S/expect.lua" 2>"$S/oracle.err" ||
+        bail "the python oracle (oracle.py) failed" "$S/oracle.err"
 }
 refresh_expect
 }
@@ -291,6 +322,7 @@ run_lua() {
     refresh_expect
     local file=$1 key=$2 image=$3 line out rc plan=0 seen=0
     shift 3
+    ran="$ran $file"
     out=$("$Q" "$@" "$image" "$here/$file" "$S/expect.lua" "$key" 2>"$S/stderr")
     rc=$?
     while IFS= read -r line; do
@@ -301,14 +333,15 @@ run_lua() {
         *) echo "# $line" ;;
         esac
     done <<<"$out"
-    [ "$rc" -eq 0 ] && [ "$plan" -eq "$seen" ] && [ "$seen" -gt 0 ]
-    ok $? "$file[$key]: exit status 0 and the plan of $plan matches"
+    # nothing on stderr: a sanitizer or Lua warning there is a failure too
+    [ "$rc" -eq 0 ] && [ "$plan" -eq "$seen" ] && [ "$seen" -gt 0 ] && [ ! -s "$S/stderr" ]
+    ok $? "$file[$key]: exit status 0 (got $rc), no stderr, and the plan of $plan matches $seen lines"
     [ -s "$S/stderr" ] && diag "$S/stderr"
 }
 
 # ---- session checks (the process edge) ----
 session_checks() {
-    local b=$S/basic.qcow2 out rc
+    local b=$S/basic.qcow2 out rc expect
     out=$("$Q" -e 'io.write("1")' -e 'io.write("2")' "$b" -e 'io.write("3")' 2>&1)
     [ "$out" = "123" ]; ok $? "-e chunks run in order (got '$out')"
 
@@ -346,16 +379,16 @@ session_checks() {
     [ $rc -eq 1 ] && [[ $out == *"field 'raw' of L1 entry is read-only"* ]]
     ok $? "assigning a field raises read-only (got '$out')"
 
-    cp "$b" "$S/rw.qcow2"
+    must cp "$b" "$S/rw.qcow2"
     out=$("$Q" -w "$S/rw.qcow2" -e 'io.write(tostring(img.writable), " ", tostring(img))' 2>&1)
     [ "$out" = "true qcow2 image '$S/rw.qcow2' (rw, 64 KiB clusters)" ]; ok $? "-w opens read-write (got '$out')"
     out=$("$Q" -U "$b" -e 'io.write(tostring(img))' 2>&1)
     [ "$out" = "qcow2 image '$b' (ro, 64 KiB clusters)" ]; ok $? "-U opens read-only with force-share (got '$out')"
 
     out=$("$Q" "$b" -e 'io.write(hex(img:read(0, 20)))' 2>&1)
-    [ "$out" = "$(qemu-img convert -O raw "$b" /dev/stdout 2>/dev/null | head -c 20 | hexdump -C)" ] ||
-        [ "$out" = "$(head -c 20 "$S/basic.raw" | hexdump -C)" ]
-    ok $? "hex() prints like hexdump -C"
+    expect=$(head -c 20 "$S/basic.raw" | hexdump -C) || bail "hexdump -C failed"
+    same "$out" "$expect"; ok $? "hex() prints like hexdump -C"
+    same "$out" "$expect" || { echo "# got:"; echo "$out" | sed 's/^/#   /'; echo "# expected:"; echo "$expect" | sed 's/^/#   /'; }
 
     out=$("$Q" "$S/small.qcow2" "$root/examples/walk-l2.lua" 2>&1); rc=$?
     expect=$(python3 - "$S/small.qcow2" <<'PY'
@@ -375,16 +408,17 @@ for e in l1:
 print("L2 tables: %d" % tables)
 for t in sorted(types): print("%s: %d" % (t, types[t]))
 PY
-)
-    [ $rc -eq 0 ] && [ "$out" = "$expect" ]
+) || bail "the python oracle for walk-l2.lua failed"
+    [ $rc -eq 0 ] && same "$out" "$expect"
     ok $? "examples/walk-l2.lua summary matches the L2 tables read by python"
     [ "$out" = "$expect" ] || { echo "# got:"; echo "$out" | sed 's/^/#   /'; echo "# expected:"; echo "$expect" | sed 's/^/#   /'; }
 }
 
 # ---- examples/ on images made by qemu-img and poked by python ----
 example_checks() {
-    local out rc expect
-    out=$("$Q" "$S/basic.qcow2" "$root/examples/find-shared.lua" 2>&1 | grep -v '^  '); rc=$?
+    local out rc expect prc
+    "$Q" "$S/basic.qcow2" "$root/examples/find-shared.lua" >"$S/out" 2>&1; rc=$?
+    out=$(grep -v '^  ' "$S/out")
     expect=$(python3 - "$S/basic.qcow2" <<'PY'
 import struct, sys, os
 f = open(sys.argv[1], "rb"); h = f.read(112)
@@ -398,27 +432,32 @@ for c in range(n):
     if r > 1: shared += 1; print("cluster 0x%x refcount %d" % (c * cs, r))
 print("shared clusters: %d" % shared)
 PY
-)
-    [ "$out" = "$expect" ]; ok $? "examples/find-shared.lua lists the clusters python finds with refcount > 1"
-    [ "$out" = "$expect" ] || { echo "# got:"; echo "$out" | sed 's/^/#   /'; echo "# expected:"; echo "$expect" | sed 's/^/#   /'; }
-    out=$("$Q" "$S/basic.qcow2" "$root/examples/find-shared.lua" 2>&1 | grep -c '^  .*snapshot')
-    [ "$out" -gt 0 ]; ok $? "find-shared.lua names snapshot owners"
+) || bail "the python oracle for find-shared.lua failed"
+    case $expect in *"shared clusters: 0") bail "basic.qcow2 has no shared cluster: find-shared.lua would check nothing" ;; esac
+    [ $rc -eq 0 ] && same "$out" "$expect"
+    ok $? "examples/find-shared.lua lists the clusters python finds with refcount > 1"
+    same "$out" "$expect" || { echo "# got:"; echo "$out" | sed 's/^/#   /'; echo "# expected:"; echo "$expect" | sed 's/^/#   /'; }
+    [ "$(grep -c '^  .*snapshot' "$S/out")" -gt 0 ]; ok $? "find-shared.lua names snapshot owners"
 
-    out=$("$Q" "$S/overref.qcow2" "$root/examples/find-overreferenced.lua" 2>&1 | grep -v '^  ')
+    "$Q" "$S/overref.qcow2" "$root/examples/find-overreferenced.lua" >"$S/out" 2>&1; rc=$?
+    out=$(grep -v '^  ' "$S/out")
     expect=$(python3 -c "
 C = open('$S/crafted.lua').read()
 import re
 host = int(re.search(r'overref = \{host = (\d+), was = (\d+)\}', C).group(1))
 was = int(re.search(r'overref = \{host = (\d+), was = (\d+)\}', C).group(2))
-print('cluster 0x%x refcount 1 references %d' % (host, was)); print('over-referenced clusters: 1')")
-    [ "$out" = "$expect" ]; ok $? "examples/find-overreferenced.lua reports exactly the cluster python poked"
-    [ "$out" = "$expect" ] || { echo "# got: $out"; echo "# expected: $expect"; }
-    out=$("$Q" "$S/basic.qcow2" "$root/examples/find-overreferenced.lua" 2>&1)
-    [ "$out" = "over-referenced clusters: 0" ]; ok $? "find-overreferenced.lua finds nothing on a clean image"
+print('cluster 0x%x refcount 1 references %d' % (host, was)); print('over-referenced clusters: 1')") ||
+        bail "the python oracle for find-overreferenced.lua failed"
+    [ $rc -eq 0 ] && same "$out" "$expect"
+    ok $? "examples/find-overreferenced.lua reports exactly the cluster python poked"
+    same "$out" "$expect" || { echo "# got: $out"; echo "# expected: $expect"; }
+    out=$("$Q" "$S/basic.qcow2" "$root/examples/find-overreferenced.lua" 2>&1); rc=$?
+    [ $rc -eq 0 ] && [ "$out" = "over-referenced clusters: 0" ]; ok $? "find-overreferenced.lua finds nothing on a clean image"
 
-    mkdir -p "$S/sum" && cp "$S/plain.qcow2" "$S/nocopied.qcow2" "$S/text.img" "$S/sum/"
+    must mkdir -p "$S/sum"
+    must cp "$S/plain.qcow2" "$S/nocopied.qcow2" "$S/text.img" "$S/sum/"
     "$Q" "$S/basic.qcow2" "$root/examples/summarize.lua" "$S/sum" "$S/missing.qcow2" > "$S/sum.jsonl" 2>"$S/err"; rc=$?
-    python3 - "$S" <<'PY'
+    python3 - "$S" 2>"$S/perr" <<'PY'
 import json, subprocess, sys
 S = sys.argv[1]
 lines = [json.loads(l) for l in open(S + "/sum.jsonl")]
@@ -433,8 +472,10 @@ assert by[S + "/sum/plain.qcow2"]["problems"] == [], by[S + "/sum/plain.qcow2"]
 assert [p["problem"] for p in by[S + "/sum/nocopied.qcow2"]["problems"]] == ["copied_missing"]
 assert "error" in by[S + "/sum/text.img"] and by[S + "/missing.qcow2"]["code"] == "ENOENT"
 PY
-    [ $rc -eq 0 ] && [ $? -eq 0 ]
+    prc=$?  # the assertions' status, taken before any other command runs
+    [ $rc -eq 0 ] && [ $prc -eq 0 ]
     ok $? "examples/summarize.lua: one JSON object per image, qemu-img facts, the poked COPIED, open failures"
+    [ $prc -eq 0 ] || diag "$S/perr"
     [ -s "$S/err" ] && diag "$S/err"
 }
 
@@ -455,5 +496,11 @@ run_lua snapshots.lua basic "$S/basic.qcow2"
 run_lua objects.lua basic "$S/basic.qcow2"
 session_checks
 example_checks
+# a test file added to tests/lua but not to the list above would never run
+notrun=
+for f in "$here"/*.lua; do
+    case " $ran " in *" ${f##*/} "*) ;; *) notrun="$notrun ${f##*/}" ;; esac
+done
+[ -z "$notrun" ]; ok $? "every tests/lua/*.lua file ran${notrun:+ (not run:$notrun)}"
 echo "1..$n"
 [ "$failed" -eq 0 ]

@@ -4,6 +4,7 @@
 local t = require "qinspect.tap"
 local E = dofile(arg[1])[arg[2]]
 local snaps = img.snapshots
+t.is(#E.snapshots, 2, "python reads the two snapshots run.sh made (snap1, snap2)")
 t.is(#snaps, #E.snapshots, "#img.snapshots is the number qemu-img lists")
 t.is(snaps.offset, E.header.snapshots_offset, "snapshots.offset is the header's")
 for i, want in ipairs(E.snapshots) do

@@ -5,8 +5,10 @@ local E = dofile(arg[1])[arg[2]]
 local MASK = 0x00fffffffffffe00
 
 -- Compare every item of a list check; report the first mismatch only.
+-- An empty list fails: a check over nothing proves nothing.
 local function all(name, n, check)
   local bad
+  if n <= 0 then bad = "no items to check" end
   for i = 0, n - 1 do
     local why = check(i)
     if why then bad = string.format("index %d: %s", i, why) break end
@@ -55,7 +57,10 @@ for i = 0, #l1 - 1 do
     if tab ~= nil then t.ok(false, "unallocated L1 entry " .. i .. " has no L2 table") end
   else
     tables = tables + 1
-    local want = E.l2[tab.offset]
+    local want = E.l2[E.l1[i + 1] & MASK]
+    t.ok(tab ~= nil and want ~= nil and tab.offset == E.l1[i + 1] & MASK,
+         "L2 table of L1 entry " .. i .. " is at the offset python read")
+    want = want or {}
     t.is(#tab, E.l2_entries, "#t of L2 table " .. i .. " is the entries per table")
     all("L2 table of L1 entry " .. i .. ": every entry", #tab, function(j)
       return expect_l2(want[j], tab[j])

@@ -9,7 +9,8 @@
 # Expected output is chosen so it never appears in the typed input
 # (`print(40+2)` waits for a line "42"). Images are made with qemu-img and
 # qemu-io in a scratch directory removed at exit, together with the tmux
-# server. Without tmux (or qemu-img) the suite is skipped.
+# server. A missing tmux, qemu-img or qemu-io is a failure (`not ok`),
+# never a skip.
 #
 # Env: QINSPECT (default ./qinspect), TIMEOUT (seconds per wait).
 set -u
@@ -19,13 +20,15 @@ QINSPECT=${QINSPECT:-./qinspect}
 case $QINSPECT in /*) ;; *) QINSPECT=$(pwd)/$QINSPECT ;; esac
 TIMEOUT=${TIMEOUT:-20}
 
-if ! command -v tmux >/dev/null 2>&1; then
-    echo "1..0 # SKIP no tmux"
-    exit 0
-fi
-if ! command -v qemu-img >/dev/null 2>&1 || ! command -v qemu-io >/dev/null 2>&1; then
-    echo "1..0 # SKIP no qemu-img/qemu-io"
-    exit 0
+missing=
+for t in tmux qemu-img qemu-io; do
+    command -v "$t" >/dev/null 2>&1 || missing="$missing $t"
+done
+[ -x "$QINSPECT" ] || missing="$missing $QINSPECT"
+if [ -n "$missing" ]; then
+    echo "not ok 1 - required tools not installed:$missing (see README: Quick start)"
+    echo "1..1"
+    exit 1
 fi
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/qi-repl.XXXXXX") || exit 1
@@ -91,8 +94,13 @@ start() {
 
 # ---- images ----
 img=$scratch/t.qcow2
-qemu-img create -q -f qcow2 "$img" 4M || exit 1
-qemu-io -c 'write -q -P 0x11 0 64k' "$img" >/dev/null || exit 1
+if ! out=$(qemu-img create -q -f qcow2 "$img" 4M 2>&1 &&
+    qemu-io -f qcow2 -c 'write -q -P 0x11 0 64k' "$img" 2>&1) || [ -n "$out" ]; then
+    echo "not ok 1 - setup: qemu-img/qemu-io could not make the image"
+    printf '%s\n' "$out" | sed 's/^/# /'
+    echo "1..1"
+    exit 1
+fi
 home=$scratch/home
 mkdir -p "$home"
 prompt='t.qcow2 (ro)> '
@@ -211,8 +219,16 @@ enter 'os.exit(3)'
 check "os.exit() leaves with its status" until_ok has_line '\[exited 3\]'
 
 # ---- not a terminal: never paged ----
-out=$(QINSPECT_PAGER="sed s/^/PAGED:/" "$QINSPECT" -e 'pp(("x\n"):rep(100))' "$img" | grep -c PAGED)
-check "output to a pipe is not paged" [ "$out" -eq 0 ]
+# the output itself must be there: no output at all is not "unpaged"
+QINSPECT_PAGER="sed s/^/PAGED:/" "$QINSPECT" -e 'pp(("x\n"):rep(100))' "$img" \
+    >"$scratch/pipe.out" 2>&1
+if [ "$(grep -cx x "$scratch/pipe.out")" -eq 100 ] && ! grep -q PAGED "$scratch/pipe.out"; then
+    ok "output to a pipe is not paged"
+else
+    n=$((n + 1)) failed=$((failed + 1))
+    echo "not ok $n - output to a pipe is not paged (100 lines 'x', none 'PAGED:')"
+    head -n 5 "$scratch/pipe.out" | sed 's/^/#   output: /'
+fi
 
 echo "1..$n"
 [ "$failed" -eq 0 ]

@@ -172,6 +172,94 @@ static void header_checks(void)
     tap_ok(h.refcount_order == 4 && h.header_length == 72, "v2 implies 16-bit refcounts, 72 bytes");
 }
 
+/* The boundaries of the header checks, one field at a time from the valid
+ * header of put_header (qcow2 spec, "Header"; QEMU's limits). */
+static void header_limits(void)
+{
+    uint8_t b[512];
+    qi_err err;
+    uint64_t fsz = 4 << 16;
+    /* header_length: at least 104 and a multiple of 8 */
+    put_header(b, 3, 16, 1 << 20);
+    qi_put_be32(b + 100, 108);
+    tap_ok(parse(b, 112, fsz, &err) == QI_ECORRUPT && err.offset == 100 &&
+           strstr(err.message, "multiple of 8"), "header_length 108 (not a multiple of 8) refused");
+    qi_put_be32(b + 100, 104);
+    tap_is_u64((uint64_t)parse(b, 112, fsz, &err), 0, "header_length 104 accepted");
+    /* refcount_order: at most 6 (64-bit refcounts) */
+    put_header(b, 3, 16, 1 << 20);
+    qi_put_be32(b + 96, 6);
+    tap_is_u64((uint64_t)parse(b, 112, fsz, &err), 0, "refcount_order 6 accepted");
+    qi_put_be32(b + 96, 7);
+    tap_ok(parse(b, 112, fsz, &err) == QI_ECORRUPT && err.offset == 96,
+           "refcount_order 7 refused at offset 96");
+    /* extended L2 entries: 32 subclusters of at least 512 bytes, so clusters
+     * of at least 16 KiB (cluster_bits 14) */
+    put_header(b, 3, 14, 1 << 20);
+    qi_put_be64(b + 72, QI_INCOMPAT_EXTL2);
+    tap_is_u64((uint64_t)parse(b, 112, 4 << 14, &err), 0,
+               "extended L2 with 16 KiB clusters accepted");
+    put_header(b, 3, 13, 1 << 20);
+    qi_put_be64(b + 72, QI_INCOMPAT_EXTL2);
+    tap_ok(parse(b, 112, 4 << 13, &err) == QI_ECORRUPT && err.offset == 20,
+           "extended L2 with 8 KiB clusters refused at offset 20");
+    /* the L1 table must cover the virtual size: one entry of a 64 KiB
+     * cluster image maps 8192 clusters, 512 MiB */
+    put_header(b, 3, 16, 512ull << 20);
+    tap_is_u64((uint64_t)parse(b, 112, fsz, &err), 0, "1 L1 entry maps 512 MiB");
+    put_header(b, 3, 16, (512ull << 20) + 1);
+    tap_ok(parse(b, 112, fsz, &err) == QI_ECORRUPT && err.offset == 36 &&
+           strstr(err.message, "too small"), "1 L1 entry cannot map 512 MiB + 1 byte");
+    qi_put_be32(b + 36, 2);
+    tap_is_u64((uint64_t)parse(b, 112, fsz, &err), 0, "2 L1 entries map 512 MiB + 1 byte");
+    /* a table must end inside the file: the 8-byte L1 table at 0x30000 */
+    put_header(b, 3, 16, 1 << 20);
+    tap_is_u64((uint64_t)parse(b, 112, (3 << 16) + 8, &err), 0,
+               "L1 table ending at the last byte of the file accepted");
+    tap_ok(parse(b, 112, (3 << 16) + 7, &err) == QI_ECORRUPT &&
+           !strcmp(err.structure, "L1 table") && strstr(err.message, "end of the file"),
+           "L1 table ending one byte past the end of the file refused");
+}
+
+/* A snapshot table entry (qcow2 spec, "Snapshot table"): 40 fixed bytes,
+ * then EXTRA bytes of extra data (vm_state_size_large, disk size, icount),
+ * the ID "1" and the name "snap". */
+static size_t put_snapshot(uint8_t *b, uint32_t extra)
+{
+    memset(b, 0, 128);
+    qi_put_be64(b, 0x50000);                    /* L1 table offset */
+    qi_put_be32(b + 8, 2);                      /* L1 size */
+    qi_put_be16(b + 12, 1);                     /* id length */
+    qi_put_be16(b + 14, 4);                     /* name length */
+    qi_put_be32(b + 36, extra);
+    qi_put_be64(b + 40, 0x1234);                /* vm_state_size_large */
+    qi_put_be64(b + 48, 1ull << 30);            /* disk size */
+    qi_put_be64(b + 56, 777);                   /* icount */
+    memcpy(b + 40 + extra, "1snap", 5);
+    return 40 + extra + 5;
+}
+
+static void snapshot_extra_data(void)
+{
+    uint8_t b[128];
+    qi_snapshot s;
+    qi_err err;
+    size_t used = 0, len = put_snapshot(b, 24);
+    int rc = qi_format_parse_snapshot(b, len, 0x1000, 3, "t", &s, &used, &err);
+    tap_ok(rc == 0 && s.has_disk_size && s.disk_size == 1ull << 30 && s.has_icount &&
+           s.icount == 777 && s.vm_state_size == 0x1234 && !strcmp(s.id, "1") &&
+           !strcmp(s.name, "snap") && used == 72,
+           "24 bytes of extra data: disk size and icount present, entry padded to 72");
+    free(s.id);
+    free(s.name);
+    len = put_snapshot(b, 16);
+    rc = qi_format_parse_snapshot(b, len, 0x1000, 3, "t", &s, &used, &err);
+    tap_ok(rc == 0 && s.has_disk_size && !s.has_icount && !strcmp(s.name, "snap") &&
+           used == 64, "16 bytes of extra data: disk size, no icount");
+    free(s.id);
+    free(s.name);
+}
+
 typedef struct seen { int n; uint32_t types[4]; } seen;
 static int on_ext(void *p, uint32_t type, uint32_t len, uint64_t off, const uint8_t *d)
 {
@@ -209,6 +297,8 @@ int main(void)
     compressed_descriptor();
     l2_types();
     header_checks();
+    header_limits();
+    snapshot_extra_data();
     extensions();
     return tap_done();
 }

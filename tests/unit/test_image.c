@@ -8,6 +8,11 @@
 #include <string.h>
 #include <stdarg.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <time.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 
 #include "image.h"
 #include "tap.h"
@@ -120,29 +125,108 @@ static void backing_chains(void)
     }
 }
 
+/* The qemu-io process that holds lk.qcow2 open for writing in locks(). It
+ * is killed by kill_holder() at the end of locks() and at exit, and by the
+ * kernel (PR_SET_PDEATHSIG) if this test dies any other way. */
+static pid_t lock_holder;
+
+static void kill_holder(void)
+{
+    if (lock_holder > 0) {
+        kill(lock_holder, SIGKILL);
+        waitpid(lock_holder, NULL, 0);
+        lock_holder = 0;
+    }
+}
+
+/* Start `qemu-io -c 'sleep 600000' NAME` (600 s) with its output in
+ * NAME.log; returns its pid, or -1. */
+static pid_t start_holder(const char *name)
+{
+    char log[600];
+    pid_t parent = getpid(), pid;
+    snprintf(log, sizeof log, "%s.log", path(name));
+    fflush(stdout);
+    pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        execlp("qemu-io", "qemu-io", "-f", "qcow2", "-c", "sleep 600000", path(name),
+               (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* 1 if the oracle sees the lock: qemu-img info on NAME is refused with
+ * QEMU's own lock error. */
+static int lock_refused(const char *name)
+{
+    return sh("qemu-img info %s 2>&1 | grep -q 'Failed to get shared \"write\" lock'",
+              name) == 0;
+}
+
+/* Wait until the oracle sees the lock that PID (qemu-io) takes on NAME, for
+ * at most 60 s however loaded the machine is. Returns 1 when it does, 0
+ * with WHY set when qemu-io exited first or the time ran out. */
+static int wait_for_lock(pid_t pid, const char *name, char *why, size_t n)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        if (lock_refused(name))
+            return 1;
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            lock_holder = 0;
+            snprintf(why, n, "qemu-io exited (status %d) before it held the lock",
+                     WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+            return 0;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if (t.tv_sec - t0.tv_sec >= 60) {
+            snprintf(why, n, "qemu-io did not hold the lock within 60 s "
+                     "(qemu-img info still opens the image)");
+            return 0;
+        }
+        usleep(50000);
+    }
+}
+
 static void locks(void)
 {
     qi_err err;
-    sh("qemu-img create -f qcow2 lk.qcow2 1M");
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "qemu-io -c 'sleep 600000' %s >/dev/null 2>&1 & echo $!",
-             path("lk.qcow2"));
-    FILE *q = popen(cmd, "r");
-    int pid = 0;
-    if (!q || fscanf(q, "%d", &pid) != 1)
-        pid = 0;
-    if (q)
-        pclose(q);
-    usleep(800000);
-    tap_ok(open_err("lk.qcow2", &err, 0) == QI_EBUSY && strstr(err.message, "write"),
-           "read-only open refused while QEMU writes: %s", err.message);
-    tap_is_u64((uint64_t)open_err("lk.qcow2", &err, QI_OPEN_FORCE_SHARE), 0,
-               "force-share (-U) reads anyway");
-    if (pid > 0) {
-        snprintf(cmd, sizeof cmd, "kill %d; sleep 0.3", pid);
-        if (system(cmd) != 0)
-            tap_diag("kill failed");
+    char why[200] = "qemu-img create failed";
+    int held = 0;
+    atexit(kill_holder);
+    if (sh("qemu-img create -f qcow2 lk.qcow2 1M") == 0) {
+        snprintf(why, sizeof why, "cannot start qemu-io");
+        lock_holder = start_holder("lk.qcow2");
+        if (lock_holder > 0)
+            held = wait_for_lock(lock_holder, "lk.qcow2", why, sizeof why);
     }
+    if (!tap_ok(held, "setup: qemu-io holds the write lock on lk.qcow2 (qemu-img info is "
+                "refused)%s%s", held ? "" : ": ", held ? "" : why)) {
+        size_t len;
+        char *log = (char *)slurp("lk.qcow2.log", &len);
+        if (log && len)
+            tap_diag("qemu-io: %.*s", (int)(len > 300 ? 300 : len), log);
+        free(log);
+    } else {
+        tap_ok(open_err("lk.qcow2", &err, 0) == QI_EBUSY && strstr(err.message, "write"),
+               "read-only open refused while QEMU writes: %s", err.message);
+        tap_is_u64((uint64_t)open_err("lk.qcow2", &err, QI_OPEN_FORCE_SHARE), 0,
+                   "force-share (-U) reads anyway");
+        tap_ok(lock_refused("lk.qcow2"), "qemu-io still held the lock after the checks");
+    }
+    kill_holder();
     tap_is_u64((uint64_t)open_err("lk.qcow2", &err, 0), 0, "opens after QEMU is gone");
 }
 

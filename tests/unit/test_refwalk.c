@@ -10,7 +10,9 @@
  * here. The L1/L2 tables are parsed the same way to prove that each image
  * holds what it is meant to exercise (zero-allocated clusters, compressed
  * clusters at unaligned byte offsets). The compressed images are also read
- * back whole through qi_image_read and compared with qemu-img convert. */
+ * back whole through qi_image_read and compared with qemu-img convert.
+ * Also: a refcount table of two clusters, and a persistent bitmap with data
+ * clusters and an "all ones" table entry (which references nothing). */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -416,6 +418,62 @@ static void compressed(const char *type, unsigned cs)
         reads_as(name, src, cs + cs / 2 + 512);
 }
 
+/* A refcount table of two clusters: 512-byte clusters with 64-bit
+ * refcounts (64 per block, 64 blocks per table cluster) and more than the
+ * 2 MiB one table cluster covers. Both table clusters are references. */
+static void two_cluster_reftable(void)
+{
+    raw r;
+    check_image("rt2.qcow2", "qemu-img create -f qcow2 -o cluster_size=512,refcount_bits=64 "
+                "rt2.qcow2 4M && qemu-io -c 'write -P 1 0 3M' rt2.qcow2 && "
+                "qemu-img snapshot -c s rt2.qcow2");
+    int ok = raw_load(&r, "rt2.qcow2") == 0;
+    tap_ok(ok && r.rt_len == 1024 && be(&r, r.rt_off + 512, 8) != 0,
+           "rt2.qcow2: refcount table of %" PRIu64 " bytes, its second cluster in use",
+           ok ? r.rt_len : 0);
+    free(r.b);
+}
+
+/* A persistent bitmap (granularity 512, 4 KiB clusters: 4 table entries)
+ * that qemu-io dirtied in entries 0 and 2. Entry 1 is then set to 1 by
+ * hand: "all ones" without a data cluster (qcow2 spec, bitmap table entry:
+ * bit 0 with offset 0), which qemu-img check accepts and which references
+ * nothing. */
+static void bitmap_all_ones(void)
+{
+    const char *name = "bm.qcow2";
+    raw r = { 0 };
+    uint64_t table = 0, n = 0, data = 0, ones = 0;
+    if (sh("qemu-img create -f qcow2 -o cluster_size=4k %s 64M && "
+           "qemu-img bitmap --add -g 512 %s b1 && "
+           "qemu-io -c 'write -P 1 0 64k' -c 'write -P 2 40M 64k' %s", name, name, name) != 0 ||
+        raw_read(&r, name) < 0) {
+        tap_ok(0, "%s: made", name);
+        free(r.b);
+        return;
+    }
+    /* header extensions from header_length on, 8-byte aligned */
+    for (uint64_t off = be(&r, 100, 4); off + 8 <= 4096 && be(&r, off, 4);
+         off += 8 + ((be(&r, off + 4, 4) + 7) & ~7ull))
+        if (be(&r, off, 4) == 0x23852875) {
+            uint64_t bdir = be(&r, off + 8 + 16, 8);
+            table = be(&r, bdir, 8);
+            n = be(&r, bdir + 8, 4);
+        }
+    for (uint64_t i = 0; i < n; i++)
+        data += (be(&r, table + 8 * i, 8) & 0x00fffffffffffe00ull) != 0;
+    free(r.b);
+    FILE *f = fopen(path(name), "r+b");
+    static const uint8_t one[8] = { 0, 0, 0, 0, 0, 0, 0, 1 };
+    if (f && table && fseek(f, (long)(table + 8), SEEK_SET) == 0 && fwrite(one, 1, 8, f) == 8)
+        ones = 1;
+    if (f)
+        fclose(f);
+    tap_ok(n == 4 && data == 2 && ones, "%s: bitmap table of %" PRIu64 " entries, %" PRIu64
+           " with data clusters, entry 1 set to all ones", name, n, data);
+    check_image(name, "true");
+}
+
 typedef struct owners { int n, l2; } owners;
 static int on_owner(void *p, const qi_ref *r)
 {
@@ -464,6 +522,8 @@ int main(void)
                 "qemu-io -c 'write -P 1 4k 4k' -c 'write -z 1M 8k' ext.qcow2 && "
                 "qemu-img bitmap --add ext.qcow2 bm");
     zero_allocated();
+    two_cluster_reftable();
+    bitmap_all_ones();
     static const unsigned sizes[] = { 512, 4096, 65536 };
     for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         compressed("zlib", sizes[i]);

@@ -145,9 +145,13 @@ TZ=America/New_York t_check "snapshot -l in another time zone equals qemu-img" \
 # qemu-io keeps held.qcow2 open for writing (its sleep is in ms). The name
 # is neutral: a message that only repeats the path must not pass for one
 # that explains the lock. Setup waits, up to LOCK_WAIT seconds (default
-# 60), until qemu-img itself is refused the lock, so no check runs before
-# QEMU holds it, however loaded the machine; if it never does, setup fails.
+# 60), until the kernel shows qemu-io's OFD locks in /proc/locks and then
+# qemu-img itself is refused the lock, so no check runs before QEMU holds
+# it, however loaded the machine; if it never does, setup fails. (Polling
+# with qemu-img alone races: its own shared lock can make a qemu-io that is
+# still starting fail to get "write".)
 LOCK_WAIT=${LOCK_WAIT:-60}
+ofd_locked() { grep -q "OFDLCK.*:$(stat -c %i held.qcow2) " /proc/locks; }
 lock_refused() { # qemu-img info is refused with QEMU's lock error
     if qemu-img info held.qcow2 >lock.out 2>&1; then
         echo "qemu-img info opened held.qcow2: nobody holds its lock"
@@ -161,7 +165,7 @@ if qemu-img create -q -f qcow2 held.qcow2 1M; then
     holder=$!
     t_bg "$holder"
     deadline=$((SECONDS + LOCK_WAIT))
-    until lock_refused >/dev/null; do
+    until ofd_locked && lock_refused >/dev/null; do
         if ! kill -0 "$holder" 2>/dev/null; then
             setup="qemu-io exited before it held the lock: $(head -c 300 holder.log)"
             break

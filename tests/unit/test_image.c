@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <time.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "image.h"
@@ -173,15 +174,34 @@ static int lock_refused(const char *name)
               name) == 0;
 }
 
+/* 1 if /proc/locks shows an OFD lock on NAME's inode (the kernel's view;
+ * looking does not take a lock, unlike qemu-img info, whose own shared lock
+ * would make a qemu-io that is still starting fail to get "write"). */
+static int ofd_locked(const char *name)
+{
+    struct stat st;
+    char line[256], want[64];
+    int found = 0;
+    FILE *f;
+    if (stat(path(name), &st) < 0 || !(f = fopen("/proc/locks", "r")))
+        return 0;
+    snprintf(want, sizeof want, ":%llu ", (unsigned long long)st.st_ino);
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, "OFDLCK") && strstr(line, want);
+    fclose(f);
+    return found;
+}
+
 /* Wait until the oracle sees the lock that PID (qemu-io) takes on NAME, for
- * at most 60 s however loaded the machine is. Returns 1 when it does, 0
- * with WHY set when qemu-io exited first or the time ran out. */
+ * at most 60 s however loaded the machine is: first in /proc/locks, then
+ * qemu-img info must be refused. Returns 1 when it is, 0 with WHY set when
+ * qemu-io exited first or the time ran out. */
 static int wait_for_lock(pid_t pid, const char *name, char *why, size_t n)
 {
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
-        if (lock_refused(name))
+        if (ofd_locked(name) && lock_refused(name))
             return 1;
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {

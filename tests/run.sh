@@ -9,6 +9,7 @@
 #   tests/lua/run.sh                  Lua API tests
 #   tests/repl/run.sh                 the REPL through tmux
 #   tests/bad/run.sh                  crafted bad images
+#   tests/crash/run.sh                a crash at every write index of the write paths
 # A suite counts its "ok" and "not ok" lines. Counted as one more failure
 # each, and printed with the suite name: a suite that exits nonzero without
 # printing a failing line, exits with 86 (a sanitizer's status, below),
@@ -209,7 +210,7 @@ for t in tests/cli/*.sh; do
 done
 [ "$n_cli" -gt 0 ] || missing cli "no tests/cli/*.sh suite"
 
-for t in tests/lua/run.sh tests/repl/run.sh; do
+for t in tests/lua/run.sh tests/repl/run.sh tests/crash/run.sh; do
     if [ -f "$t" ]; then
         run_suite "${t#tests/}" bash "$t"
     else

@@ -89,6 +89,20 @@ int qi_image_read_snapshot(qi_image *img, uint32_t snap, void *buf,
  * yet; nothing written), QI_ECORRUPT, QI_EIO, QI_ENOSPC, QI_ENOMEM. */
 int qi_image_write(qi_image *img, const void *buf, uint64_t off, size_t len);
 
+/* Make [OFF, OFF+LEN) read as zeros. Whole clusters of a version 3 image
+ * get the zero flag as QEMU sets it (keeping their host cluster unless
+ * UNMAP, or the cluster was compressed); pieces of clusters, and version 2
+ * images, get zero bytes written (copy-on-write as qi_image_write). Same
+ * returns and ordering as qi_image_write. */
+int qi_image_zero(qi_image *img, uint64_t off, uint64_t len, bool unmap);
+
+/* Discard the whole clusters in [OFF, OFF+LEN) (the pieces at either end
+ * are left alone, as QEMU does): their host clusters lose the reference;
+ * they read as zeros afterwards where a backing file could show through or
+ * they were allocated (version 3), else as unallocated. Same returns and
+ * ordering as qi_image_write. */
+int qi_image_discard(qi_image *img, uint64_t off, uint64_t len);
+
 /* Write every cached change back in crash-safe order and sync (fdatasync).
  * A no-op on a read-only image. Returns 0, QI_EIO, QI_ENOSPC, QI_ECORRUPT. */
 int qi_image_flush(qi_image *img);

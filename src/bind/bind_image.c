@@ -446,6 +446,44 @@ static int m_write(lua_State *L)
     return 0;
 }
 
+/* img:zero(offset, length [, {unmap=bool}]): make the range read as zeros
+ * (zero flag on whole clusters, zero bytes on pieces). */
+static int m_zero(lua_State *L)
+{
+    static const char *const opt_names[] = { "unmap", NULL };
+    qi_image *img = qi_bind_check_image(L, 1);
+    uint64_t off = qi_bind_checkoffset(L, 2), len = qi_bind_checkoffset(L, 3);
+    bool unmap = false;
+    int rc;
+    qi_bind_checkoptions(L, 4, opt_names);
+    if (lua_istable(L, 4)) {
+        unmap = lua_getfield(L, 4, "unmap") != LUA_TNIL && lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    if (!qi_image_writable(img))
+        return luaL_error(L, "image opened read-only; reopen with -w");
+    luaL_argcheck(L, off <= qi_image_size(img) && len <= qi_image_size(img) - off, 3,
+                  "offset + length is beyond the virtual size");
+    if ((rc = qi_image_zero(img, off, len, unmap)) < 0)
+        return qi_bind_raise(L, img, rc);
+    return 0;
+}
+
+/* img:discard(offset, length): drop the whole clusters in the range. */
+static int m_discard(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, 1);
+    uint64_t off = qi_bind_checkoffset(L, 2), len = qi_bind_checkoffset(L, 3);
+    int rc;
+    if (!qi_image_writable(img))
+        return luaL_error(L, "image opened read-only; reopen with -w");
+    luaL_argcheck(L, off <= qi_image_size(img) && len <= qi_image_size(img) - off, 3,
+                  "offset + length is beyond the virtual size");
+    if ((rc = qi_image_discard(img, off, len)) < 0)
+        return qi_bind_raise(L, img, rc);
+    return 0;
+}
+
 /* img:flush(): write every cached change back in crash-safe order and sync. */
 static int m_flush(lua_State *L)
 {
@@ -459,6 +497,8 @@ static int m_flush(lua_State *L)
 static const luaL_Reg image_methods[] = {
     { "read", m_read },
     { "write", m_write },
+    { "zero", m_zero },
+    { "discard", m_discard },
     { "flush", m_flush },
     { "read_snapshot", m_read_snapshot },
     { "l2_for", m_l2_for },

@@ -311,6 +311,140 @@ int qi_image_write(qi_image *img, const void *buf, uint64_t off, size_t len)
     return rc;
 }
 
+/* Set the L2 entry of guest cluster CI to NEW_RAW (a function of the old
+ * entry: NEW_OF(img, old, arg)), the old host cluster(s) losing their
+ * reference when the new entry drops them.
+ * Crash table:
+ *   1. the L2 entry changes (L2 cache, written after the refcount blocks)
+ *                                          crash: consistent, old or new
+ *   2. dropped host cluster(s) -1, deferred until the entry is on disk
+ *                                          crash: leak */
+typedef uint64_t (*entry_fn)(const qi_image *img, const qi_l2_entry *e, int arg);
+
+static int change_entry(qi_image *img, uint64_t ci, entry_fn new_of, int arg)
+{
+    const qi_geom *g = &img->g;
+    uint32_t l2i = (uint32_t)(ci & (g->l2_entries - 1));
+    uint64_t l2_off, raw, old_raw;
+    qi_l2_entry e;
+    qi_l1view v;
+    int rc;
+    /* no L2 table and nothing to change: do not allocate one */
+    if ((rc = qi_cluster_view_active(img, &v)) < 0 ||
+        (rc = qi_cluster_l2_offset(img, &v, ci >> g->l2_bits, &l2_off)) < 0)
+        return rc;
+    if (!l2_off) {
+        qi_format_decode_l2(g, false, 0, 0, &e);
+        if (new_of(img, &e, arg) == 0)
+            return 0;
+    }
+    if ((rc = qi_cluster_l2_for_write(img, ci >> g->l2_bits, &l2_off)) < 0 ||
+        (rc = qi_cluster_l2_entry(img, l2_off, l2i, &e)) < 0)
+        return rc;
+    raw = new_of(img, &e, arg);
+    if (raw == e.raw)
+        return 0;
+    if ((rc = qi_cluster_set_l2(img, l2_off, l2i, raw, &old_raw)) < 0)
+        return rc;
+    img->cbuf_off = 0;
+    if ((raw & QI_L2E_OFFSET_MASK) == e.host_offset && e.type != QI_CLUSTER_COMPRESSED)
+        return 0;           /* the host cluster stays referenced */
+    if (e.type == QI_CLUSTER_COMPRESSED)
+        return qi_refcount_free_later(img, e.host_offset, e.csize);
+    if (e.type == QI_CLUSTER_NORMAL || e.type == QI_CLUSTER_ZERO_ALLOC)
+        return qi_refcount_free_later(img, e.host_offset, g->cluster_size);
+    return 0;
+}
+
+/* Zeroing a whole cluster, as QEMU does it on a version 3 image: without
+ * unmap an allocated (normal or zero) cluster keeps its host cluster and
+ * its COPIED flag and gets the zero flag; a compressed cluster, an
+ * unallocated one, or any cluster with unmap becomes a plain zero entry.
+ * A version 2 image without a backing file makes it unallocated (reads as
+ * zeros); with one, zero bytes are written instead (not here). */
+static uint64_t zeroed(const qi_image *img, const qi_l2_entry *e, int unmap)
+{
+    if (img->hdr.version < 3)   /* no zero flag; no backing file: unallocated */
+        return 0;
+    bool keep = !unmap && (e->type == QI_CLUSTER_NORMAL || e->type == QI_CLUSTER_ZERO_ALLOC);
+    return keep ? (e->raw | QI_OFLAG_ZERO) : QI_OFLAG_ZERO;
+}
+
+/* Discarding a whole cluster, as QEMU does it (not a full discard): on a
+ * version 3 image, where a backing file could show through or the cluster
+ * was allocated, it reads as zeros afterwards (zero flag), else it becomes
+ * unallocated. A version 2 image has no zero flag: without a backing file
+ * the cluster becomes unallocated; with one, QEMU leaves it as it is. */
+static uint64_t discarded(const qi_image *img, const qi_l2_entry *e, int unused)
+{
+    (void)unused;
+    if (img->hdr.version < 3)
+        return img->backing_name ? e->raw : 0;
+    bool alloc = e->type == QI_CLUSTER_NORMAL || e->type == QI_CLUSTER_ZERO_ALLOC ||
+                 e->type == QI_CLUSTER_COMPRESSED;
+    return img->backing_name || alloc ? QI_OFLAG_ZERO : 0;
+}
+
+static int check_range(qi_image *img, const char *what, uint64_t off, uint64_t len)
+{
+    int rc;
+    if ((rc = write_supported(img)) < 0)
+        return rc;
+    if (off > img->size || len > img->size - off)
+        return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "%s of %" PRIu64 " bytes at %#"
+                       PRIx64 " is beyond the virtual size %" PRIu64, what, len, off,
+                       img->size);
+    return 0;
+}
+
+int qi_image_zero(qi_image *img, uint64_t off, uint64_t len, bool unmap)
+{
+    uint32_t cs = img->g.cluster_size;
+    uint8_t *zeros = NULL;
+    int rc;
+    if ((rc = check_range(img, "zero", off, len)) < 0)
+        return rc;
+    while (len && rc == 0) {
+        uint32_t in = (uint32_t)(off & (cs - 1));
+        uint64_t n = cs - in < len ? cs - in : len;
+        bool whole = in == 0 && (n == cs || off + n == img->size);
+        if (whole && (img->hdr.version >= 3 || !img->backing_name)) {
+            rc = change_entry(img, off >> img->g.cluster_bits, zeroed, unmap);
+        } else if (!zeros && !(zeros = calloc(1, 2ull * cs))) {
+            rc = qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
+        } else {
+            /* a piece of a cluster, or version 2 over a backing file: zero bytes */
+            rc = write_cluster(img, off >> img->g.cluster_bits, in, zeros, (uint32_t)n,
+                               zeros + cs);
+        }
+        off += n;
+        len -= n;
+    }
+    free(zeros);
+    if (rc == 0 && img->n_pending > 4096)
+        rc = qi_refcount_settle(img);
+    return rc;
+}
+
+int qi_image_discard(qi_image *img, uint64_t off, uint64_t len)
+{
+    uint32_t cs = img->g.cluster_size;
+    int rc;
+    if ((rc = check_range(img, "discard", off, len)) < 0)
+        return rc;
+    /* only whole clusters (the last one may end at the virtual size) */
+    uint64_t first = (off + cs - 1) / cs, end = off + len;
+    for (uint64_t ci = first; rc == 0 && ci * (uint64_t)cs < end; ci++) {
+        uint64_t cend = (ci + 1) * (uint64_t)cs;
+        if (cend > end && end != img->size)
+            break;
+        rc = change_entry(img, ci, discarded, 0);
+    }
+    if (rc == 0 && img->n_pending > 4096)
+        rc = qi_refcount_settle(img);
+    return rc;
+}
+
 int qi_image_flush(qi_image *img)
 {
     int rc;

@@ -102,4 +102,11 @@ qemu-img create -q -f qcow2 -o cluster_size=512 small.base 2M
 qio -c 'write -P 0x61 0 110k' small.base
 scenario small 'img:write(200000, string.rep("g", 16000))'
 
+# zero (keeping and unmapping) and discard over data, compressed and
+# shared clusters
+qemu-img create -q -f qcow2 zdisc.base 16M
+qio -c 'write -c -P 0x71 0 64k' -c 'write -P 0x72 64k 1M' zdisc.base
+qemu-img snapshot -c s1 zdisc.base
+scenario zdisc 'img:zero(0, 196608) img:zero(262144, 131072, {unmap=true}) img:discard(458752, 196608)'
+
 t_done

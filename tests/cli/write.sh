@@ -160,6 +160,36 @@ t_check "unaligned zero and discard through qinspect" "$QINSPECT" -w \
 t_check "unaligned zero and discard: clean" qemu-img check -q zdu.qi
 t_check "unaligned zero and discard: the guest data equals qemu-io's" qemu-img compare -q zdu.qi zdu.qio
 
+# locks: while a -w session holds the image, qemu-io cannot open it for
+# writing (run from inside the session, so no timing is involved)
+qemu-img create -q -f qcow2 lk.qcow2 1M
+out=$("$QINSPECT" -w -e 'img:write(0, "abc")
+    local ok = os.execute("qemu-io -f qcow2 -c \"write 0 512\" lk.qcow2 >lk.err 2>&1")
+    assert(not ok, "qemu-io could write while qinspect -w had the image")
+    local e = io.open("lk.err"):read("a")
+    assert(e:find("lock"), "qemu-io failed without a lock error: " .. e)' lk.qcow2 2>&1)
+if [ $? -eq 0 ]; then t_ok "while qinspect -w has the image, qemu-io cannot open it for writing"
+else t_fail "while qinspect -w has the image, qemu-io cannot open it for writing"; printf '%s\n' "$out" | t_diag; fi
+# and while qemu-io holds it, -w is refused with a clear message
+qemu-io -f qcow2 -c 'sleep 600000' lk.qcow2 >/dev/null 2>&1 &
+lkpid=$!
+t_bg "$lkpid"
+ino=$(stat -c %i lk.qcow2)
+for _ in $(seq 600); do grep -q "OFDLCK.*:$ino " /proc/locks && break; sleep 0.1; done
+if ! grep -q "OFDLCK.*:$ino " /proc/locks; then
+    t_fail "setup: qemu-io did not lock lk.qcow2 within 60 s"
+else
+    out=$("$QINSPECT" -w -e 'img:write(0, "x")' lk.qcow2 2>&1)
+    rc=$?
+    if [ $rc -eq 1 ] && printf '%s' "$out" | grep -q 'lock'; then
+        t_ok "while qemu-io has the image, qinspect -w is refused naming the lock"
+    else
+        t_fail "while qemu-io has the image, qinspect -w is refused naming the lock (rc $rc)"
+        printf '%s\n' "$out" | t_diag
+    fi
+fi
+kill "$lkpid" 2>/dev/null; wait "$lkpid" 2>/dev/null
+
 # features writes do not handle yet: a clear error, the file unchanged
 qemu-img create -q -f qcow2 -o extended_l2=on ext.qcow2 8M
 qemu-img create -q -f qcow2 -o data_file=ext.data dfile.qcow2 8M

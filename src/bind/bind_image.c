@@ -10,8 +10,10 @@
  * Calls: bind_util, bind_err, bind_meta, bind_table, include/qi. */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "qi/trace.h"
 #include "bind_int.h"
 
 /* ---- open / close ---- */
@@ -484,6 +486,87 @@ static int m_discard(lua_State *L)
     return 0;
 }
 
+/* ---- img:trace ---- */
+
+#define QI_MT_TRACEBOX "qinspect.tracebox"
+
+/* The records of a stopped trace, owned by a userdata so that a raise
+ * while building the Lua result frees them (convention 12). */
+typedef struct tracebox {
+    qi_trace_rec *recs;
+} tracebox;
+
+static int tracebox_gc(lua_State *L)
+{
+    tracebox *t = luaL_checkudata(L, 1, QI_MT_TRACEBOX);
+    free(t->recs);
+    t->recs = NULL;
+    return 0;
+}
+
+static void push_u64_field(lua_State *L, const char *k, uint64_t v)
+{
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, -2, k);
+}
+
+static void push_record(lua_State *L, const qi_trace_rec *r)
+{
+    uint32_t kept = r->n_changes < QI_TRACE_MAX_CHANGES ? r->n_changes : QI_TRACE_MAX_CHANGES;
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, r->structure);
+    lua_setfield(L, -2, "structure");
+    lua_pushstring(L, r->file);
+    lua_setfield(L, -2, "file");
+    push_u64_field(L, "offset", r->offset);
+    push_u64_field(L, "length", r->length);
+    if (r->n_changes) {
+        lua_createtable(L, (int)kept, 0);
+        for (uint32_t i = 0; i < kept; i++) {
+            lua_createtable(L, 0, 3);
+            push_u64_field(L, "offset", r->changes[i].offset);
+            push_u64_field(L, "old", r->changes[i].old_value);
+            push_u64_field(L, "new", r->changes[i].new_value);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        lua_setfield(L, -2, "changes");
+        push_u64_field(L, "changed_words", r->n_changes);
+    }
+}
+
+/* img:trace(fn) -> list of the on-disk writes fn caused, in order: each
+ * {structure, file, offset, length [, changes = {{offset, old, new}...},
+ * changed_words]}, syncs as {structure = "barrier"}. An error in fn is
+ * raised again after tracing stops. */
+static int m_trace(lua_State *L)
+{
+    qi_bind_check_image(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    tracebox *box = lua_newuserdatauv(L, sizeof *box, 0);
+    box->recs = NULL;
+    if (luaL_newmetatable(L, QI_MT_TRACEBOX)) {
+        lua_pushcfunction(L, tracebox_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    if (qi_trace_start() < 0)
+        return luaL_error(L, "img:trace is already recording (it does not nest)");
+    lua_pushvalue(L, 2);
+    int st = lua_pcall(L, 0, 0, 0);
+    size_t n = 0;
+    int rc = qi_trace_stop(&box->recs, &n);
+    if (st != LUA_OK)
+        return lua_error(L);
+    if (rc < 0)
+        return luaL_error(L, "out of memory while recording the trace");
+    lua_createtable(L, n > INT32_MAX ? 0 : (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        push_record(L, &box->recs[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
 /* img:flush(): write every cached change back in crash-safe order and sync. */
 static int m_flush(lua_State *L)
 {
@@ -500,6 +583,7 @@ static const luaL_Reg image_methods[] = {
     { "zero", m_zero },
     { "discard", m_discard },
     { "flush", m_flush },
+    { "trace", m_trace },
     { "read_snapshot", m_read_snapshot },
     { "l2_for", m_l2_for },
     { "refcount", m_refcount },

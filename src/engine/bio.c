@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "qi/fault.h"
+#include "qi/trace.h"
 #include "bio.h"
 #include "err.h"
 
@@ -429,3 +431,82 @@ void qi_fault_arm(uint64_t limit, bool drop_unsynced) { qi_bio_fault_arm(limit, 
 int qi_fault_crash(void) { return qi_bio_fault_crash(); }
 uint64_t qi_fault_writes(void) { return qi_bio_fault_writes(); }
 bool qi_fault_tripped(void) { return qi_bio_fault_tripped(); }
+
+/* ---- write tracing (include/qi/trace.h) ---- */
+
+static struct {
+    int on, oom;
+    qi_trace_rec *recs;
+    size_t n, cap;
+} tr;
+
+static int is_data(const char *structure)
+{
+    return !strcmp(structure, "data cluster") || !strcmp(structure, "COW cluster");
+}
+
+static void trace_rec(void *payload, qi_bio *b, const char *structure, uint64_t off,
+                      size_t len, const void *buf)
+{
+    qi_trace_rec *r;
+    (void)payload;
+    if (tr.n == tr.cap) {
+        size_t cap = tr.cap ? 2 * tr.cap : 64;
+        qi_trace_rec *p = cap <= (64u << 20) / sizeof *p ? realloc(tr.recs, cap * sizeof *p) : NULL;
+        if (!p) {
+            tr.oom = 1;
+            return;
+        }
+        tr.recs = p;
+        tr.cap = cap;
+    }
+    r = &tr.recs[tr.n++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->structure, sizeof r->structure, "%s", structure);
+    snprintf(r->file, sizeof r->file, "%s", b->path);
+    r->offset = off;
+    r->length = len;
+    if (!buf || is_data(structure))
+        return;
+    /* the words that change: compare with the file as it is now */
+    for (size_t i = 0; i + 8 <= len; i += 8) {
+        uint8_t old[8] = { 0 };
+        uint64_t o = 0, nw = 0;
+        if (off + i < b->size && pread(b->fd, old, 8, (off_t)(off + i)) < 0)
+            memset(old, 0, 8);
+        for (int k = 0; k < 8; k++) {
+            o = o << 8 | old[k];
+            nw = nw << 8 | ((const uint8_t *)buf)[i + k];
+        }
+        if (o == nw)
+            continue;
+        if (r->n_changes < QI_TRACE_MAX_CHANGES)
+            r->changes[r->n_changes] = (qi_trace_change){ off + i, o, nw };
+        r->n_changes++;
+    }
+}
+
+int qi_trace_start(void)
+{
+    if (tr.on || fault.trace)
+        return QI_EINVAL;
+    tr.on = 1;
+    tr.oom = 0;
+    tr.n = 0;
+    qi_bio_set_trace(trace_rec, NULL);
+    return 0;
+}
+
+int qi_trace_stop(qi_trace_rec **recs, size_t *n)
+{
+    int oom = tr.oom;
+    qi_bio_set_trace(NULL, NULL);
+    *recs = oom ? NULL : tr.recs;
+    *n = oom ? 0 : tr.n;
+    if (oom)
+        free(tr.recs);
+    tr.recs = NULL;
+    tr.n = tr.cap = 0;
+    tr.on = 0;
+    return oom ? QI_ENOMEM : 0;
+}

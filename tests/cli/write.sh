@@ -190,6 +190,41 @@ else
 fi
 kill "$lkpid" 2>/dev/null; wait "$lkpid" 2>/dev/null
 
+# img:trace: the on-disk writes of an allocating write, in crash-safe order
+qemu-img create -q -f qcow2 tr.qcow2 8M
+out=$("$QINSPECT" -w -e '
+    local t = img:trace(function() img:write(65536, string.rep("x", 65536)); img:flush() end)
+    local pos = {}
+    for i, r in ipairs(t) do pos[r.structure] = pos[r.structure] or i end
+    for _, s in ipairs{"data cluster", "refcount block", "L1 table", "L2 table", "barrier"} do
+      assert(pos[s], "no " .. s .. " record") end
+    -- the new L2 table is linked into L1 only after it is on disk, counted
+    local l1, l2, data
+    for i, r in ipairs(t) do
+      if r.structure == "L1 table" then l1 = l1 or i end
+      if r.structure == "L2 table" then l2 = i end
+      if r.structure == "data cluster" then data = r end
+    end
+    assert(pos["refcount block"] < pos["L2 table"], "refcount block after the L2 table")
+    assert(pos["L2 table"] < l1, "L1 entry written before its L2 table")
+    local b = 0
+    for i = pos["refcount block"], l1 do if t[i].structure == "barrier" then b = b + 1 end end
+    assert(b >= 1, "no barrier between the refcount block and the L1 entry")
+    -- the last L2 write points guest cluster 1 at the data, COPIED set
+    local c = t[l2].changes
+    assert(c and #c == 1 and c[1].new == (data.offset | (1 << 63)), "L2 change is not data|COPIED")
+    assert(data.length == 65536 and t[l1].changes[1].old == 0, "data or L1 record")
+    -- a barrier separates the data from the L2 entry that points at it
+    local seen = false
+    for i = 1, l2 do if t[i] == data then seen = true elseif seen and t[i].structure == "barrier" then seen = "ok" end end
+    assert(seen == "ok", "no barrier between the data and the L2 entry")
+    local ok, e = pcall(img.trace, img, function() error("inner") end)
+    assert(not ok and tostring(e):find("inner"), "error in fn is raised again")
+    ' tr.qcow2 2>&1)
+if [ $? -eq 0 ]; then t_ok "img:trace: data and refcount block, barrier, L2 table, L1 entry, in that order"
+else t_fail "img:trace: data and refcount block, barrier, L2 table, L1 entry, in that order"; printf '%s\n' "$out" | t_diag; fi
+t_check "tr: clean after the traced write" qemu-img check -q tr.qcow2
+
 # features writes do not handle yet: a clear error, the file unchanged
 qemu-img create -q -f qcow2 -o extended_l2=on ext.qcow2 8M
 qemu-img create -q -f qcow2 -o data_file=ext.data dfile.qcow2 8M

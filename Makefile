@@ -64,17 +64,22 @@ $(B)/gen/lua_blobs.c: $(LUA_SRC) scripts/embed-lua.sh
 $(B)/gen/lua_blobs.o: $(B)/gen/lua_blobs.c
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-# Unit tests: each links tests/tap.o and the engine objects of its own layer
-# and below (scripts/unit-deps.sh), so an upward call fails to link.
-$(B)/tests/test_%: tests/unit/test_%.c $(B)/tests/tap.o $(ENGINE_OBJ)
+# Unit tests: each links tests/tap.o, tests/unit/testutil.o (libc only) and
+# the engine objects of its own layer and below (scripts/unit-deps.sh), so an
+# upward call fails to link.
+$(B)/tests/test_%: tests/unit/test_%.c $(B)/tests/tap.o $(B)/tests/testutil.o $(ENGINE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(B)/tests/tap.o \
+	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(B)/tests/tap.o $(B)/tests/testutil.o \
 	    $(addprefix $(B)/src/engine/,$(addsuffix .o,$(shell sh scripts/unit-deps.sh $*))) \
 	    $(ALL_LDFLAGS) $(PKG_LIBS) -lm
 
 $(B)/tests/tap.o: tests/tap.c tests/tap.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests -c -o $@ $<
+
+$(B)/tests/testutil.o: tests/unit/testutil.c tests/unit/testutil.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(FUZZ_DRV): tests/fuzz/replay.c $(ENGINE_OBJ)
 	@mkdir -p $(dir $@)

@@ -281,17 +281,34 @@ static int write_cluster(qi_image *img, uint64_t ci, uint32_t in, const uint8_t 
     return 0;
 }
 
+static int check_range(qi_image *img, const char *what, uint64_t off, uint64_t len)
+{
+    int rc;
+    if ((rc = write_supported(img)) < 0)
+        return rc;
+    if (off > img->size || len > img->size - off)
+        return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "%s of %" PRIu64 " bytes at %#"
+                       PRIx64 " is beyond the virtual size %" PRIu64, what, len, off,
+                       img->size);
+    return 0;
+}
+
+/* After an operation: a long run of copy-on-writes settles now and then,
+ * so the list of deferred decrements stays small. */
+static int end_op(qi_image *img, int rc)
+{
+    if (rc == 0 && img->n_pending > 4096)
+        rc = qi_refcount_settle(img);
+    return rc;
+}
+
 int qi_image_write(qi_image *img, const void *buf, uint64_t off, size_t len)
 {
     const uint8_t *p = buf;
     uint8_t *scratch = NULL;
     int rc;
-    if ((rc = write_supported(img)) < 0)
+    if ((rc = check_range(img, "write", off, len)) < 0)
         return rc;
-    if (off > img->size || len > img->size - off)
-        return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "write of %zu bytes at %#"
-                       PRIx64 " is beyond the virtual size %" PRIu64, len, off,
-                       img->size);
     if (!(scratch = malloc(img->g.cluster_size)))
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
     while (len && rc == 0) {
@@ -304,11 +321,7 @@ int qi_image_write(qi_image *img, const void *buf, uint64_t off, size_t len)
         len -= n;
     }
     free(scratch);
-    /* a long run of copy-on-writes settles now and then, so the deferred
-     * list stays small */
-    if (rc == 0 && img->n_pending > 4096)
-        rc = qi_refcount_settle(img);
-    return rc;
+    return end_op(img, rc);
 }
 
 /* Set the L2 entry of guest cluster CI to NEW_RAW (a function of the old
@@ -385,18 +398,6 @@ static uint64_t discarded(const qi_image *img, const qi_l2_entry *e, int unused)
     return img->backing_name || alloc ? QI_OFLAG_ZERO : 0;
 }
 
-static int check_range(qi_image *img, const char *what, uint64_t off, uint64_t len)
-{
-    int rc;
-    if ((rc = write_supported(img)) < 0)
-        return rc;
-    if (off > img->size || len > img->size - off)
-        return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "%s of %" PRIu64 " bytes at %#"
-                       PRIx64 " is beyond the virtual size %" PRIu64, what, len, off,
-                       img->size);
-    return 0;
-}
-
 int qi_image_zero(qi_image *img, uint64_t off, uint64_t len, bool unmap)
 {
     uint32_t cs = img->g.cluster_size;
@@ -421,9 +422,7 @@ int qi_image_zero(qi_image *img, uint64_t off, uint64_t len, bool unmap)
         len -= n;
     }
     free(zeros);
-    if (rc == 0 && img->n_pending > 4096)
-        rc = qi_refcount_settle(img);
-    return rc;
+    return end_op(img, rc);
 }
 
 int qi_image_discard(qi_image *img, uint64_t off, uint64_t len)
@@ -440,9 +439,7 @@ int qi_image_discard(qi_image *img, uint64_t off, uint64_t len)
             break;
         rc = change_entry(img, ci, discarded, 0);
     }
-    if (rc == 0 && img->n_pending > 4096)
-        rc = qi_refcount_settle(img);
-    return rc;
+    return end_op(img, rc);
 }
 
 int qi_image_flush(qi_image *img)

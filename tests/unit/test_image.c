@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdarg.h>
 #include <unistd.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -17,45 +16,7 @@
 
 #include "image.h"
 #include "tap.h"
-
-static char dir[] = "/tmp/qi-image-XXXXXX";
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    char full[4200];
-    snprintf(full, sizeof full, "cd %s && (%s) >/dev/null 2>&1", dir, cmd);
-    return system(full);
-}
-
-static char *path(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
-    return buf[k];
-}
-
-static uint8_t *slurp(const char *name, size_t *len)
-{
-    FILE *f = fopen(path(name), "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc(*len ? *len : 1);
-    if (fread(p, 1, *len, f) != *len)
-        *len = 0;
-    fclose(f);
-    return p;
-}
+#include "testutil.h"
 
 /* Read the whole guest view (or snapshot SNAP >= 0) and compare with REF. */
 static void same_as(const char *img_name, int snap, const char *ref, const char *what)
@@ -63,8 +24,8 @@ static void same_as(const char *img_name, int snap, const char *ref, const char 
     qi_image *img;
     qi_err err;
     size_t len;
-    uint8_t *want = slurp(ref, &len), *got = NULL;
-    if (qi_image_open(&img, path(img_name), NULL, &err) < 0) {
+    uint8_t *want = tu_slurp(ref, &len), *got = NULL;
+    if (qi_image_open(&img, tu_path(img_name), NULL, &err) < 0) {
         tap_ok(0, "%s: open failed: %s", what, err.message);
         free(want);
         return;
@@ -83,7 +44,7 @@ static int open_err(const char *name, qi_err *err, unsigned flags)
     qi_image *img = NULL;
     qi_open_opts o = QI_OPEN_OPTS_INIT;
     o.flags = flags;
-    int rc = qi_image_open(&img, path(name), &o, err);
+    int rc = qi_image_open(&img, tu_path(name), &o, err);
     qi_image_close(img);
     return rc;
 }
@@ -91,32 +52,32 @@ static int open_err(const char *name, qi_err *err, unsigned flags)
 static void backing_chains(void)
 {
     qi_err err;
-    sh("qemu-img create -f qcow2 la.qcow2 1M && qemu-img create -f qcow2 -b la.qcow2 "
-       "-F qcow2 lb.qcow2 1M && qemu-img rebase -u -b lb.qcow2 -F qcow2 la.qcow2");
+    tu_sh("qemu-img create -f qcow2 la.qcow2 1M && qemu-img create -f qcow2 -b la.qcow2 "
+          "-F qcow2 lb.qcow2 1M && qemu-img rebase -u -b lb.qcow2 -F qcow2 la.qcow2");
     tap_ok(open_err("lb.qcow2", &err, 0) == QI_ECORRUPT &&
            !strcmp(err.structure, "backing chain") && strstr(err.message, "loop"),
            "backing loop refused: %s", err.message);
-    sh("qemu-img create -f qcow2 d0.qcow2 1M && for i in $(seq 1 70); do "
-       "qemu-img create -f qcow2 -u -b d$((i-1)).qcow2 -F qcow2 d$i.qcow2 1M; done");
+    tu_sh("qemu-img create -f qcow2 d0.qcow2 1M && for i in $(seq 1 70); do "
+          "qemu-img create -f qcow2 -u -b d$((i-1)).qcow2 -F qcow2 d$i.qcow2 1M; done");
     tap_ok(open_err("d70.qcow2", &err, 0) == QI_ECORRUPT && strstr(err.message, "deeper"),
            "70-deep chain refused at the depth limit: %s", err.message);
     tap_is_u64((uint64_t)open_err("d60.qcow2", &err, 0), 0, "60-deep chain opens");
-    sh("qemu-img create -f qcow2 -u -b nothere.qcow2 -F qcow2 miss.qcow2 1M");
+    tu_sh("qemu-img create -f qcow2 -u -b nothere.qcow2 -F qcow2 miss.qcow2 1M");
     tap_ok(open_err("miss.qcow2", &err, 0) < 0 && strstr(err.message, "nothere.qcow2"),
            "missing backing file named: %s", err.message);
     tap_is_u64((uint64_t)open_err("miss.qcow2", &err, QI_OPEN_NO_BACKING), 0,
                "opens without its backing chain when asked");
     /* a 1 MiB raw base under a 3 MiB top in a subdirectory: relative name */
-    sh("mkdir -p sub && qemu-img create -f raw sub/base.raw 1M && "
-       "qemu-io -f raw -c 'write -P 0x5a 0 1M' sub/base.raw && "
-       "qemu-img create -f qcow2 -b base.raw -F raw sub/top.qcow2 3M && "
-       "qemu-io -c 'write -P 0x6b 512k 1M' sub/top.qcow2 && "
-       "qemu-img convert -O raw sub/top.qcow2 top.ref");
+    tu_sh("mkdir -p sub && qemu-img create -f raw sub/base.raw 1M && "
+          "qemu-io -f raw -c 'write -P 0x5a 0 1M' sub/base.raw && "
+          "qemu-img create -f qcow2 -b base.raw -F raw sub/top.qcow2 3M && "
+          "qemu-io -c 'write -P 0x6b 512k 1M' sub/top.qcow2 && "
+          "qemu-img convert -O raw sub/top.qcow2 top.ref");
     same_as("sub/top.qcow2", -1, "top.ref", "shorter raw backing: zeros past its end");
     qi_image *img;
-    if (qi_image_open(&img, path("sub/top.qcow2"), NULL, &err) == 0) {
+    if (qi_image_open(&img, tu_path("sub/top.qcow2"), NULL, &err) == 0) {
         tap_is_str(qi_image_backing_name(img), "base.raw", "backing name as stored");
-        tap_is_str(qi_image_backing_full_name(img), path("sub/base.raw"),
+        tap_is_str(qi_image_backing_full_name(img), tu_path("sub/base.raw"),
                    "backing name resolved next to the image");
         tap_is_str(qi_image_backing_format(img), "raw", "backing format extension");
         tap_is_str(qi_image_format(qi_image_backing(img)), "raw", "backing opened raw");
@@ -146,7 +107,7 @@ static pid_t start_holder(const char *name)
 {
     char log[600];
     pid_t parent = getpid(), pid;
-    snprintf(log, sizeof log, "%s.log", path(name));
+    snprintf(log, sizeof log, "%s.log", tu_path(name));
     fflush(stdout);
     pid = fork();
     if (pid == 0) {
@@ -159,7 +120,7 @@ static pid_t start_holder(const char *name)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(127);
-        execlp("qemu-io", "qemu-io", "-f", "qcow2", "-c", "sleep 600000", path(name),
+        execlp("qemu-io", "qemu-io", "-f", "qcow2", "-c", "sleep 600000", tu_path(name),
                (char *)NULL);
         _exit(127);
     }
@@ -170,8 +131,8 @@ static pid_t start_holder(const char *name)
  * QEMU's own lock error. */
 static int lock_refused(const char *name)
 {
-    return sh("qemu-img info %s 2>&1 | grep -q 'Failed to get shared \"write\" lock'",
-              name) == 0;
+    return tu_sh("qemu-img info %s 2>&1 | grep -q 'Failed to get shared \"write\" lock'",
+                 name) == 0;
 }
 
 /* 1 if /proc/locks shows an OFD lock on NAME's inode (the kernel's view;
@@ -183,7 +144,7 @@ static int ofd_locked(const char *name)
     char line[256], want[64];
     int found = 0;
     FILE *f;
-    if (stat(path(name), &st) < 0 || !(f = fopen("/proc/locks", "r")))
+    if (stat(tu_path(name), &st) < 0 || !(f = fopen("/proc/locks", "r")))
         return 0;
     snprintf(want, sizeof want, ":%llu ", (unsigned long long)st.st_ino);
     while (!found && fgets(line, sizeof line, f))
@@ -226,7 +187,7 @@ static void locks(void)
     char why[200] = "qemu-img create failed";
     int held = 0;
     atexit(kill_holder);
-    if (sh("qemu-img create -f qcow2 lk.qcow2 1M") == 0) {
+    if (tu_sh("qemu-img create -f qcow2 lk.qcow2 1M") == 0) {
         snprintf(why, sizeof why, "cannot start qemu-io");
         lock_holder = start_holder("lk.qcow2");
         if (lock_holder > 0)
@@ -235,7 +196,7 @@ static void locks(void)
     if (!tap_ok(held, "setup: qemu-io holds the write lock on lk.qcow2 (qemu-img info is "
                 "refused)%s%s", held ? "" : ": ", held ? "" : why)) {
         size_t len;
-        char *log = (char *)slurp("lk.qcow2.log", &len);
+        char *log = (char *)tu_slurp("lk.qcow2.log", &len);
         if (log && len)
             tap_diag("qemu-io: %.*s", (int)(len > 300 ? 300 : len), log);
         free(log);
@@ -254,14 +215,15 @@ static void snapshots_and_cache(void)
 {
     qi_image *img;
     qi_err err;
-    sh("qemu-img create -f qcow2 -o cluster_size=512 sn.qcow2 8M && "
-       "qemu-io -c 'write -P 0x11 0 8M' sn.qcow2 && qemu-img snapshot -c one sn.qcow2 && "
-       "qemu-io -c 'write -P 0x22 1M 2M' -c 'discard 6M 512' -c 'write -c -P 0x33 6M 512' sn.qcow2 && "
-       "qemu-img convert -O raw sn.qcow2 sn.ref && "
-       "qemu-img convert -l snapshot.name=one -O raw sn.qcow2 sn1.ref");
+    tu_sh("qemu-img create -f qcow2 -o cluster_size=512 sn.qcow2 8M && "
+          "qemu-io -c 'write -P 0x11 0 8M' sn.qcow2 && qemu-img snapshot -c one sn.qcow2 && "
+          "qemu-io -c 'write -P 0x22 1M 2M' -c 'discard 6M 512' "
+          "-c 'write -c -P 0x33 6M 512' sn.qcow2 && "
+          "qemu-img convert -O raw sn.qcow2 sn.ref && "
+          "qemu-img convert -l snapshot.name=one -O raw sn.qcow2 sn1.ref");
     same_as("sn.qcow2", -1, "sn.ref", "active view after snapshot and COW");
     same_as("sn.qcow2", 0, "sn1.ref", "snapshot 'one' view as qemu-img convert -l");
-    if (qi_image_open(&img, path("sn.qcow2"), NULL, &err) < 0) {
+    if (qi_image_open(&img, tu_path("sn.qcow2"), NULL, &err) < 0) {
         tap_ok(0, "open sn.qcow2: %s", err.message);
         return;
     }
@@ -293,11 +255,11 @@ static void snapshots_and_cache(void)
 int main(void)
 {
     qi_err err;
-    if (!mkdtemp(dir))
+    if (tu_scratch("image") < 0)
         return 1;
     tap_ok(open_err("absent.qcow2", &err, 0) == QI_ENOENT &&
            strstr(err.file, "absent.qcow2"), "missing file: ENOENT naming it");
-    sh("printf 'not an image at all' > junk.qcow2");
+    tu_sh("printf 'not an image at all' > junk.qcow2");
     tap_ok(open_err("junk.qcow2", &err, 0) == QI_ECORRUPT && !strcmp(err.structure, "header"),
            "non-qcow2 file refused as qcow2: %s", err.message);
     tap_is_u64((uint64_t)open_err("junk.qcow2", &err, QI_OPEN_PROBE), 0,
@@ -305,6 +267,6 @@ int main(void)
     backing_chains();
     locks();
     snapshots_and_cache();
-    if (!getenv("KEEP")) sh("rm -rf %s", dir);
+    tu_cleanup();
     return tap_done();
 }

@@ -8,36 +8,13 @@
  * - zero clusters that keep their host offsets, compressed clusters, and
  *   subclusters of all three states. */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "image.h"
 #include "tap.h"
-
-static char dir[] = "/tmp/qi-map-XXXXXX";
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096], full[4200];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    snprintf(full, sizeof full, "cd %s && (%s) >/dev/null 2>&1", dir, cmd);
-    return system(full);
-}
-
-static char *path(const char *name)
-{
-    static char buf[4][600];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
-    return buf[k];
-}
+#include "testutil.h"
 
 typedef struct rec {
     uint64_t start, length, offset;
@@ -82,19 +59,10 @@ static uint64_t field(const char *p, const char *end, const char *key, bool *fou
 /* The records of `qemu-img map --output=json` in file NAME. */
 static int parse_qemu_map(const char *name, recs *v)
 {
-    FILE *f = fopen(path(name), "rb");
-    char *text;
-    long len;
-    if (!f)
+    size_t len;
+    char *text = (char *)tu_slurp(name, &len);
+    if (!text)
         return -1;
-    fseek(f, 0, SEEK_END);
-    len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    text = calloc(1, (size_t)len + 1);
-    if (fread(text, 1, (size_t)len, f) != (size_t)len)
-        len = 0;
-    fclose(f);
-    text[len] = 0;
     int bad = 0;
     for (char *p = strchr(text, '{'); p; p = strchr(p + 1, '{')) {
         char *end = strchr(p, '}');
@@ -151,13 +119,13 @@ static void same_map(const char *name, const char *make, size_t min_records)
     qi_image *img;
     qi_err err;
     snprintf(json, sizeof json, "%s.json", name);
-    if (sh("%s && qemu-img check %s && qemu-img map --output=json %s >%s", make, name,
-           name, json) != 0 || parse_qemu_map(json, &want) < 0) {
+    if (tu_sh("%s && qemu-img check %s && qemu-img map --output=json %s >%s", make, name,
+              name, json) != 0 || parse_qemu_map(json, &want) < 0) {
         tap_ok(0, "%s: made, clean, and mapped by qemu-img", name);
         free(want.r);
         return;
     }
-    if (qi_image_open(&img, path(name), NULL, &err) < 0) {
+    if (qi_image_open(&img, tu_path(name), NULL, &err) < 0) {
         tap_ok(0, "%s: open: %s", name, err.message);
         free(want.r);
         return;
@@ -189,15 +157,10 @@ static void same_map(const char *name, const char *make, size_t min_records)
 static void reverse_order(const char *name, unsigned cs, const char *opts, unsigned ncl)
 {
     char make[600];
-    FILE *f = fopen(path("cmds"), "w");
-    if (!f) {
+    if (tu_reverse_cmds(cs, ncl) < 0) {
         tap_ok(0, "%s: qemu-io commands written", name);
         return;
     }
-    for (unsigned i = ncl; i-- > 0;)
-        fprintf(f, "write -P %u %u %u\n", 1 + i % 250, i * cs, cs);
-    fprintf(f, "write -P 251 %u %u\n", (ncl + 2) * cs, 4 * cs);
-    fclose(f);
     snprintf(make, sizeof make, "qemu-img create -f qcow2 -o cluster_size=%u%s %s %u && "
              "qemu-io %s <cmds", cs, opts, name, (ncl + 8) * cs, name);
     same_map(name, make, ncl + 1);
@@ -205,7 +168,7 @@ static void reverse_order(const char *name, unsigned cs, const char *opts, unsig
 
 int main(void)
 {
-    if (!mkdtemp(dir))
+    if (tu_scratch("map") < 0)
         return 1;
     reverse_order("rev64k.qcow2", 65536, "", 12);
     reverse_order("rev-ext.qcow2", 65536, ",extended_l2=on", 12);
@@ -220,7 +183,6 @@ int main(void)
              "qemu-io -c 'write -P 1 4k 4k' -c 'write -P 2 0 2k' -c 'write -z 8k 4k' "
              "-c 'write -P 3 20k 40k' -c 'write -P 4 128k 64k' -c 'write -P 5 64k 8k' "
              "subc.qcow2", 6);
-    if (!getenv("KEEP"))
-        sh("rm -rf %s", dir);
+    tu_cleanup();
     return tap_done();
 }

@@ -3,11 +3,11 @@
  * is built here from the file (header parsed by format.c, a refcount block
  * cache), the way image.c would, without image.c.
  *
- * The oracle is independent of qinspect: every refcount is parsed here from
- * the raw file bytes (refcount table, refcount blocks of any width 1..64
- * bits, as the qcow2 spec lays them out), on images that `qemu-img check`
- * calls clean. The damaged images are damaged by hand and `qemu-img check`
- * must name the same damage:
+ * The oracle is independent of qinspect: every refcount is parsed from the
+ * raw file bytes by testutil.c (refcount table, refcount blocks of any
+ * width 1..64 bits, as the qcow2 spec lays them out), on images that
+ * `qemu-img check` calls clean. The damaged images are damaged by hand and
+ * `qemu-img check` must name the same damage:
  * - every cluster of the file, for every refcount width, equals the raw
  *   refcount (the index inside a block is cluster_index mod the entries per
  *   block);
@@ -18,97 +18,13 @@
  * - a table entry with reserved bits set, and one pointing at an unaligned
  *   refcount block, are corruption of that table entry. */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "refcount.h"
 #include "tap.h"
-
-static char dir[] = "/tmp/qi-refcount-XXXXXX";
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096], full[4200];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    snprintf(full, sizeof full, "cd %s && (%s) >/dev/null 2>&1", dir, cmd);
-    return system(full);
-}
-
-static char *path(const char *name)
-{
-    static char buf[4][600];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
-    return buf[k];
-}
-
-/* ---- the oracle: the image file parsed byte by byte ---- */
-
-typedef struct raw {
-    uint8_t *b;
-    uint64_t len;
-    unsigned cbits, order;
-    uint64_t rt_off, rt_len;    /* refcount table offset and bytes */
-} raw;
-
-static uint64_t be(const raw *r, uint64_t off, unsigned n)
-{
-    uint64_t v = 0;
-    for (unsigned i = 0; i < n; i++)
-        v = v << 8 | (off + i < r->len ? r->b[off + i] : 0);
-    return v;
-}
-
-static int raw_load(raw *r, const char *name)
-{
-    FILE *f = fopen(path(name), "rb");
-    memset(r, 0, sizeof *r);
-    if (!f)
-        return -1;
-    fseek(f, 0, SEEK_END);
-    r->len = (uint64_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    r->b = malloc(r->len ? r->len : 1);
-    if (fread(r->b, 1, r->len, f) != r->len)
-        r->len = 0;
-    fclose(f);
-    if (r->len < 104 || be(r, 4, 4) != 3)
-        return -1;
-    r->cbits = (unsigned)be(r, 20, 4);
-    r->rt_off = be(r, 48, 8);
-    r->rt_len = be(r, 56, 4) << r->cbits;
-    r->order = (unsigned)be(r, 96, 4);
-    return r->order <= 6 && r->cbits >= 9 && r->cbits <= 21 ? 0 : -1;
-}
-
-static uint64_t raw_per_block(const raw *r)
-{
-    return (8ull << r->cbits) >> r->order;
-}
-
-/* Refcount of host cluster K (0 past the table or in a missing block):
- * below 8 bits packed from the least significant bit of each byte, from
- * 8 bits on big-endian. */
-static uint64_t raw_refcount(const raw *r, uint64_t k)
-{
-    unsigned w = 1u << r->order;
-    uint64_t per_block = raw_per_block(r), ti = k / per_block, bi = k % per_block;
-    if (ti >= r->rt_len / 8)
-        return 0;
-    uint64_t blk = be(r, r->rt_off + 8 * ti, 8) & ~511ull;
-    if (!blk)
-        return 0;
-    if (w >= 8)
-        return be(r, blk + bi * (w / 8), w / 8);
-    return (be(r, blk + bi * w / 8, 1) >> (bi * w % 8)) & ((1u << w) - 1);
-}
+#include "testutil.h"
 
 /* ---- the layer-2 state of an image, without image.c ---- */
 
@@ -117,7 +33,7 @@ static int open_l2(qi_image *img, const char *name)
     uint8_t first[112] = { 0 };
     qi_err err;
     memset(img, 0, sizeof *img);
-    img->path = path(name);
+    img->path = tu_path(name);
     if (qi_bio_open(&img->file, img->path, false, QI_LOCK_NONE, &err) < 0) {
         tap_diag("%s: %s", name, err.message);
         return -1;
@@ -150,9 +66,9 @@ static void close_l2(qi_image *img)
  * table covers and the first it does not. */
 static void same_refcounts(const char *name, const char *make, unsigned min_shared)
 {
-    raw r;
+    tu_raw r;
     qi_image img;
-    if (sh("%s && qemu-img check %s", make, name) != 0 || raw_load(&r, name) < 0) {
+    if (tu_sh("%s && qemu-img check %s", make, name) != 0 || tu_raw_load(&r, name) < 0) {
         tap_ok(0, "%s: made and clean by qemu-img check", name);
         return;
     }
@@ -164,7 +80,7 @@ static void same_refcounts(const char *name, const char *make, unsigned min_shar
     uint64_t nclusters = (r.len >> r.cbits) + 64, bad = 0, shared = 0;
     int rc = 0;
     for (uint64_t k = 0; k < nclusters && rc == 0; k++) {
-        uint64_t got = UINT64_MAX, want = raw_refcount(&r, k);
+        uint64_t got = UINT64_MAX, want = tu_raw_refcount(&r, k);
         rc = qi_refcount_get(&img, k, &got);
         shared += want > 1;
         if (rc == 0 && got != want && !bad++)
@@ -178,17 +94,17 @@ static void same_refcounts(const char *name, const char *make, unsigned min_shar
            " differ, %" PRIu64 " above 1)", name, 1u << r.order, nclusters, bad, shared);
 
     /* the end of the refcount table: its last cluster and one past it */
-    uint64_t entries = r.rt_len / 8, end = entries * raw_per_block(&r);
+    uint64_t entries = r.rt_len / 8, end = entries * tu_raw_per_block(&r);
     uint64_t last = UINT64_MAX, past = UINT64_MAX, far = UINT64_MAX;
     int rc1 = qi_refcount_get(&img, end - 1, &last);
     int rc2 = qi_refcount_get(&img, end, &past);
     int rc3 = qi_refcount_get(&img, UINT64_MAX >> r.cbits, &far);
-    tap_ok(rc1 == 0 && last == raw_refcount(&r, end - 1) && rc2 == 0 && past == 0 &&
+    tap_ok(rc1 == 0 && last == tu_raw_refcount(&r, end - 1) && rc2 == 0 && past == 0 &&
            rc3 == 0 && far == 0,
            "%s: cluster %" PRIu64 " (last of %" PRIu64 " table entries) reads %" PRIu64
            ", cluster %" PRIu64 " (table index %" PRIu64 ") and the last cluster of "
            "2^64 read 0 (rc %d %d %d)", name, end - 1, entries, last, end,
-           end / raw_per_block(&r), rc1, rc2, rc3);
+           end / tu_raw_per_block(&r), rc1, rc2, rc3);
     close_l2(&img);
     free(r.b);
 }
@@ -198,31 +114,19 @@ static void same_refcounts(const char *name, const char *make, unsigned min_shar
  * needs a second table cluster. */
 static void full_table(void)
 {
-    raw r;
+    tu_raw r;
     const char *name = "full.qcow2";
     same_refcounts(name, "qemu-img create -f qcow2 -o cluster_size=512,refcount_bits=64 "
                    "full.qcow2 4M && qemu-io -c 'write -P 1 0 3M' full.qcow2 && "
                    "qemu-img snapshot -c s full.qcow2", 1);
     uint64_t used = 0;
-    if (raw_load(&r, name) == 0)
+    if (tu_raw_load(&r, name) == 0)
         for (uint64_t i = 0; i < r.rt_len / 8; i++)
-            used += be(&r, r.rt_off + 8 * i, 8) != 0;
+            used += tu_raw_be(&r, r.rt_off + 8 * i, 8) != 0;
     tap_ok(r.rt_len == 1024 && used >= 64 && r.len > (64ull * 64) << 9,
            "%s: refcount table of %" PRIu64 " bytes, %" PRIu64 " entries used, "
            "file of %" PRIu64 " bytes", name, r.rt_len, used, r.len);
     free(r.b);
-}
-
-static int file_put_be64(const char *name, uint64_t off, uint64_t v)
-{
-    uint8_t b[8];
-    for (int i = 0; i < 8; i++)
-        b[i] = (uint8_t)(v >> (56 - 8 * i));
-    FILE *f = fopen(path(name), "r+b");
-    int ok = f && fseek(f, (long)off, SEEK_SET) == 0 && fwrite(b, 1, 8, f) == 8;
-    if (f && fclose(f) != 0)
-        ok = 0;
-    return ok ? 0 : -1;
 }
 
 /* Copy good.qcow2 to NAME with refcount table entry 0 replaced by
@@ -231,21 +135,21 @@ static int file_put_be64(const char *name, uint64_t off, uint64_t v)
 static void damaged_entry(const char *name, uint64_t set, uint64_t add,
                           const char *expect, const char *what)
 {
-    raw r;
+    tu_raw r = { 0 };
     qi_image img;
-    if (sh("cp good.qcow2 %s", name) != 0 || raw_load(&r, name) < 0) {
+    if (tu_sh("cp good.qcow2 %s", name) != 0 || tu_raw_load(&r, name) < 0) {
         tap_ok(0, "%s: copied", name);
         free(r.b);
         return;
     }
-    uint64_t e = be(&r, r.rt_off, 8);
+    uint64_t e = tu_raw_be(&r, r.rt_off, 8);
     free(r.b);
-    if (!e || file_put_be64(name, r.rt_off, (e | set) + add) < 0) {
+    if (!e || tu_file_put_be(name, r.rt_off, (e | set) + add, 8) < 0) {
         tap_ok(0, "%s: refcount table entry 0 (%#" PRIx64 ") changed", name, e);
         return;
     }
-    tap_ok(sh("qemu-img check %s >%s.out 2>&1; [ $? -ne 0 ] && grep -q '%s' %s.out", name,
-              name, expect, name) == 0,
+    tap_ok(tu_sh("qemu-img check %s >%s.out 2>&1; [ $? -ne 0 ] && grep -q '%s' %s.out", name,
+                 name, expect, name) == 0,
            "%s: qemu-img check reports '%s'", name, expect);
     if (open_l2(&img, name) < 0) {
         tap_ok(0, "%s: opened at layer 2", name);
@@ -263,18 +167,18 @@ static void damaged_entry(const char *name, uint64_t set, uint64_t add,
 
 static void damaged_table(void)
 {
-    raw r;
+    tu_raw r;
     qi_image img;
     uint64_t got = 0;
-    if (sh("qemu-img create -f qcow2 good.qcow2 1M && "
-           "qemu-io -c 'write -P 1 0 64k' good.qcow2") != 0 || raw_load(&r, "good.qcow2") < 0 ||
-        open_l2(&img, "good.qcow2") < 0) {
+    if (tu_sh("qemu-img create -f qcow2 good.qcow2 1M && "
+              "qemu-io -c 'write -P 1 0 64k' good.qcow2") != 0 ||
+        tu_raw_load(&r, "good.qcow2") < 0 || open_l2(&img, "good.qcow2") < 0) {
         tap_ok(0, "good.qcow2: made and opened");
         free(r.b);
         return;
     }
     int rc = qi_refcount_get(&img, 0, &got);
-    tap_ok(rc == 0 && got == 1 && raw_refcount(&r, 0) == 1,
+    tap_ok(rc == 0 && got == 1 && tu_raw_refcount(&r, 0) == 1,
            "good.qcow2: the header cluster has refcount 1 (rc %d, %" PRIu64 ")", rc, got);
     close_l2(&img);
     free(r.b);
@@ -290,7 +194,7 @@ static void damaged_table(void)
 
 int main(void)
 {
-    if (!mkdtemp(dir))
+    if (tu_scratch("refcount") < 0)
         return 1;
     static const unsigned widths[] = { 1, 2, 4, 8, 16, 32, 64 };
     for (unsigned i = 0; i < sizeof widths / sizeof widths[0]; i++) {
@@ -309,7 +213,6 @@ int main(void)
     }
     full_table();
     damaged_table();
-    if (!getenv("KEEP"))
-        sh("rm -rf %s", dir);
+    tu_cleanup();
     return tap_done();
 }

@@ -16,77 +16,13 @@
  *   overlay (zeros past its end); reads that end past the virtual size
  *   (refused, as qemu-io refuses them). */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "image.h"
 #include "tap.h"
-
-static char dir[] = "/tmp/qi-rw-XXXXXX";
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096], full[4200];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    snprintf(full, sizeof full, "cd %s && (%s) >/dev/null 2>&1", dir, cmd);
-    return system(full);
-}
-
-static char *path(const char *name)
-{
-    static char buf[4][600];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
-    return buf[k];
-}
-
-static uint8_t *slurp(const char *name, size_t *len)
-{
-    FILE *f = fopen(path(name), "rb");
-    *len = 0;
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc(*len ? *len : 1);
-    if (fread(p, 1, *len, f) != *len)
-        *len = 0;
-    fclose(f);
-    return p;
-}
-
-static uint64_t file_be64(const char *name, uint64_t off)
-{
-    uint8_t b[8] = { 0 };
-    uint64_t v = 0;
-    FILE *f = fopen(path(name), "rb");
-    if (f && fseek(f, (long)off, SEEK_SET) == 0 && fread(b, 1, 8, f) == 8)
-        for (int i = 0; i < 8; i++)
-            v = v << 8 | b[i];
-    if (f)
-        fclose(f);
-    return v;
-}
-
-static int file_put_be64(const char *name, uint64_t off, uint64_t v)
-{
-    uint8_t b[8];
-    for (int i = 0; i < 8; i++)
-        b[i] = (uint8_t)(v >> (56 - 8 * i));
-    FILE *f = fopen(path(name), "r+b");
-    int ok = f && fseek(f, (long)off, SEEK_SET) == 0 && fwrite(b, 1, 8, f) == 8;
-    if (f && fclose(f) != 0)
-        ok = 0;
-    return ok ? 0 : -1;
-}
+#include "testutil.h"
 
 /* Read NAME whole, in one call and in pieces of PIECE bytes, and compare
  * with REF (qemu-img convert -O raw). */
@@ -95,8 +31,8 @@ static void reads_as(const char *name, const char *ref, size_t piece)
     qi_image *img;
     qi_err err;
     size_t len;
-    uint8_t *want = slurp(ref, &len);
-    if (!want || !len || qi_image_open(&img, path(name), NULL, &err) < 0) {
+    uint8_t *want = tu_slurp(ref, &len);
+    if (!want || !len || qi_image_open(&img, tu_path(name), NULL, &err) < 0) {
         tap_ok(0, "%s: reference and image open (%s)", name, want ? err.message : ref);
         free(want);
         return;
@@ -129,24 +65,19 @@ static void reads_as(const char *name, const char *ref, size_t piece)
 static void reverse_order(const char *name, unsigned cs, const char *opts, unsigned ncl)
 {
     char ref[80];
-    FILE *f = fopen(path("cmds"), "w");
-    if (!f) {
+    if (tu_reverse_cmds(cs, ncl) < 0) {
         tap_ok(0, "%s: qemu-io commands written", name);
         return;
     }
-    for (unsigned i = ncl; i-- > 0;)
-        fprintf(f, "write -P %u %u %u\n", 1 + i % 250, i * cs, cs);
-    fprintf(f, "write -P 251 %u %u\n", (ncl + 2) * cs, 4 * cs);
-    fclose(f);
     snprintf(ref, sizeof ref, "%s.raw", name);
-    int made = sh("qemu-img create -f qcow2 -o cluster_size=%u%s %s %u && qemu-io %s <cmds "
-                  "&& qemu-img check %s && qemu-img convert -O raw %s %s && "
-                  "qemu-img map --output=json %s >%s.map", cs, opts, name,
-                  (ncl + 8) * cs, name, name, name, ref, name, name) == 0;
+    int made = tu_sh("qemu-img create -f qcow2 -o cluster_size=%u%s %s %u && qemu-io %s <cmds "
+                     "&& qemu-img check %s && qemu-img convert -O raw %s %s && "
+                     "qemu-img map --output=json %s >%s.map", cs, opts, name,
+                     (ncl + 8) * cs, name, name, name, ref, name, name) == 0;
     /* descending host offsets: one map record per written cluster */
     char cmd[300];
     snprintf(cmd, sizeof cmd, "[ $(grep -c '\"data\": true' %s.map) -ge %u ]", name, ncl);
-    tap_ok(made && sh("%s", cmd) == 0,
+    tap_ok(made && tu_sh("%s", cmd) == 0,
            "%s: made, clean, and qemu-img map shows %u separate data runs", name, ncl);
     reads_as(name, ref, cs + cs / 2 + 512);
 }
@@ -156,24 +87,24 @@ static void reverse_order(const char *name, unsigned cs, const char *opts, unsig
 static void unallocated_with_allocated_subclusters(void)
 {
     const char *name = "sc.qcow2";
-    if (sh("qemu-img create -f qcow2 -o extended_l2=on,cluster_size=64k %s 1M && "
-           "qemu-io -c 'write -P 7 0 64k' -c 'write -P 8 128k 64k' %s", name, name) != 0) {
+    if (tu_sh("qemu-img create -f qcow2 -o extended_l2=on,cluster_size=64k %s 1M && "
+              "qemu-io -c 'write -P 7 0 64k' -c 'write -P 8 128k 64k' %s", name, name) != 0) {
         tap_ok(0, "%s: made", name);
         return;
     }
-    uint64_t l1 = file_be64(name, 40);
-    uint64_t l2 = file_be64(name, l1) & 0x00fffffffffffe00ull;
+    uint64_t l1 = tu_file_be(name, 40, 8);
+    uint64_t l2 = tu_file_be(name, l1, 8) & 0x00fffffffffffe00ull;
     uint64_t entry = l2 + 16 * 1;
-    int poked = l2 && file_be64(name, entry) == 0 && file_be64(name, entry + 8) == 0 &&
-                file_put_be64(name, entry + 8, 1) == 0;
+    int poked = l2 && tu_file_be(name, entry, 8) == 0 && tu_file_be(name, entry + 8, 8) == 0 &&
+                tu_file_put_be(name, entry + 8, 1, 8) == 0;
     tap_ok(poked, "%s: L2 entry at %#" PRIx64 " made unallocated with subcluster 0 "
            "allocated", name, entry);
-    tap_ok(sh("qemu-io -r -c 'read 64k 64k' %s", name) != 0 &&
-           sh("qemu-io -r -c 'read -P 7 0 64k' -c 'read -P 8 128k 64k' %s", name) == 0,
+    tap_ok(tu_sh("qemu-io -r -c 'read 64k 64k' %s", name) != 0 &&
+           tu_sh("qemu-io -r -c 'read -P 7 0 64k' -c 'read -P 8 128k 64k' %s", name) == 0,
            "%s: QEMU refuses to read that cluster, reads its neighbours", name);
     qi_image *img;
     qi_err err;
-    if (qi_image_open(&img, path(name), NULL, &err) < 0) {
+    if (qi_image_open(&img, tu_path(name), NULL, &err) < 0) {
         tap_ok(0, "%s: open: %s", name, err.message);
         return;
     }
@@ -198,7 +129,7 @@ static void unallocated_with_allocated_subclusters(void)
 /* File offset of entry IDX of the L2 table that L1 entry 0 points at. */
 static uint64_t l2_entry_off(const char *name, unsigned idx, unsigned esz)
 {
-    uint64_t l2 = file_be64(name, file_be64(name, 40)) & 0x00fffffffffffe00ull;
+    uint64_t l2 = tu_file_be(name, tu_file_be(name, 40, 8), 8) & 0x00fffffffffffe00ull;
     return l2 ? l2 + (uint64_t)esz * idx : 0;
 }
 
@@ -218,12 +149,12 @@ static void damaged_read(const damage *d)
 {
     qi_image *img;
     qi_err err;
-    tap_ok(d->poke && file_put_be64(d->name, d->poke, d->val) == 0 &&
-           sh("qemu-img check %s >%s.out 2>&1; [ $? -ne 0 ] && grep -q '%s' %s.out",
-              d->name, d->name, d->expect, d->name) == 0,
+    tap_ok(d->poke && tu_file_put_be(d->name, d->poke, d->val, 8) == 0 &&
+           tu_sh("qemu-img check %s >%s.out 2>&1; [ $? -ne 0 ] && grep -q '%s' %s.out",
+                 d->name, d->name, d->expect, d->name) == 0,
            "%s: %#018" PRIx64 " written at %#" PRIx64 ", qemu-img check reports '%s'",
            d->name, d->val, d->poke, d->expect);
-    if (qi_image_open(&img, path(d->name), NULL, &err) < 0) {
+    if (qi_image_open(&img, tu_path(d->name), NULL, &err) < 0) {
         tap_ok(0, "%s: open: %s", d->name, err.message);
         return;
     }
@@ -248,8 +179,8 @@ static void damaged_entries(void)
     uint64_t at, e;
     /* extended L2: subcluster 0 both allocated and zero (bitmap half of
      * entry 0); QEMU's read fails with "Invalid cluster entry" */
-    if (sh("qemu-img create -f qcow2 -o extended_l2=on az.qcow2 1M && qemu-io -c "
-           "'write -P 7 0 64k' -c 'write -P 8 64k 64k' az.qcow2") == 0) {
+    if (tu_sh("qemu-img create -f qcow2 -o extended_l2=on az.qcow2 1M && qemu-io -c "
+              "'write -P 7 0 64k' -c 'write -P 8 64k 64k' az.qcow2") == 0) {
         at = l2_entry_off("az.qcow2", 0, 16);
         damaged_read(&(damage){ "az.qcow2", "corrupted subcluster allocation bitmap",
                                 at ? at + 8 : 0, 0x1ffffffffull, "L2 table",
@@ -259,10 +190,10 @@ static void damaged_entries(void)
     }
     /* a zero cluster that keeps its host cluster (write -z without -u),
      * moved 512 bytes into that cluster; QEMU's read fails too */
-    if (sh("qemu-img create -f qcow2 za.qcow2 1M && qemu-io -c 'write -P 7 0 128k' "
-           "-c 'write -z 0 64k' za.qcow2") == 0) {
+    if (tu_sh("qemu-img create -f qcow2 za.qcow2 1M && qemu-io -c 'write -P 7 0 128k' "
+              "-c 'write -z 0 64k' za.qcow2") == 0) {
         at = l2_entry_off("za.qcow2", 0, 8);
-        e = file_be64("za.qcow2", at);
+        e = tu_file_be("za.qcow2", at, 8);
         tap_ok(at && (e & 1) && (e & 0x00fffffffffffe00ull), "za.qcow2: L2 entry 0 "
                "(%#018" PRIx64 ") is zero with a host offset", e);
         damaged_read(&(damage){ "za.qcow2", "Preallocated cluster is not properly aligned",
@@ -273,11 +204,11 @@ static void damaged_entries(void)
     }
     /* L1 entry 0 with reserved bit 1 (qcow2 spec: bits 0-8 are reserved);
      * QEMU's read ignores the bit, its check does not */
-    if (sh("qemu-img create -f qcow2 l1r.qcow2 1G && qemu-io -c 'write -P 7 0 64k' "
-           "-c 'write -P 9 512M 64k' l1r.qcow2") == 0) {
-        at = file_be64("l1r.qcow2", 40);
+    if (tu_sh("qemu-img create -f qcow2 l1r.qcow2 1G && qemu-io -c 'write -P 7 0 64k' "
+              "-c 'write -P 9 512M 64k' l1r.qcow2") == 0) {
+        at = tu_file_be("l1r.qcow2", 40, 8);
         damaged_read(&(damage){ "l1r.qcow2", "found L1 entry with reserved bits set", at,
-                                file_be64("l1r.qcow2", at) | 2, "L1 table", "reserved bits",
+                                tu_file_be("l1r.qcow2", at, 8) | 2, "L1 table", "reserved bits",
                                 at, 0, 512u << 20, 9 });
     } else {
         tap_ok(0, "l1r.qcow2: made");
@@ -285,8 +216,8 @@ static void damaged_entries(void)
     /* L2 entry 0 points at 2 MiB, past the end of a 448 KiB file: QEMU's
      * read gives zeros there, its check calls it an error. The error names
      * the data cluster at its host offset. */
-    if (sh("qemu-img create -f qcow2 eof.qcow2 1M && qemu-io -c 'write -P 7 0 128k' "
-           "eof.qcow2") == 0) {
+    if (tu_sh("qemu-img create -f qcow2 eof.qcow2 1M && qemu-io -c 'write -P 7 0 128k' "
+              "eof.qcow2") == 0) {
         at = l2_entry_off("eof.qcow2", 0, 8);
         damaged_read(&(damage){ "eof.qcow2", "region exceeding the end of the file", at,
                                 (1ull << 63) | 0x200000, "data cluster",
@@ -303,12 +234,12 @@ static void guest_hole(const char *name, unsigned cs, const char *opts)
 {
     char ref[80];
     snprintf(ref, sizeof ref, "%s.raw", name);
-    int made = sh("qemu-img create -f qcow2 -o cluster_size=%u%s %s %u && qemu-io -c "
-                  "'write -P 1 0 %u' -c 'write -P 2 %u %u' -c 'write -P 3 %u %u' %s && "
-                  "qemu-img convert -O raw %s %s", cs, opts, name, 8 * cs, cs, 2 * cs, cs,
-                  4 * cs, 2 * cs, name, name, ref) == 0;
-    uint64_t e0 = file_be64(name, l2_entry_off(name, 0, *opts ? 16 : 8));
-    uint64_t e2 = file_be64(name, l2_entry_off(name, 2, *opts ? 16 : 8));
+    int made = tu_sh("qemu-img create -f qcow2 -o cluster_size=%u%s %s %u && qemu-io -c "
+                     "'write -P 1 0 %u' -c 'write -P 2 %u %u' -c 'write -P 3 %u %u' %s && "
+                     "qemu-img convert -O raw %s %s", cs, opts, name, 8 * cs, cs, 2 * cs, cs,
+                     4 * cs, 2 * cs, name, name, ref) == 0;
+    uint64_t e0 = tu_file_be(name, l2_entry_off(name, 0, *opts ? 16 : 8), 8);
+    uint64_t e2 = tu_file_be(name, l2_entry_off(name, 2, *opts ? 16 : 8), 8);
     uint64_t h0 = e0 & 0x00fffffffffffe00ull, h2 = e2 & 0x00fffffffffffe00ull;
     tap_ok(made && h0 && h2 == h0 + cs, "%s: guest clusters 0 and 2 at host %#" PRIx64
            " and %#" PRIx64, name, h0, h2);
@@ -319,11 +250,11 @@ static void guest_hole(const char *name, unsigned cs, const char *opts)
  * past that, unallocated clusters read as zeros. */
 static void short_backing(void)
 {
-    int made = sh("qemu-img create -f raw base.raw 1049088 && qemu-io -f raw -c "
-                  "'write -P 0x5a 0 1049088' base.raw && qemu-img create -f qcow2 -b "
-                  "base.raw -F raw over.qcow2 4M && qemu-io -c 'write -P 6 512k 64k' "
-                  "-c 'write -P 7 2M 64k' over.qcow2 && qemu-img convert -O raw over.qcow2 "
-                  "over.raw && [ $(stat -c %%s over.raw) -eq 4194304 ]") == 0;
+    int made = tu_sh("qemu-img create -f raw base.raw 1049088 && qemu-io -f raw -c "
+                     "'write -P 0x5a 0 1049088' base.raw && qemu-img create -f qcow2 -b "
+                     "base.raw -F raw over.qcow2 4M && qemu-io -c 'write -P 6 512k 64k' "
+                     "-c 'write -P 7 2M 64k' over.qcow2 && qemu-img convert -O raw over.qcow2 "
+                     "over.raw && [ $(stat -c %%s over.raw) -eq 4194304 ]") == 0;
     tap_ok(made, "over.qcow2: 4 MiB over a backing file of 1049088 bytes");
     reads_as("over.qcow2", "over.raw", 65536 + 1536);
 }
@@ -335,14 +266,14 @@ static void past_virtual_size(void)
     qi_image *img;
     qi_err err;
     uint8_t buf[1024];
-    tap_ok(sh("qemu-img create -f qcow2 size.qcow2 1M && qemu-io -c 'write -P 4 960k 64k' "
-              "size.qcow2") == 0 &&
-           sh("qemu-io -r -c 'read 1048064 1024' size.qcow2") != 0 &&
-           sh("qemu-io -r -c 'read 1048576 1' size.qcow2") != 0 &&
-           sh("qemu-io -r -c 'read -P 4 1048064 512' size.qcow2") == 0,
+    tap_ok(tu_sh("qemu-img create -f qcow2 size.qcow2 1M && qemu-io -c 'write -P 4 960k 64k' "
+                 "size.qcow2") == 0 &&
+           tu_sh("qemu-io -r -c 'read 1048064 1024' size.qcow2") != 0 &&
+           tu_sh("qemu-io -r -c 'read 1048576 1' size.qcow2") != 0 &&
+           tu_sh("qemu-io -r -c 'read -P 4 1048064 512' size.qcow2") == 0,
            "size.qcow2: qemu-io refuses 1024 bytes at 1 MiB - 512 and 1 byte at 1 MiB, "
            "reads 512 bytes at 1 MiB - 512");
-    if (qi_image_open(&img, path("size.qcow2"), NULL, &err) < 0) {
+    if (qi_image_open(&img, tu_path("size.qcow2"), NULL, &err) < 0) {
         tap_ok(0, "size.qcow2: open: %s", err.message);
         return;
     }
@@ -358,7 +289,7 @@ static void past_virtual_size(void)
 
 int main(void)
 {
-    if (!mkdtemp(dir))
+    if (tu_scratch("rw") < 0)
         return 1;
     reverse_order("rev64k.qcow2", 65536, "", 12);
     reverse_order("rev-ext.qcow2", 65536, ",extended_l2=on", 12);
@@ -371,7 +302,6 @@ int main(void)
     guest_hole("hole512.qcow2", 512, "");
     short_backing();
     past_virtual_size();
-    if (!getenv("KEEP"))
-        sh("rm -rf %s", dir);
+    tu_cleanup();
     return tap_done();
 }

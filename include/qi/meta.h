@@ -153,6 +153,26 @@ int qi_meta_reftable_get(qi_image *img, uint64_t index, uint64_t *raw);
 /* Refcount of the host cluster containing HOST_OFF (0 if not covered). */
 int qi_meta_refcount(qi_image *img, uint64_t host_off, uint64_t *rc);
 
+/* Raw edits: the hand-repair and test-corruption tools. They write what
+ * they are told, bypassing the format's rules on purpose, but never the
+ * caches (no stale cached copy can overwrite them later). Write mode only
+ * (QI_ERDONLY otherwise). Each hands back the old value.
+ *   qi_meta_l1_set: active L1 entry INDEX, written and synced at once.
+ *   qi_meta_l2_set: the 64-bit word of L2 entry INDEX of the table at
+ *     L2_OFF (validated like qi_meta_l2_get), through the L2 cache.
+ *   qi_meta_set_refcount: the refcount of the host cluster holding
+ *     HOST_OFF, through the refcount block cache (the block must exist).
+ *   qi_meta_poke: LEN bytes at file offset OFF (OLD receives the LEN bytes
+ *     that were there): every cached change is written back first, cached
+ *     copies of what the bytes touch are dropped, and the in-memory L1 and
+ *     refcount tables are read again. The parsed header is not: a poke
+ *     into the header takes effect when the image is opened again. */
+int qi_meta_l1_set(qi_image *img, uint32_t index, uint64_t raw, uint64_t *old);
+int qi_meta_l2_set(qi_image *img, uint64_t l2_off, uint32_t index, uint64_t raw,
+                   uint64_t *old);
+int qi_meta_set_refcount(qi_image *img, uint64_t host_off, uint64_t value, uint64_t *old);
+int qi_meta_poke(qi_image *img, uint64_t off, const void *buf, size_t len, void *old);
+
 /* Internal snapshots */
 typedef struct qi_snapshot {
     uint64_t entry_offset;  /* where the entry sits in the file */

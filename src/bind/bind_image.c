@@ -486,6 +486,58 @@ static int m_discard(lua_State *L)
     return 0;
 }
 
+/* ---- raw edits ---- */
+
+/* img:poke(host_offset, bytes) -> the bytes that were there. Arbitrary
+ * bytes into the image file (a raw edit: no rule is checked), after every
+ * cached change is written back; logged in img:edits(). */
+static int m_poke(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, 1);
+    uint64_t off = qi_bind_checkoffset(L, 2);
+    size_t len;
+    const char *data = luaL_checklstring(L, 3, &len);
+    luaL_Buffer b;
+    char what[64];
+    int rc;
+    luaL_argcheck(L, len <= (1u << 20), 3, "at most 1 MiB per poke");
+    char *old = luaL_buffinitsize(L, &b, len);
+    if ((rc = qi_meta_poke(img, off, data, len, old)) < 0)
+        return qi_bind_raise(L, img, rc);
+    snprintf(what, sizeof what, "%zu bytes at %#" PRIx64 " (poke)", len, off);
+    qi_bind_log_edit_bytes(L, 1, what, old, data, len);
+    luaL_pushresultsize(&b, len);
+    return 1;
+}
+
+/* img:set_refcount(host_offset, n) -> the old refcount (a raw edit through
+ * the refcount block cache; logged in img:edits()). */
+static int m_set_refcount(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, 1);
+    uint64_t off = qi_bind_checkoffset(L, 2), old;
+    lua_Integer n = luaL_checkinteger(L, 3);
+    char what[64];
+    int rc;
+    luaL_argcheck(L, n >= 0, 3, "a refcount is not negative");
+    if ((rc = qi_meta_set_refcount(img, off, (uint64_t)n, &old)) < 0)
+        return qi_bind_raise(L, img, rc);
+    snprintf(what, sizeof what, "refcount of the cluster at %#" PRIx64,
+             off & ~((uint64_t)qi_image_cluster_size(img) - 1));
+    qi_bind_log_edit(L, 1, what, old, (uint64_t)n);
+    lua_pushinteger(L, (lua_Integer)old);
+    return 1;
+}
+
+/* img:edits() -> the raw edits made through this image object, in order:
+ * {what, old, new}. */
+static int m_edits(lua_State *L)
+{
+    qi_bind_check_image(L, 1);
+    qi_bind_push_edits(L, 1);
+    return 1;
+}
+
 /* ---- img:trace ---- */
 
 #define QI_MT_TRACEBOX "qinspect.tracebox"
@@ -584,6 +636,9 @@ static const luaL_Reg image_methods[] = {
     { "discard", m_discard },
     { "flush", m_flush },
     { "trace", m_trace },
+    { "poke", m_poke },
+    { "set_refcount", m_set_refcount },
+    { "edits", m_edits },
     { "read_snapshot", m_read_snapshot },
     { "l2_for", m_l2_for },
     { "refcount", m_refcount },

@@ -96,6 +96,18 @@ const char *qi_bind_hex64(char buf[19], uint64_t v);
 void qi_bind_err_register(lua_State *L);
 void qi_bind_push_err(lua_State *L, const qi_err *e, int rc);
 int qi_bind_raise(lua_State *L, qi_image *img, int rc);
+
+/* Append {what, old, new} to the raw-edit log of the image that owns the
+ * object at IDX (an image or a child object); img:edits() returns it. */
+void qi_bind_log_edit(lua_State *L, int idx, const char *what, uint64_t old, uint64_t nw);
+
+/* The same for a poke of N bytes at the image box IDX: old and new are
+ * logged as hex strings (the first 32 bytes). */
+void qi_bind_log_edit_bytes(lua_State *L, int idx, const char *what, const void *old,
+                            const void *nw, size_t n);
+
+/* Push the raw-edit log of the image box at IDX (a new empty list if none). */
+void qi_bind_push_edits(lua_State *L, int idx);
 const char *qi_bind_format_open_err(char *buf, size_t n, const qi_err *e,
                                     const char *path);
 

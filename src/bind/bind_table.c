@@ -231,8 +231,26 @@ static int l1e_tostring(lua_State *L)
     return 1;
 }
 
+/* e.raw = v on an active L1 entry: a raw edit, written and synced at once,
+ * logged in img:edits(). */
+static int l1e_set_raw(lua_State *L, void *obj, qi_image *img, int val)
+{
+    l1e_obj *o = obj;
+    uint64_t old, raw = (uint64_t)luaL_checkinteger(L, val);
+    char what[64];
+    int rc;
+    if (o->t.snap >= 0)
+        return luaL_error(L, "only the active L1 table is edited this way "
+                          "(a snapshot's: img:poke)");
+    if ((rc = qi_meta_l1_set(img, o->index, raw, &old)) < 0)
+        return qi_bind_raise(L, img, rc);
+    snprintf(what, sizeof what, "L1 entry %u", (unsigned)o->index);
+    qi_bind_log_edit(L, 1, what, old, raw);
+    return 0;
+}
+
 static const qi_bind_field l1e_fields[] = {
-    { "raw", l1e_raw, NULL, 0, "the 64-bit entry as stored" },
+    { "raw", l1e_raw, l1e_set_raw, 0, "the 64-bit entry as stored (settable with -w: a raw edit)" },
     { "l2_offset", l1e_l2_offset, NULL, 0, "host offset of the L2 table (0: none)" },
     { "copied", l1e_copied, NULL, 0, "COPIED flag (bit 63): refcount of the L2 table is 1" },
     { "reserved", l1e_reserved, NULL, 0, "reserved bits that are set (should be 0)" },
@@ -437,8 +455,22 @@ static int l2e_tostring(lua_State *L)
     return 1;
 }
 
+/* e.raw = v: a raw edit through the L2 cache, logged in img:edits(). */
+static int l2e_set_raw(lua_State *L, void *obj, qi_image *img, int val)
+{
+    l2e_obj *o = obj;
+    uint64_t old, raw = (uint64_t)luaL_checkinteger(L, val);
+    char what[80];
+    int rc;
+    if ((rc = qi_meta_l2_set(img, o->off, o->index, raw, &old)) < 0)
+        return qi_bind_raise(L, img, rc);
+    snprintf(what, sizeof what, "L2 entry %u of table %#" PRIx64, (unsigned)o->index, o->off);
+    qi_bind_log_edit(L, 1, what, old, raw);
+    return 0;
+}
+
 static const qi_bind_field l2e_fields[] = {
-    { "raw", l2e_raw, NULL, 0, "the 64-bit entry as stored" },
+    { "raw", l2e_raw, l2e_set_raw, 0, "the 64-bit entry as stored (settable with -w: a raw edit)" },
     { "bitmap", l2e_bitmap, NULL, 0, "extended L2 subcluster bitmap (nil if standard)" },
     { "type", l2e_type, NULL, QI_FIELD_DERIVED,
       "unallocated, normal, zero, zero-allocated or compressed" },

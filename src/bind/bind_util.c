@@ -298,3 +298,86 @@ const char *qi_bind_hex64(char buf[19], uint64_t v)
     snprintf(buf, 19, "0x%016" PRIx64, v);
     return buf;
 }
+
+/* ---- the raw-edit log: registry table {image box -> list}, weak keys ---- */
+
+#define QI_EDITS_KEY "qinspect.edits"
+
+static void push_edit_lists(lua_State *L)
+{
+    if (lua_getfield(L, LUA_REGISTRYINDEX, QI_EDITS_KEY) == LUA_TTABLE)
+        return;
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, QI_EDITS_KEY);
+}
+
+void qi_bind_push_edits(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    push_edit_lists(L);
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, -2) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, idx);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, -4);
+    }
+    lua_remove(L, -2);
+}
+
+static void push_hex(lua_State *L, const unsigned char *p, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    char buf[2 * 32 + 4];
+    size_t k = 0, m = n > 32 ? 32 : n;
+    for (size_t i = 0; i < m; i++) {
+        buf[k++] = digits[p[i] >> 4];
+        buf[k++] = digits[p[i] & 15];
+    }
+    if (n > m)
+        buf[k++] = '.', buf[k++] = '.', buf[k++] = '.';
+    lua_pushlstring(L, buf, k);
+}
+
+void qi_bind_log_edit_bytes(lua_State *L, int idx, const char *what, const void *old,
+                            const void *nw, size_t n)
+{
+    idx = lua_absindex(L, idx);
+    lua_pushvalue(L, idx);
+    qi_bind_push_edits(L, -1);
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, what);
+    lua_setfield(L, -2, "what");
+    push_hex(L, old, n);
+    lua_setfield(L, -2, "old");
+    push_hex(L, nw, n);
+    lua_setfield(L, -2, "new");
+    lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+    lua_pop(L, 2);
+}
+
+void qi_bind_log_edit(lua_State *L, int idx, const char *what, uint64_t old, uint64_t nw)
+{
+    idx = lua_absindex(L, idx);
+    if (luaL_testudata(L, idx, QI_MT_IMAGE))
+        lua_pushvalue(L, idx);
+    else
+        qi_bind_pushowner(L, idx);
+    qi_bind_push_edits(L, -1);
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, what);
+    lua_setfield(L, -2, "what");
+    lua_pushinteger(L, (lua_Integer)old);
+    lua_setfield(L, -2, "old");
+    lua_pushinteger(L, (lua_Integer)nw);
+    lua_setfield(L, -2, "new");
+    lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+    lua_pop(L, 2);
+}

@@ -270,8 +270,7 @@ done:
     return 0;
 }
 
-/* Write active L1 entry I (memory and disk) and sync. */
-static int write_l1(qi_image *img, uint64_t i, uint64_t raw)
+int qi_cluster_set_l1(qi_image *img, uint64_t i, uint64_t raw)
 {
     uint8_t be[8];
     int rc;
@@ -311,7 +310,7 @@ int qi_cluster_l2_for_write(qi_image *img, uint64_t l1i, uint64_t *l2_off)
     }
     qi_cache_put(img->l2_cache, t);
     if ((rc = qi_cache_flush(img->l2_cache, &img->err)) < 0 ||
-        (rc = write_l1(img, l1i, qi_format_encode_l1(nw, true))) < 0)
+        (rc = qi_cluster_set_l1(img, l1i, qi_format_encode_l1(nw, true))) < 0)
         return rc;
     if (old && (rc = qi_refcount_update(img, old >> img->g.cluster_bits, -1)) < 0)
         return rc;

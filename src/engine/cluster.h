@@ -59,6 +59,10 @@ int qi_cluster_run(qi_image *img, const qi_l1view *v, uint64_t off,
  * QI_ENOTSUP, QI_ENOMEM. */
 int qi_cluster_l2_for_write(qi_image *img, uint64_t l1i, uint64_t *l2_off);
 
+/* Write active L1 entry I (< l1_size; the L1 table is loaded) to RAW, in
+ * memory and on disk, and sync. Returns 0, QI_EIO, QI_ENOSPC. */
+int qi_cluster_set_l1(qi_image *img, uint64_t i, uint64_t raw);
+
 /* Set standard entry INDEX of the L2 table at L2_OFF to RAW, through the
  * L2 cache (written back after the refcount blocks and the data barrier).
  * *old = the entry before. Returns 0, QI_EIO, QI_ENOMEM. */

@@ -5,8 +5,10 @@
  * at call time (L2 tables and refcount blocks through the cache); nothing
  * returned points into the cache. Calls: cluster, refcount, format. */
 #include <inttypes.h>
+#include <stdlib.h>
 
 #include "cluster.h"
+#include "endian.h"
 #include "refcount.h"
 
 const qi_header *qi_meta_header(const qi_image *img)
@@ -184,4 +186,92 @@ const qi_bitmap *qi_meta_bitmaps(const qi_image *img, uint32_t *n)
 {
     *n = img->n_bitmaps;
     return img->bitmaps;
+}
+
+/* ---- raw edits ---- */
+
+static int raw_edit_ok(qi_image *img)
+{
+    if (img->raw)
+        return not_qcow2(img);
+    if (!img->writable)
+        return qi_fail(img, QI_ERDONLY, "", QI_NO_OFFSET, "image opened read-only; "
+                       "reopen it with -w to edit it");
+    return 0;
+}
+
+int qi_meta_l1_set(qi_image *img, uint32_t index, uint64_t raw, uint64_t *old)
+{
+    qi_l1_entry e;
+    int rc;
+    if ((rc = raw_edit_ok(img)) < 0 || (rc = qi_meta_l1_get(img, index, &e)) < 0)
+        return rc;
+    *old = e.raw;
+    return qi_cluster_set_l1(img, index, raw);
+}
+
+int qi_meta_l2_set(qi_image *img, uint64_t l2_off, uint32_t index, uint64_t raw,
+                   uint64_t *old)
+{
+    qi_l2_entry e;
+    int rc;
+    if ((rc = raw_edit_ok(img)) < 0 || (rc = qi_meta_l2_get(img, l2_off, index, &e)) < 0)
+        return rc;
+    img->cbuf_off = 0;
+    return qi_cluster_set_l2(img, l2_off, index, raw, old);
+}
+
+int qi_meta_set_refcount(qi_image *img, uint64_t host_off, uint64_t value, uint64_t *old)
+{
+    int rc;
+    if ((rc = raw_edit_ok(img)) < 0)
+        return rc;
+    return qi_refcount_set(img, host_off >> img->g.cluster_bits, value, old);
+}
+
+/* Read a table of N 64-bit entries at OFF again into the host-order copy T. */
+static int reload(qi_image *img, uint64_t *t, uint64_t off, uint64_t n, const char *st)
+{
+    uint8_t be[8];
+    int rc;
+    for (uint64_t i = 0; i < n; i++) {
+        if ((rc = qi_bio_pread(img->file, be, 8, off + 8 * i, &img->err, st)) < 0)
+            return rc;
+        t[i] = qi_be64(be);
+    }
+    return 0;
+}
+
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+    return a < b + blen && b < a + alen;
+}
+
+int qi_meta_poke(qi_image *img, uint64_t off, const void *buf, size_t len, void *old)
+{
+    uint64_t cs = img->g.cluster_size;
+    int rc;
+    if ((rc = raw_edit_ok(img)) < 0 || (rc = qi_refcount_settle(img)) < 0 ||
+        (rc = qi_bio_pread(img->file, old, len, off, &img->err, "poke")) < 0 ||
+        (rc = qi_bio_pwrite(img->file, buf, len, off, &img->err, "poke")) < 0 ||
+        (rc = qi_bio_sync(img->file, &img->err)) < 0)
+        return rc;
+    for (uint64_t c = off & ~(cs - 1); len && c < off + len; c += cs) {
+        qi_cache_discard(img->l2_cache, c);
+        qi_cache_discard(img->rb_cache, c);
+    }
+    img->cbuf_off = 0;
+    if (img->l1 && overlaps(off, len, img->hdr.l1_table_offset, 8ull * img->hdr.l1_size) &&
+        (rc = reload(img, img->l1, img->hdr.l1_table_offset, img->hdr.l1_size, "L1 table")) < 0)
+        return rc;
+    if (img->reftable && overlaps(off, len, img->hdr.refcount_table_offset,
+                                  8 * img->reftable_entries) &&
+        (rc = reload(img, img->reftable, img->hdr.refcount_table_offset,
+                     img->reftable_entries, "refcount table")) < 0)
+        return rc;
+    if (img->snap_l1) {     /* a snapshot's L1 copy: read again when next asked */
+        free(img->snap_l1);
+        img->snap_l1 = NULL;
+    }
+    return 0;
 }

@@ -179,6 +179,34 @@ int qi_refcount_update(qi_image *img, uint64_t cluster_index, int64_t delta)
     return rc;
 }
 
+int qi_refcount_set(qi_image *img, uint64_t cluster_index, uint64_t value, uint64_t *old)
+{
+    uint64_t ti = cluster_index / img->g.refblock_entries, off;
+    uint64_t host = cluster_index << img->g.cluster_bits;
+    uint8_t *block;
+    int rc;
+    if (value > qi_format_refcount_max(img->g.refcount_order))
+        return qi_fail(img, QI_EINVAL, "refcount block", QI_NO_OFFSET, "%" PRIu64 " does "
+                       "not fit in a %u-bit refcount", value, 1u << img->g.refcount_order);
+    if ((rc = block_offset(img, ti, &off)) < 0)
+        return rc;
+    if (!off)
+        return qi_fail(img, QI_EINVAL, "refcount table", img->hdr.refcount_table_offset + 8 * ti,
+                       "no refcount block covers cluster %#" PRIx64 " (table entry %" PRIu64
+                       " is empty)", host, ti);
+    if ((rc = qi_cache_get_mut(img->rb_cache, off, &block, &img->err)) < 0)
+        return rc;
+    *old = qi_format_refcount_get(block, img->g.refcount_order,
+                                  cluster_index % img->g.refblock_entries);
+    qi_format_refcount_set(block, img->g.refcount_order,
+                           cluster_index % img->g.refblock_entries, value);
+    qi_cache_mark_dirty(img->rb_cache, block);
+    qi_cache_put(img->rb_cache, block);
+    if (value == 0 && cluster_index < img->free_hint)
+        img->free_hint = cluster_index;
+    return 0;
+}
+
 int qi_refcount_alloc(qi_image *img, uint64_t n, uint64_t *off)
 {
     uint64_t ci = img->free_hint, first = 0, run = 0, limit = QI_MAX_OFFSET >> img->g.cluster_bits;

@@ -22,6 +22,12 @@ int qi_refcount_get(qi_image *img, uint64_t cluster_index, uint64_t *rc);
  * width (refcount_bits); QI_EIO, QI_ENOMEM. Writes: through the cache. */
 int qi_refcount_update(qi_image *img, uint64_t cluster_index, int64_t delta);
 
+/* Set the refcount of host cluster CLUSTER_INDEX to VALUE as it is (a raw
+ * edit: no rule is checked but the width), through the cache; *old = the
+ * value before. Returns 0; QI_EINVAL when VALUE does not fit the width or
+ * no refcount block covers the cluster; QI_EIO, QI_ECORRUPT, QI_ENOMEM. */
+int qi_refcount_set(qi_image *img, uint64_t cluster_index, uint64_t value, uint64_t *old);
+
 /* Allocate N contiguous free host clusters (refcount 0) and set their
  * refcount to 1; *off = the first one's byte offset. Searches upward from
  * the lowest cluster that may be free; past the end of the file everything

@@ -225,6 +225,55 @@ if [ $? -eq 0 ]; then t_ok "img:trace: data and refcount block, barrier, L2 tabl
 else t_fail "img:trace: data and refcount block, barrier, L2 table, L1 entry, in that order"; printf '%s\n' "$out" | t_diag; fi
 t_check "tr: clean after the traced write" qemu-img check -q tr.qcow2
 
+# raw edits: they reach the disk (qemu-img check sees them), are logged,
+# and no stale cached table overwrites them later
+qemu-img create -q -f qcow2 raw.qcow2 8M
+qio -c 'write -P 0x11 0 256k' raw.qcow2
+out=$("$QINSPECT" -w -e '
+    local e = img:l2_for(65536)
+    local was = e.raw
+    e.raw = was & ~(1 << 63)                -- COPIED off: qemu-img calls it corruption
+    local ed = img:edits()
+    assert(#ed == 1 and ed[1].old == was and ed[1].new == was & ~(1 << 63), "edit log")
+    img:flush()
+    -- qemu-img check -U: this session holds the write lock
+    local function check() local _, _, c = os.execute("qemu-img check -U -q raw.qcow2 >/dev/null 2>&1") return c end
+    assert(check() == 2, "qemu-img check did not report the missing COPIED as corruption")
+    e.raw = was
+    img:flush()
+    assert(check() == 0, "not clean after the edit back")
+    local host = e.host_offset
+    assert(img:set_refcount(host, 2) == 1, "old refcount")
+    img:flush()
+    -- refcount 2 under an entry with COPIED: a leak, and COPIED with a
+    -- refcount above 1 is corruption (exit 2)
+    assert(check() == 2, "qemu-img check did not see the raised refcount")
+    img:set_refcount(host, 1)
+    -- poke into a cached, dirty L2 table; a later write to the same table
+    -- must not bring the old copy back
+    img:write(3 * 65536, ("y"):rep(65536))
+    local l2 = img.l1[0].l2_offset
+    local old = img:poke(l2 + 8 * 100, string.pack(">I8", 0x8000000000000000 | host))
+    assert(old == string.rep("\0", 8), "poke returns the old bytes")
+    img:write(4 * 65536, ("z"):rep(65536))
+    img:flush()
+    assert(img:l2_for(100 * 65536).raw == (0x8000000000000000 | host), "the poke was overwritten")
+    assert(img:read(4 * 65536, 1) == "z", "write after the poke")' raw.qcow2 2>&1)
+if [ $? -eq 0 ]; then t_ok "raw edits (entry.raw, set_refcount, poke) reach the disk, are logged, survive later writes"
+else t_fail "raw edits (entry.raw, set_refcount, poke) reach the disk, are logged, survive later writes"; printf '%s\n' "$out" | t_diag; fi
+# guest cluster 100 now shares cluster 1's data (refcount 1, two references)
+qemu-img check raw.qcow2 >raw.check 2>&1
+if grep -q 'refcount=1 reference=2' raw.check; then t_ok "the poked entry is on disk: qemu-img sees two references"
+else t_fail "the poked entry is on disk: qemu-img sees two references"; t_diag <raw.check; fi
+out=$("$QINSPECT" -e '
+    for _, f in ipairs{function() img:l2_for(0).raw = 0 end, function() img:poke(0, "x") end,
+                       function() img:set_refcount(0, 1) end, function() img.l1[0].raw = 0 end} do
+      local ok, e = pcall(f)
+      assert(not ok and tostring(e):find("read%-only"), tostring(e))
+    end' raw.qcow2 2>&1)
+if [ $? -eq 0 ]; then t_ok "raw edits on a read-only image raise a catchable read-only error"
+else t_fail "raw edits on a read-only image raise a catchable read-only error"; printf '%s\n' "$out" | t_diag; fi
+
 # features writes do not handle yet: a clear error, the file unchanged
 qemu-img create -q -f qcow2 -o extended_l2=on ext.qcow2 8M
 qemu-img create -q -f qcow2 -o data_file=ext.data dfile.qcow2 8M

@@ -67,7 +67,8 @@ collectgarbage("restart"); collectgarbage(); collectgarbage()
 t.is(open_fds(), fds, "__gc closed all 50 unreferenced images")
 
 -- fields: read-only, unknown names
-t.errors_like(function() img.l1[0].raw = 0 end, "field 'raw' of L1 entry is read%-only", "L1 raw is read-only")
+t.errors_like(function() img.l1[0].raw = 0 end, "image opened read%-only; reopen with %-w",
+              "L1 raw (a raw edit) on a read-only image asks for -w")
 t.errors_like(function() img:l2_for(0).copied = false end, "field 'copied' of L2 entry is read%-only",
               "L2 copied is read-only")
 t.errors_like(function() img:l2_for(0).index = 3 end, "derived", "a position field says why")
@@ -140,8 +141,9 @@ if mbad then t.diag(mbad) end
 local mt = getmetatable(img:l2_for(0))
 local names = {}
 for _, f in ipairs(mt.__qi_fields) do names[f.name] = f.writable end
-t.ok(names.raw == false and names.host_offset == false and mt.__qi_label == "L2 entry",
-     "the L2 entry metatable lists its fields, none writable yet")
+t.ok(names.raw == true and names.host_offset == false and names.copied == false and
+     mt.__qi_label == "L2 entry",
+     "the L2 entry metatable lists its fields: raw writable (a raw edit), the rest not yet")
 local printed, real_print = {}, print
 print = function(...)
   local p = table.pack(...)

@@ -376,8 +376,11 @@ session_checks() {
     [ $rc -eq 2 ]; ok $? "-e without a chunk: exit 2 (got $rc)"
 
     out=$("$Q" "$b" -e 'img.l1[0].raw = 0' 2>&1); rc=$?
-    [ $rc -eq 1 ] && [[ $out == *"field 'raw' of L1 entry is read-only"* ]]
-    ok $? "assigning a field raises read-only (got '$out')"
+    [ $rc -eq 1 ] && [[ $out == *"image opened read-only; reopen with -w"* ]]
+    ok $? "a raw edit on a read-only image raises, naming -w (got '$out')"
+    out=$("$Q" "$b" -e 'img:l2_for(0).copied = false' 2>&1); rc=$?
+    [ $rc -eq 1 ] && [[ $out == *"field 'copied' of L2 entry is read-only"* ]]
+    ok $? "assigning a field with no setter raises read-only (got '$out')"
 
     must cp "$b" "$S/rw.qcow2"
     out=$("$Q" -w "$S/rw.qcow2" -e 'io.write(tostring(img.writable), " ", tostring(img))' 2>&1)

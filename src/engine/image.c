@@ -332,6 +332,24 @@ static int read_header(qi_image *img)
                                      end, img->path, on_ext, img, &img->err);
 }
 
+/* The header change a lower layer asks for (img->hdr_req): the refcount
+ * table's offset (bytes 48-55) and size in clusters (56-59) are adjacent,
+ * so they change in one write, then a sync. */
+static int commit_header(qi_image *img)
+{
+    uint8_t b[12];
+    int rc;
+    qi_put_be64(b, img->hdr_req.refcount_table_offset);
+    qi_put_be32(b + 8, img->hdr_req.refcount_table_clusters);
+    if ((rc = qi_bio_pwrite(img->file, b, sizeof b, 48, &img->err, "header")) < 0 ||
+        (rc = qi_bio_sync(img->file, &img->err)) < 0)
+        return rc;
+    img->hdr.refcount_table_offset = img->hdr_req.refcount_table_offset;
+    img->hdr.refcount_table_clusters = img->hdr_req.refcount_table_clusters;
+    memcpy(img->hdr_buf + 48, b, sizeof b);
+    return 0;
+}
+
 static int make_caches(qi_image *img, const qi_open_opts *o)
 {
     size_t budget = o->cache_bytes ? o->cache_bytes : DEFAULT_CACHE_BYTES;
@@ -349,6 +367,7 @@ static int make_caches(qi_image *img, const qi_open_opts *o)
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
     /* a cluster is counted on disk before any L2 table points at it */
     qi_cache_set_dependency(img->l2_cache, img->rb_cache);
+    img->commit_header = commit_header;
     return 0;
 }
 

@@ -58,6 +58,16 @@ struct qi_image {
                                  * L2 entries that dropped it are on disk */
     size_t n_pending, cap_pending;
 
+    /* Header changes asked for by lower layers (STYLE convention 4): they
+     * fill hdr_req and call commit_header, which image.c installs at open;
+     * it writes the fields to disk, syncs, and updates hdr. NULL: header
+     * changes are not possible (QI_ENOTSUP). */
+    struct {
+        uint64_t refcount_table_offset;
+        uint32_t refcount_table_clusters;
+    } hdr_req;
+    int (*commit_header)(struct qi_image *img);
+
     int8_t meta_prealloc;       /* map: -1 not yet known, else 0/1 (map.c) */
     qi_image *backing;
     size_t cache_bytes;

@@ -12,7 +12,8 @@
  * disk. Invariants: a refcount never goes below 0 or above the width's
  * maximum (either is refused before anything changes); a new refcount block
  * reaches the disk before the refcount table entry that points at it.
- * Growth of the refcount table itself is not implemented (QI_ENOTSUP).
+ * The refcount table grows when a cluster past its coverage is needed; the
+ * header change goes through img->commit_header (image.c commits it).
  * Calls: cache, format, bio. */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -108,16 +109,84 @@ static void cover(qi_image *img, uint64_t off, uint64_t len)
  * range it covers (every cluster there has refcount 0: no block counted
  * them), counting itself. Order: block written and synced, then the table
  * entry written and synced. */
+/* Grow the refcount table so that it has an entry TI. The new table and
+ * the one refcount block that counts it go to a range of clusters past
+ * everything in use (that block's own range, starting at its first cluster),
+ * so nothing the old table describes moves. Crash table:
+ *   1. the new block (counting itself and the new table), synced
+ *                                       crash: unused space past the end
+ *   2. the new table (old entries + the new block's), synced
+ *                                       crash: unused space past the end
+ *   3. header: table offset and size in one 12-byte write, synced
+ *                                       crash: consistent, old table leaked
+ *   4. the old table's clusters -1      crash: consistent */
+static int grow_table(qi_image *img, uint64_t ti)
+{
+    uint64_t e = img->g.refblock_entries, cs = img->g.cluster_size;
+    uint64_t end = (img->file->size + cs - 1) >> img->g.cluster_bits;
+    uint64_t t = ti > (end + e - 1) / e ? ti : (end + e - 1) / e;   /* block's range */
+    uint64_t n = ((t + 1) * 8 + cs - 1) / cs;                        /* table clusters */
+    uint64_t boff = (t * e) << img->g.cluster_bits, toff = boff + cs;
+    uint64_t old_off = img->hdr.refcount_table_offset;
+    uint64_t old_n = img->hdr.refcount_table_clusters, *nt = NULL;
+    uint8_t *block, *raw = NULL;
+    int rc;
+    if (!img->commit_header)
+        return qi_fail(img, QI_ENOTSUP, "refcount table", old_off, "the refcount table "
+                       "would have to grow to count cluster %" PRIu64, ti * e);
+    if (n + 1 > e || n * cs > QI_MAX_REFTABLE_BYTES || toff + n * cs > QI_MAX_OFFSET)
+        return qi_fail(img, QI_ENOSPC, "refcount table", old_off, "a refcount table of "
+                       "%" PRIu64 " clusters is beyond the limits", n);
+    if (!(nt = calloc(n * cs / 8, 8)) || !(raw = calloc(n, cs))) {
+        rc = qi_fail(img, QI_ENOMEM, "refcount table", old_off, "out of memory");
+        goto out;
+    }
+    /* 1 */
+    if ((rc = qi_cache_get_empty(img->rb_cache, boff, &block, &img->err)) < 0)
+        goto out;
+    for (uint64_t i = 0; i <= n; i++)
+        qi_format_refcount_set(block, img->g.refcount_order, i, 1);
+    qi_cache_put(img->rb_cache, block);
+    cover(img, boff, (n + 1) * cs);
+    if ((rc = qi_cache_flush(img->rb_cache, &img->err)) < 0)
+        goto out;
+    /* 2 */
+    memcpy(nt, img->reftable, img->reftable_entries * 8);
+    nt[t] = qi_format_encode_reftable(boff);
+    for (uint64_t i = 0; i < n * cs / 8; i++)
+        qi_put_be64(raw + 8 * i, nt[i]);
+    if ((rc = qi_bio_pwrite(img->file, raw, n * cs, toff, &img->err, "refcount table")) < 0 ||
+        (rc = qi_bio_sync(img->file, &img->err)) < 0)
+        goto out;
+    /* 3 */
+    img->hdr_req.refcount_table_offset = toff;
+    img->hdr_req.refcount_table_clusters = (uint32_t)n;
+    if ((rc = img->commit_header(img)) < 0)
+        goto out;
+    free(img->reftable);
+    img->reftable = nt;
+    img->reftable_entries = n * cs / 8;
+    nt = NULL;
+    /* 4 */
+    for (uint64_t i = 0; i < old_n && rc == 0; i++)
+        rc = qi_refcount_update(img, (old_off >> img->g.cluster_bits) + i, -1);
+out:
+    free(nt);
+    free(raw);
+    return rc;
+}
+
 static int new_block(qi_image *img, uint64_t ti)
 {
     uint64_t e = img->g.refblock_entries, boff;
     uint8_t *block, be[8];
     int rc;
-    if (ti >= img->reftable_entries)
-        return qi_fail(img, QI_ENOTSUP, "refcount table", img->hdr.refcount_table_offset,
-                       "the refcount table (%" PRIu64 " entries) would have to grow to "
-                       "count cluster %" PRIu64 "; growing it is not supported yet",
-                       img->reftable_entries, ti * e);
+    if (ti >= img->reftable_entries) {
+        if ((rc = grow_table(img, ti)) < 0)
+            return rc;
+        if (img->reftable[ti])      /* the grown table's own block covers TI */
+            return 0;
+    }
     if (ti > (QI_MAX_OFFSET >> img->g.cluster_bits) / e)
         return qi_fail(img, QI_ENOSPC, "refcount table", QI_NO_OFFSET,
                        "no free cluster below 2^56");

@@ -36,10 +36,15 @@ int qi_refcount_set(qi_image *img, uint64_t cluster_index, uint64_t value, uint6
  * its refcount table entry is written at once, after the block:
  *   1. write the new block (its own refcount 1) and sync  crash: unused space
  *   2. write the refcount table entry and sync             crash: consistent
+ * When the refcount table has no entry for that range, it grows first: a
+ * larger copy and the block that counts it are placed past everything in
+ * use, then the header points at it (through img->commit_header), then the
+ * old table is freed (crash table at grow_table in refcount.c).
  * The end of file (img->file->size) grows to cover what was allocated, so
  * tables placed there validate before they are written. Returns 0,
- * QI_ENOTSUP (the refcount table itself would have to grow), QI_ENOSPC
- * (beyond 2^56), QI_EIO, QI_ECORRUPT, QI_ENOMEM. */
+ * QI_ENOTSUP (the table must grow and no header commit is installed),
+ * QI_ENOSPC (beyond 2^56 or the 8 MiB table limit), QI_EIO, QI_ECORRUPT,
+ * QI_ENOMEM. */
 int qi_refcount_alloc(qi_image *img, uint64_t n, uint64_t *off);
 
 /* Note that the host clusters touched by [OFF, OFF+LEN) lose one reference

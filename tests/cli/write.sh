@@ -52,6 +52,14 @@ for bits in 1 2 4 8 32 64; do
     run_case rc$bits $((10 + bits)) 150 20000 512k
 done
 
+# the refcount table grows (a one-cluster table of 64-bit refcounts in 512 B
+# clusters covers 2 MiB): header fields rewritten, old table freed
+qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=64 grow.qcow2 8M
+run_case grow 6 40 200000 8M
+rt=$(python3 -c 'import struct,sys; d=open("grow.qcow2","rb").read(64); print(struct.unpack(">I", d[56:60])[0])')
+if [ "$rt" -gt 1 ]; then t_ok "grow: the refcount table grew to $rt clusters"
+else t_fail "grow: the refcount table grew (still $rt cluster)"; fi
+
 # data already there: written, zeroed (with and without allocation) and
 # compressed by QEMU
 qemu-img create -q -f qcow2 full.qcow2 32M

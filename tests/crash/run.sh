@@ -102,6 +102,13 @@ qemu-img create -q -f qcow2 -o cluster_size=512 small.base 2M
 qio -c 'write -P 0x61 0 110k' small.base
 scenario small 'img:write(200000, string.rep("g", 16000))'
 
+# growth of the refcount table: 64-bit refcounts in 512-byte clusters give
+# a one-cluster table 64 blocks of 64 clusters (2 MiB); qemu-io fills it
+# nearly to that end, and the write needs clusters past it
+qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=64 grow.base 4M
+qio -c 'write -P 0x61 0 1975k' grow.base
+scenario grow 'img:write(3 << 20, string.rep("h", 8000))'
+
 # zero (keeping and unmapping) and discard over data, compressed and
 # shared clusters
 qemu-img create -q -f qcow2 zdisc.base 16M

@@ -332,21 +332,34 @@ static int read_header(qi_image *img)
                                      end, img->path, on_ext, img, &img->err);
 }
 
-/* The header change a lower layer asks for (img->hdr_req): the refcount
- * table's offset (bytes 48-55) and size in clusters (56-59) are adjacent,
- * so they change in one write, then a sync. */
+/* The header change a lower layer asks for (img->hdr_req), written and
+ * synced: the refcount table's offset (bytes 48-55) and size in clusters
+ * (56-59) are adjacent and change in one write; the corrupt bit is a
+ * rewrite of incompatible_features (72-79, version 3 only). */
 static int commit_header(qi_image *img)
 {
     uint8_t b[12];
     int rc;
-    qi_put_be64(b, img->hdr_req.refcount_table_offset);
-    qi_put_be32(b + 8, img->hdr_req.refcount_table_clusters);
-    if ((rc = qi_bio_pwrite(img->file, b, sizeof b, 48, &img->err, "header")) < 0 ||
-        (rc = qi_bio_sync(img->file, &img->err)) < 0)
-        return rc;
-    img->hdr.refcount_table_offset = img->hdr_req.refcount_table_offset;
-    img->hdr.refcount_table_clusters = img->hdr_req.refcount_table_clusters;
-    memcpy(img->hdr_buf + 48, b, sizeof b);
+    if (img->hdr_req.what & QI_HDR_REFTABLE) {
+        qi_put_be64(b, img->hdr_req.refcount_table_offset);
+        qi_put_be32(b + 8, img->hdr_req.refcount_table_clusters);
+        if ((rc = qi_bio_pwrite(img->file, b, 12, 48, &img->err, "header")) < 0 ||
+            (rc = qi_bio_sync(img->file, &img->err)) < 0)
+            return rc;
+        img->hdr.refcount_table_offset = img->hdr_req.refcount_table_offset;
+        img->hdr.refcount_table_clusters = img->hdr_req.refcount_table_clusters;
+        memcpy(img->hdr_buf + 48, b, 12);
+    }
+    if ((img->hdr_req.what & QI_HDR_CORRUPT) && img->hdr.version >= 3) {
+        uint64_t f = img->hdr.incompatible_features | QI_INCOMPAT_CORRUPT;
+        qi_put_be64(b, f);
+        if ((rc = qi_bio_pwrite(img->file, b, 8, 72, &img->err, "header")) < 0 ||
+            (rc = qi_bio_sync(img->file, &img->err)) < 0)
+            return rc;
+        img->hdr.incompatible_features = f;
+        memcpy(img->hdr_buf + 72, b, 8);
+    }
+    img->hdr_req.what = 0;
     return 0;
 }
 

@@ -63,7 +63,8 @@ struct qi_image {
      * it writes the fields to disk, syncs, and updates hdr. NULL: header
      * changes are not possible (QI_ENOTSUP). */
     struct {
-        uint64_t refcount_table_offset;
+        unsigned what;                      /* QI_HDR_* */
+        uint64_t refcount_table_offset;     /* QI_HDR_REFTABLE */
         uint32_t refcount_table_clusters;
     } hdr_req;
     int (*commit_header)(struct qi_image *img);
@@ -74,6 +75,10 @@ struct qi_image {
     bool corrupt_seen;          /* set by lower layers; image.c acts on it */
     qi_err err;
 };
+
+/* img->hdr_req.what */
+#define QI_HDR_REFTABLE 0x1u    /* refcount table offset and size */
+#define QI_HDR_CORRUPT  0x2u    /* set the corrupt bit (incompatible bit 1) */
 
 /* Record a corruption in IMG's error slot; returns QI_ECORRUPT. */
 #define qi_corrupt(img, st, off, ...) \

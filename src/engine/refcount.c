@@ -159,6 +159,7 @@ static int grow_table(qi_image *img, uint64_t ti)
         (rc = qi_bio_sync(img->file, &img->err)) < 0)
         goto out;
     /* 3 */
+    img->hdr_req.what = QI_HDR_REFTABLE;
     img->hdr_req.refcount_table_offset = toff;
     img->hdr_req.refcount_table_clusters = (uint32_t)n;
     if ((rc = img->commit_header(img)) < 0)

@@ -294,11 +294,22 @@ static int check_range(qi_image *img, const char *what, uint64_t off, uint64_t l
 }
 
 /* After an operation: a long run of copy-on-writes settles now and then,
- * so the list of deferred decrements stays small. */
+ * so the list of deferred decrements stays small. A write path that found
+ * corruption (recorded in img->err by the detecting site) asks image.c to
+ * set the corrupt bit, as QEMU does, so that no program writes the image
+ * again before it is checked; the session refuses further writes already
+ * (corrupt_seen). The corruption stays the error reported. */
 static int end_op(qi_image *img, int rc)
 {
     if (rc == 0 && img->n_pending > 4096)
         rc = qi_refcount_settle(img);
+    if (rc == QI_ECORRUPT && img->commit_header &&
+        !(img->hdr.incompatible_features & QI_INCOMPAT_CORRUPT)) {
+        qi_err saved = img->err;
+        img->hdr_req.what = QI_HDR_CORRUPT;
+        (void)img->commit_header(img);
+        img->err = saved;
+    }
     return rc;
 }
 

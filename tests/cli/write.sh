@@ -282,6 +282,27 @@ out=$("$QINSPECT" -e '
 if [ $? -eq 0 ]; then t_ok "raw edits on a read-only image raise a catchable read-only error"
 else t_fail "raw edits on a read-only image raise a catchable read-only error"; printf '%s\n' "$out" | t_diag; fi
 
+# corruption found while writing: the error names the L2 table, the corrupt
+# bit is set (qemu-img info says so), -w is refused afterwards, reads work
+qemu-img create -q -f qcow2 bad.qcow2 8M
+qio -c 'write -P 0x11 0 128k' bad.qcow2
+l2=$(python3 -c 'import struct; d=open("bad.qcow2","rb").read(); l1=struct.unpack(">Q",d[40:48])[0]; print(struct.unpack(">Q",d[l1:l1+8])[0] & 0x00fffffffffffe00)')
+python3 -c "
+import struct
+f=open('bad.qcow2','r+b'); f.seek($l2 + 8); e=struct.unpack('>Q', f.read(8))[0]
+f.seek($l2 + 8); f.write(struct.pack('>Q', e | 0x200)); f.close()"   # cluster 1 unaligned
+out=$("$QINSPECT" -w -e 'img:write(65536 + 10, "x")' bad.qcow2 2>&1); rc=$?
+if [ $rc -eq 1 ] && printf '%s' "$out" | grep -q "L2 table at offset $(printf '%#x' $((l2 + 8)))"; then
+    t_ok "a write through a corrupt L2 entry fails naming the L2 table and the entry's offset"
+else t_fail "a write through a corrupt L2 entry fails naming the L2 table and the entry's offset (rc $rc)"; printf '%s\n' "$out" | t_diag; fi
+if qemu-img info --output=json bad.qcow2 | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["format-specific"]["data"]["corrupt"] else 1)'; then
+    t_ok "the corrupt bit is set (qemu-img info: corrupt true)"
+else t_fail "the corrupt bit is set (qemu-img info: corrupt true)"; fi
+out=$("$QINSPECT" -w -e '' bad.qcow2 2>&1); rc=$?
+if [ $rc -eq 1 ] && printf '%s' "$out" | grep -q 'marked corrupt'; then t_ok "-w is refused on the image marked corrupt"
+else t_fail "-w is refused on the image marked corrupt (rc $rc)"; printf '%s\n' "$out" | t_diag; fi
+t_check "the image still reads read-only" "$QINSPECT" -e 'assert(img:read(0, 1) == "\17")' bad.qcow2
+
 # features writes do not handle yet: a clear error, the file unchanged
 qemu-img create -q -f qcow2 -o extended_l2=on ext.qcow2 8M
 qemu-img create -q -f qcow2 -o data_file=ext.data dfile.qcow2 8M

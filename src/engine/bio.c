@@ -468,14 +468,19 @@ static void trace_rec(void *payload, qi_bio *b, const char *structure, uint64_t 
     r->length = len;
     if (!buf || is_data(structure))
         return;
-    /* the words that change: compare with the file as it is now */
+    /* the words that change: compare with the file as it is now (one read;
+     * past the end of the file the old bytes are zeros) */
+    uint8_t *old = calloc(1, len);
+    if (!old) {
+        tr.oom = 1;
+        return;
+    }
+    if (off < b->size)
+        (void)qi_bio_pread(b, old, len, off, NULL, structure);
     for (size_t i = 0; i + 8 <= len; i += 8) {
-        uint8_t old[8] = { 0 };
         uint64_t o = 0, nw = 0;
-        if (off + i < b->size && pread(b->fd, old, 8, (off_t)(off + i)) < 0)
-            memset(old, 0, 8);
         for (int k = 0; k < 8; k++) {
-            o = o << 8 | old[k];
+            o = o << 8 | old[i + k];
             nw = nw << 8 | ((const uint8_t *)buf)[i + k];
         }
         if (o == nw)
@@ -484,6 +489,7 @@ static void trace_rec(void *payload, qi_bio *b, const char *structure, uint64_t 
             r->changes[r->n_changes] = (qi_trace_change){ off + i, o, nw };
         r->n_changes++;
     }
+    free(old);
 }
 
 int qi_trace_start(void)

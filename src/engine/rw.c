@@ -228,6 +228,19 @@ static int write_supported(qi_image *img)
     return 0;
 }
 
+/* The host cluster(s) entry E referenced lose that reference (deferred until
+ * the entry that replaced E is on disk), unless the new entry keeps
+ * NEW_HOST, the same cluster. */
+static int drop_old(qi_image *img, const qi_l2_entry *e, uint64_t new_host)
+{
+    if (e->type == QI_CLUSTER_COMPRESSED)
+        return qi_refcount_free_later(img, e->host_offset, e->csize);
+    if ((e->type == QI_CLUSTER_NORMAL || e->type == QI_CLUSTER_ZERO_ALLOC) &&
+        e->host_offset != new_host)
+        return qi_refcount_free_later(img, e->host_offset, img->g.cluster_size);
+    return 0;
+}
+
 /* Write N bytes of DATA at byte IN of guest cluster CI.
  *
  * Crash table (an allocating write; the in-place case is one data write):
@@ -253,15 +266,14 @@ static int write_cluster(qi_image *img, uint64_t ci, uint32_t in, const uint8_t 
     if (e.type == QI_CLUSTER_NORMAL && e.copied)
         return qi_bio_pwrite(img->data, data, n, e.host_offset + in, &img->err,
                              "data cluster");
-    if (n < cs) {
+    if (n < cs) {   /* copy-on-write: the cluster as it reads now, new bytes over it */
         uint64_t avail = img->size - goff < cs ? img->size - goff : cs;
         memset(scratch, 0, cs);
         if ((rc = qi_cluster_view_active(img, &v)) < 0 ||
             (rc = qi_rw_read(img, &v, scratch, goff, (size_t)avail)) < 0)
             return rc;
-    }
-    if (n < cs)
         memcpy(scratch + in, data, n);
+    }
     if (e.type == QI_CLUSTER_ZERO_ALLOC && e.copied)
         host = e.host_offset;           /* ours alone: reuse it in place */
     else if ((rc = qi_refcount_alloc(img, 1, &host)) < 0)
@@ -274,11 +286,7 @@ static int write_cluster(qi_image *img, uint64_t ci, uint32_t in, const uint8_t 
                                 &old_raw)) < 0)
         return rc;
     img->cbuf_off = 0;
-    if (e.type == QI_CLUSTER_COMPRESSED)
-        return qi_refcount_free_later(img, e.host_offset, e.csize);
-    if ((e.type == QI_CLUSTER_NORMAL || e.type == QI_CLUSTER_ZERO_ALLOC) && e.host_offset != host)
-        return qi_refcount_free_later(img, e.host_offset, cs);
-    return 0;
+    return drop_old(img, &e, host);
 }
 
 static int check_range(qi_image *img, const char *what, uint64_t off, uint64_t len)
@@ -371,13 +379,7 @@ static int change_entry(qi_image *img, uint64_t ci, entry_fn new_of, int arg)
     if ((rc = qi_cluster_set_l2(img, l2_off, l2i, raw, &old_raw)) < 0)
         return rc;
     img->cbuf_off = 0;
-    if ((raw & QI_L2E_OFFSET_MASK) == e.host_offset && e.type != QI_CLUSTER_COMPRESSED)
-        return 0;           /* the host cluster stays referenced */
-    if (e.type == QI_CLUSTER_COMPRESSED)
-        return qi_refcount_free_later(img, e.host_offset, e.csize);
-    if (e.type == QI_CLUSTER_NORMAL || e.type == QI_CLUSTER_ZERO_ALLOC)
-        return qi_refcount_free_later(img, e.host_offset, g->cluster_size);
-    return 0;
+    return drop_old(img, &e, raw & QI_L2E_OFFSET_MASK);
 }
 
 /* Zeroing a whole cluster, as QEMU does it on a version 3 image: without

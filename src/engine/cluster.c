@@ -8,6 +8,7 @@
  * tables into the active L1 (new or copied from a shared table, COPIED set
  * as the table's refcount is 1) and updates L2 entries through the cache.
  * Calls: refcount, cache, format. */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -318,8 +319,8 @@ int qi_cluster_l2_for_write(qi_image *img, uint64_t l1i, uint64_t *l2_off)
     return 0;
 }
 
-int qi_cluster_set_l2(qi_image *img, uint64_t l2_off, uint32_t index, uint64_t raw,
-                      uint64_t *old)
+static int set_entry(qi_image *img, uint64_t l2_off, uint32_t index, uint64_t raw,
+                     const uint64_t *bitmap, uint64_t *old)
 {
     uint8_t *t;
     int rc;
@@ -328,7 +329,24 @@ int qi_cluster_set_l2(qi_image *img, uint64_t l2_off, uint32_t index, uint64_t r
     uint8_t *p = t + (size_t)img->g.l2_entry_size * index;
     *old = qi_be64(p);
     qi_put_be64(p, raw);
+    if (bitmap) {
+        assert(img->g.extl2);
+        qi_put_be64(p + 8, *bitmap);
+    }
     qi_cache_mark_dirty(img->l2_cache, t);
     qi_cache_put(img->l2_cache, t);
     return 0;
+}
+
+int qi_cluster_set_l2(qi_image *img, uint64_t l2_off, uint32_t index, uint64_t raw,
+                      uint64_t *old)
+{
+    return set_entry(img, l2_off, index, raw, NULL, old);
+}
+
+int qi_cluster_set_l2_ext(qi_image *img, uint64_t l2_off, uint32_t index, uint64_t raw,
+                          uint64_t bitmap)
+{
+    uint64_t old;
+    return set_entry(img, l2_off, index, raw, img->g.extl2 ? &bitmap : NULL, &old);
 }

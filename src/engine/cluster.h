@@ -68,4 +68,9 @@ int qi_cluster_set_l1(qi_image *img, uint64_t i, uint64_t raw);
  * *old = the entry before. Returns 0, QI_EIO, QI_ENOMEM. */
 int qi_cluster_set_l2(qi_image *img, uint64_t l2_off, uint32_t index, uint64_t raw,
                       uint64_t *old);
+
+/* Set entry INDEX to RAW and, with extended L2, its subcluster bitmap to
+ * BITMAP (ignored otherwise), through the L2 cache as qi_cluster_set_l2. */
+int qi_cluster_set_l2_ext(qi_image *img, uint64_t l2_off, uint32_t index, uint64_t raw,
+                          uint64_t bitmap);
 #endif

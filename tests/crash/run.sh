@@ -23,14 +23,27 @@ count_writes() {
         sed -n 's/^qinspect: fault injection: \([0-9]*\) writes$/\1/p'
 }
 
+# restore NAME COPY: COPY = NAME.base, and an external data file NAME.data
+# (named so in the header) back to NAME.data.orig when the image has one.
+restore() {
+    cp "$1.base" "$2"
+    if [ -f "$1.data.orig" ]; then cp "$1.data.orig" "$1.data"; fi
+}
+
 # scenario NAME CHUNK: BASE is $NAME.base (made by the caller).
 # CRASH_ONLY="name ..." runs only those scenarios.
 scenario() {
     local name=$1 chunk=$2 w n mode cs fails out rc
     case " ${CRASH_ONLY:-$name} " in *" $name "*) ;; *) return ;; esac
-    cs=$(qemu-img info --output=json "$name.base" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cluster-size"])')
+    # the unit a crash may leave old or new: the cluster, or with extended
+    # L2 entries the subcluster (a write over several subclusters of one
+    # cluster lands in place before the bitmap says they are allocated)
+    cs=$(qemu-img info --output=json "$name.base" | python3 -c 'import json,sys
+i = json.load(sys.stdin)
+print(i["cluster-size"] // (32 if i.get("format-specific", {}).get("data", {}).get("extended-l2") else 1))')
+    if [ -f "$name.data.orig" ]; then cp "$name.data.orig" "$name.data"; fi
     qemu-img convert -O raw "$name.base" "$name.old" || { t_fail "$name: setup convert"; return; }
-    cp "$name.base" "$name.full"
+    restore "$name" "$name.full"
     w=$(count_writes "$chunk" "$name.full")
     if [ -z "$w" ] || [ "$w" -lt 1 ]; then
         t_fail "$name: the operation writes (W=$w)"
@@ -41,7 +54,7 @@ scenario() {
     for mode in "" ",drop"; do
         fails=""
         for n in $(seq 0 $((w - 1))); do
-            cp "$name.base" "$name.img"
+            restore "$name" "$name.img"
             QINSPECT_FAULT="$n$mode" "$QINSPECT" -w -e "$chunk" "$name.img" >/dev/null 2>&1
             qemu-img check "$name.img" >"$name.check" 2>&1
             rc=$?
@@ -115,5 +128,25 @@ qemu-img create -q -f qcow2 zdisc.base 16M
 qio -c 'write -c -P 0x71 0 64k' -c 'write -P 0x72 64k 1M' zdisc.base
 qemu-img snapshot -c s1 zdisc.base
 scenario zdisc 'img:zero(0, 196608) img:zero(262144, 131072, {unmap=true}) img:discard(458752, 196608)'
+
+# extended L2: a write over partial subclusters of clusters with unallocated
+# (backing), zero and allocated subclusters, zeroing whole and partial
+# subclusters, a discard (each guest cluster is touched by one operation:
+# the check wants every cluster old or new)
+qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=32k -b back.raw -F raw extl2.base 4M
+qio -c 'write -P 0x81 0 40k' -c 'write -z 100k 30k' -c 'write -P 0x82 200k 3k' extl2.base
+scenario extl2 'img:write(1000, string.rep("i", 70000)) img:write(120000, string.rep("j", 90000))
+                img:zero(300000, 5000) img:zero(400000, 70000) img:discard(655360, 98304)'
+
+# an external data file: data at the guest offset, no refcounts; with
+# data_file_raw zeroes and discards also reach the data file
+qemu-img create -q -f qcow2 -o data_file=dfile.data dfile.base 4M
+qio -c 'write -P 0x91 0 100k' dfile.base
+mv dfile.data dfile.data.orig
+scenario dfile 'img:write(50000, string.rep("k", 100000)) img:zero(196608, 65536) img:discard(262144, 65536)'
+qemu-img create -q -f qcow2 -o data_file=draw.data,data_file_raw=on draw.base 4M
+qio -c 'write -P 0x92 0 300k' draw.base
+mv draw.data draw.data.orig
+scenario draw 'img:write(50000, string.rep("l", 100000)) img:zero(196608, 65536) img:discard(262144, 65536)'
 
 t_done

@@ -176,6 +176,8 @@ int qi_meta_poke(qi_image *img, uint64_t off, const void *buf, size_t len, void 
 /* Internal snapshots */
 typedef struct qi_snapshot {
     uint64_t entry_offset;  /* where the entry sits in the file */
+    uint64_t entry_size;    /* its bytes in the table, padding included (the
+                             * id and name may hold NUL bytes: not strlen) */
     uint64_t l1_table_offset;
     uint32_t l1_size;
     char *id;               /* NUL-terminated copies */

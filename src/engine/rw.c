@@ -225,7 +225,7 @@ static int write_supported(qi_image *img)
     if (img->corrupt_seen)
         return qi_fail(img, QI_ECORRUPT, "", QI_NO_OFFSET, "the image was found corrupt "
                        "earlier in this session; no further writes");
-    return 0;
+    return qi_image_write_state(img);
 }
 
 /* The host cluster(s) entry E referenced lose that reference (deferred until

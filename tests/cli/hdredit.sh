@@ -213,6 +213,23 @@ if [ $? -eq 0 ] && [ "$(qemu-img snapshot -l sn.qcow2 | grep -c s1)" = 1 ]; then
     t_ok "nb_snapshots: the snapshot table is read again at once; qemu-img lists s1 afterwards"
 else t_fail "nb_snapshots: the snapshot table is read again at once"; printf '%s\n' "$out" | t_diag; fi
 
+# the backing file name: a shorter length names a file that does not exist
+# (the backing chain is opened again, and fails), the right length again
+# opens base.raw again
+head -c 1048576 /dev/zero | tr '\0' 'B' > back.raw
+qemu-img create -q -f qcow2 -b back.raw -F raw over.qcow2 1M
+qemu-io -c 'write -P 0x55 64k 64k' over.qcow2 >/dev/null
+out=$("$QINSPECT" -w over.qcow2 -e '
+    assert(img:read(0, 1) == "B" and img.header.backing_file_size == 8)
+    img.header.backing_file_size = 4
+    assert(img.header_error and tostring(img.header_error):find("back"), tostring(img.header_error))
+    assert(not pcall(img.read, img, 0, 1), "read with the backing file gone")
+    img.header.backing_file_size = 8
+    assert(img.header_error == nil and img.header.backing_file == "back.raw", "back")
+    assert(img:read(0, 1) == "B" and img:read(65536, 1) == "U", "reads through the chain again")' 2>&1)
+if [ $? -eq 0 ] && qemu-img check -q over.qcow2; then t_ok "backing_file_size: the backing chain follows the name (missing: refused; restored: read again)"
+else t_fail "backing_file_size: the backing chain follows the name"; printf '%s\n' "$out" | t_diag; fi
+
 # ---- repair of an image QEMU marked corrupt ----
 qemu-img create -q -f qcow2 cor.qcow2 4M
 qemu-io -c 'write -P 0x11 0 128k' cor.qcow2 >/dev/null

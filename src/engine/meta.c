@@ -381,6 +381,14 @@ static int field_present(qi_image *img, const qi_header_field *f)
     return 0;
 }
 
+/* Crash table (qi_meta_poke's order):
+ *   1. every cached change written back and synced (qi_refcount_settle, in
+ *      its own order)                      crash: leak at most
+ *   2. the field's 1-8 bytes written (one pwrite inside the first sector)
+ *      and synced                          crash: old or new value, whole
+ *   3. the header read again and validated (no writes)
+ * The value itself is the user's: a crash leaves it or the old one, and
+ * whether either is a valid header is what the user asked for. */
 int qi_meta_header_set(qi_image *img, const char *name, uint64_t value, uint64_t *old)
 {
     const qi_header_field *f = qi_meta_header_field(name);

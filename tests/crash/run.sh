@@ -116,4 +116,11 @@ qio -c 'write -c -P 0x71 0 64k' -c 'write -P 0x72 64k 1M' zdisc.base
 qemu-img snapshot -c s1 zdisc.base
 scenario zdisc 'img:zero(0, 196608) img:zero(262144, 131072, {unmap=true}) img:discard(458752, 196608)'
 
+# a header edit between writes: the cached changes of the first write are
+# written back before the header's bytes, the second write runs on the
+# caches made when the header was read again
+qemu-img create -q -f qcow2 hdrset.base 16M
+qio -c 'write -P 0x81 0 64k' hdrset.base
+scenario hdrset 'img:write(70000, string.rep("i", 200000)) img.header.compatible_features = 1 img:write(400000, string.rep("j", 70000))'
+
 t_done

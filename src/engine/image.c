@@ -6,7 +6,11 @@
  * data file and the backing chain (depth limit, loop detection by device
  * and inode), taking QEMU-compatible locks on every file. Tables that only
  * some work needs (active L1, refcount table) are loaded on first use, so
- * `info` stays cheap. Only this file acts on header and feature changes.
+ * `info` stays cheap. Only this file acts on header and feature changes:
+ * after a raw edit of the header, qi_image_reload_header parses everything
+ * again from the same open file (the locks stay) and either replaces the
+ * parsed state or puts the image in the broken state, where only raw edits
+ * are allowed until the header validates again.
  * Calls: layers 0-3. */
 #include <inttypes.h>
 #include <libgen.h>

@@ -21,6 +21,10 @@ typedef struct qi_image qi_image;
 #define QI_OPEN_NO_LOCK     0x08u /* take no locks at all (tests) */
 #define QI_OPEN_RAW         0x10u /* open the file as a raw image */
 #define QI_OPEN_PROBE       0x20u /* pick raw or qcow2 by the magic */
+#define QI_OPEN_REPAIR      0x40u /* with QI_OPEN_RW: an image marked corrupt
+                                   * (incompatible bit 1) opens read-write for
+                                   * raw edits; guest writes are refused until
+                                   * the bit is clear */
 
 #define QI_MAX_BACKING_DEPTH 64
 
@@ -46,6 +50,13 @@ void qi_image_close(qi_image *img);
 
 /* The last error recorded on this image (code 0 if none). */
 const qi_err *qi_image_error(const qi_image *img);
+
+/* NULL while the image's header validates. After a raw edit (of the header,
+ * the snapshot table or the bitmap directory) left it invalid: the
+ * validation error. The edit stays on disk; the image then refuses
+ * everything except raw edits (qi_meta_poke, qi_meta_header_set), which
+ * read the header again and end this state once it validates. */
+const qi_err *qi_image_header_error(const qi_image *img);
 
 /* Properties. */
 const char *qi_image_path(const qi_image *img);     /* as given to open */

@@ -165,17 +165,48 @@ int qi_meta_refcount(qi_image *img, uint64_t host_off, uint64_t *rc);
  *   qi_meta_poke: LEN bytes at file offset OFF (OLD receives the LEN bytes
  *     that were there): every cached change is written back first, cached
  *     copies of what the bytes touch are dropped, and the in-memory L1 and
- *     refcount tables are read again. The parsed header is not: a poke
- *     into the header takes effect when the image is opened again. */
+ *     refcount tables are read again. A poke into what open parsed (the
+ *     header cluster, the snapshot table, the bitmap directory) reads all
+ *     of it again and validates it, as open does; if it no longer
+ *     validates, the poke stays on disk and the image enters the broken
+ *     state (qi_image_header_error), which any later poke or header edit
+ *     that makes it valid again ends.
+ *   qi_meta_header_set: the header field NAME (qi_meta_header_fields) set
+ *     to VALUE, big-endian at its offset, through qi_meta_poke; *OLD is the
+ *     value that was on disk. No rule is checked except that VALUE fits the
+ *     field's width and the field exists in the header on disk (a version 2
+ *     header has no version 3 fields; compression_type needs header_length
+ *     above 104): QI_EINVAL otherwise.
+ * The L1, L2 and refcount edits are refused in the broken state (they need
+ * a valid header); poke and header edits are not. */
 int qi_meta_l1_set(qi_image *img, uint32_t index, uint64_t raw, uint64_t *old);
 int qi_meta_l2_set(qi_image *img, uint64_t l2_off, uint32_t index, uint64_t raw,
                    uint64_t *old);
 int qi_meta_set_refcount(qi_image *img, uint64_t host_off, uint64_t value, uint64_t *old);
 int qi_meta_poke(qi_image *img, uint64_t off, const void *buf, size_t len, void *old);
 
+/* The fixed header fields: name, byte offset, width in bytes (1, 4, 8) and
+ * the first version that has them. */
+typedef struct qi_header_field {
+    const char *name;
+    uint32_t offset;
+    uint32_t width;
+    uint32_t version;
+} qi_header_field;
+
+/* All of them, in header order, ending with a NULL name (static). */
+const qi_header_field *qi_meta_header_fields(void);
+
+/* The field NAME, or NULL. */
+const qi_header_field *qi_meta_header_field(const char *name);
+
+int qi_meta_header_set(qi_image *img, const char *name, uint64_t value, uint64_t *old);
+
 /* Internal snapshots */
 typedef struct qi_snapshot {
     uint64_t entry_offset;  /* where the entry sits in the file */
+    uint64_t entry_size;    /* its bytes in the table, padding included (the
+                             * id and name may hold NUL bytes: not strlen) */
     uint64_t l1_table_offset;
     uint32_t l1_size;
     char *id;               /* NUL-terminated copies */

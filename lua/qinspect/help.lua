@@ -39,7 +39,7 @@ end
 local GENERAL = [[
 qinspect session globals:
   img          the image opened on the command line (help(img))
-  qinspect     the module: qinspect.open(path [, {rw=, force_share=, backing=}])
+  qinspect     the module: qinspect.open(path [, {rw=, force_share=, backing=, repair=}])
                returns an image, or nil, message, code
   hex(s)       hexdump of a string, e.g. hex(img:read(0, 512))
   pp(...)      pretty-print values
@@ -178,7 +178,28 @@ compatible_features: may be ignored. 0 lazy refcounts.
 autoclear_features: a writer that does not know a bit must clear it
 before writing. 0 bitmaps (the bitmaps extension is consistent), 1 raw
 external data. header.features gives the names of the set bits;
-header.feature_names decodes the feature name table extension.]]
+header.feature_names decodes the feature name table extension.
+An image marked corrupt opens with -w for repair only: guest writes are
+refused until the bit is cleared (qemu-img check -r all, or by hand:
+img.header.incompatible_features = img.header.incompatible_features & ~2).]]
+
+T["raw-edits"] = [[
+Raw edits (-w only; they bypass the format's rules on purpose)
+  e.raw = v                        an L2 entry, or an active L1 entry
+  img:set_refcount(host_off, n)    a refcount, through the refcount cache
+  img:poke(host_off, bytes)        any bytes of the file
+  img.header.<field> = v           a fixed header field, big-endian at its
+                                   offset (only the width is checked;
+                                   version 2 headers have no v3 fields)
+img:edits() lists them with old and new values. Cached changes are written
+back before a poke or a header edit. A poke into the header cluster, the
+snapshot table or the bitmap directory, and every header edit, reads all
+of it again and validates it as open does. If it no longer validates
+(say cluster_bits = 40) the edit stays on disk and the image refuses
+everything but img:poke and header edits with the validation error
+(img.header_error) until one of them makes it valid again:
+  img.header.cluster_bits = 40     -- img:read(...) now raises
+  img.header.cluster_bits = 16     -- valid again, reads work]]
 
 T.problems = nil -- generated from qinspect.problems below
 

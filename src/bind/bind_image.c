@@ -18,11 +18,12 @@
 
 /* ---- open / close ---- */
 
-/* qinspect.open(path [, {rw=, force_share=, backing=}]) -> image, or
+/* qinspect.open(path [, {rw=, force_share=, backing=, repair=}]) -> image, or
  * nil, message, code (io.open style, convention 11). */
 int qi_bind_open(lua_State *L)
 {
-    static const char *const opt_names[] = { "rw", "force_share", "backing", NULL };
+    static const char *const opt_names[] = { "rw", "force_share", "backing", "repair",
+                                             NULL };
     const char *path = luaL_checkstring(L, 1);
     qi_open_opts o = QI_OPEN_OPTS_INIT;
     qi_bind_image *b;
@@ -37,7 +38,9 @@ int qi_bind_open(lua_State *L)
             o.flags |= QI_OPEN_FORCE_SHARE;
         if (lua_getfield(L, 2, "backing") != LUA_TNIL && !lua_toboolean(L, -1))
             o.flags |= QI_OPEN_NO_BACKING;
-        lua_pop(L, 3);
+        if (lua_getfield(L, 2, "repair") != LUA_TNIL && lua_toboolean(L, -1))
+            o.flags |= QI_OPEN_REPAIR;
+        lua_pop(L, 4);
     }
     b = qi_bind_newbox(L);
     rc = qi_image_open(&b->img, path, &o, &err);
@@ -66,7 +69,7 @@ static int image_close(lua_State *L)
  * its overlay owns it). Closing twice is an error, as for Lua files. */
 static int m_close(lua_State *L)
 {
-    qi_image *img = qi_bind_check_image(L, 1);
+    qi_image *img = qi_bind_check_image_any(L, 1);
     qi_bind_image *b = lua_touserdata(L, 1);
     int rc;
     /* a failed write-back raises and leaves the image open (retry, or let
@@ -99,7 +102,10 @@ static int image_tostring(lua_State *L)
         lua_pushfstring(L, "image '%s' (closed)", path);
         return 1;
     }
-    if (qi_image_cluster_size(b->img))
+    if (qi_image_header_error(b->img))
+        lua_pushfstring(L, "%s image '%s' (%s, header invalid)", qi_image_format(b->img),
+                        path, qi_image_writable(b->img) ? "rw" : "ro");
+    else if (qi_image_cluster_size(b->img))
         lua_pushfstring(L, "%s image '%s' (%s, %s clusters)", qi_image_format(b->img),
                         path, qi_image_writable(b->img) ? "rw" : "ro",
                         size_text(cs, sizeof cs, qi_image_cluster_size(b->img)));
@@ -331,6 +337,17 @@ static int f_writable(lua_State *L, void *o, qi_image *img)
     return 1;
 }
 
+static int f_header_error(lua_State *L, void *o, qi_image *img)
+{
+    const qi_err *e = qi_image_header_error(img);
+    (void)o;
+    if (e)
+        qi_bind_push_err(L, e, e->code);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
 static int is_qcow2(qi_image *img)
 {
     return qi_meta_header(img) != NULL;
@@ -414,10 +431,13 @@ static const qi_bind_field image_fields[] = {
     { "cluster_size", f_cluster_size, NULL, QI_FIELD_DERIVED, "cluster size in bytes (0 for raw)" },
     { "file_size", f_file_size, NULL, QI_FIELD_DERIVED, "length of the host file" },
     { "writable", f_writable, NULL, QI_FIELD_DERIVED, "opened read-write (-w)" },
+    { "header_error", f_header_error, NULL, QI_FIELD_DERIVED | QI_FIELD_ANY_STATE,
+      "nil, or the error of a header a raw edit left invalid (raw edits only until fixed)" },
     { "refcount_bits", f_refcount_bits, NULL, 0, "width of a refcount entry" },
     { "extended_l2", f_extended_l2, NULL, QI_FIELD_DERIVED, "L2 entries have subclusters" },
     { "l2_entries", f_l2_entries, NULL, QI_FIELD_DERIVED, "entries per L2 table" },
-    { "header", f_header, NULL, QI_FIELD_DERIVED, "the header object (nil for raw)" },
+    { "header", f_header, NULL, QI_FIELD_DERIVED | QI_FIELD_ANY_STATE,
+      "the header object (nil for raw)" },
     { "l1", f_l1, NULL, QI_FIELD_DERIVED, "the active L1 table object (nil for raw)" },
     { "snapshots", f_snapshots, NULL, QI_FIELD_DERIVED, "the internal snapshot table" },
     { "refcounts", f_refcounts, NULL, QI_FIELD_DERIVED, "the refcount table object (nil for raw)" },
@@ -493,7 +513,7 @@ static int m_discard(lua_State *L)
  * cached change is written back; logged in img:edits(). */
 static int m_poke(lua_State *L)
 {
-    qi_image *img = qi_bind_check_image(L, 1);
+    qi_image *img = qi_bind_check_image_any(L, 1);
     uint64_t off = qi_bind_checkoffset(L, 2);
     size_t len;
     const char *data = luaL_checklstring(L, 3, &len);
@@ -533,7 +553,7 @@ static int m_set_refcount(lua_State *L)
  * {what, old, new}. */
 static int m_edits(lua_State *L)
 {
-    qi_bind_check_image(L, 1);
+    qi_bind_check_image_any(L, 1);
     qi_bind_push_edits(L, 1);
     return 1;
 }
@@ -622,7 +642,7 @@ static int m_trace(lua_State *L)
 /* img:flush(): write every cached change back in crash-safe order and sync. */
 static int m_flush(lua_State *L)
 {
-    qi_image *img = qi_bind_check_image(L, 1);
+    qi_image *img = qi_bind_check_image_any(L, 1);
     int rc;
     if ((rc = qi_image_flush(img)) < 0)
         return qi_bind_raise(L, img, rc);

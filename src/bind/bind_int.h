@@ -61,6 +61,12 @@ typedef struct qi_bind_field {
 /* qi_bind_field.flags: the value is a coordinate or derived from others,
  * so it can never be assigned (the error message says so). */
 #define QI_FIELD_DERIVED 0x1u
+/* The setter is a raw edit that can make an invalid header valid again: it
+ * works while the header does not validate (qi_image_header_error), when
+ * every other access raises the validation error. */
+#define QI_FIELD_RAW_EDIT 0x2u
+/* The getter works in that state too (it does not read the image). */
+#define QI_FIELD_ANY_STATE 0x4u
 
 /* An object type: its metatable name, the label used in messages
  * ("L2 entry"), methods, fields (terminated by a NULL name) and optional
@@ -84,6 +90,7 @@ void *qi_bind_checkchild(lua_State *L, int idx, const char *tname, qi_image **im
 void qi_bind_pushowner(lua_State *L, int idx);
 qi_bind_image *qi_bind_newbox(lua_State *L);
 qi_image *qi_bind_check_image(lua_State *L, int idx);
+qi_image *qi_bind_check_image_any(lua_State *L, int idx);
 int qi_bind_box_open(lua_State *L, int idx);
 uint64_t qi_bind_checkoffset(lua_State *L, int arg);
 size_t qi_bind_checklength(lua_State *L, int arg);

@@ -6,7 +6,9 @@
  * data_file. img.snapshots is a 0-based list object of snapshot entries;
  * a snapshot's `l1` is an L1 table object. Every access re-reads through
  * the engine, and every object pins the image through its user value.
- * Fields are field tables (convention 10) with no setters yet.
+ * Fields are field tables (convention 10); the fixed header fields have
+ * setters, raw edits through qi_meta_header_set (version 3 fields refused
+ * on a version 2 header, values checked against the field's width only).
  * Calls: bind_util, bind_err, bind_table, include/qi. */
 #include <inttypes.h>
 #include <stdio.h>
@@ -63,6 +65,52 @@ HDR_FIELD(refcount_order)
 HDR_FIELD(header_length)
 HDR_FIELD(compression_type)
 #undef HDR_FIELD
+
+/* img.header.<field> = v: a raw edit of the field's bytes on disk (big-endian
+ * at its offset, through img:poke's path), no rule checked but the field's
+ * width; the header is then read again and validated (if it no longer
+ * validates, the edit stays and the image refuses all but raw edits until
+ * one makes it valid again). Logged in img:edits(). */
+static int set_field(lua_State *L, qi_image *img, int val, const char *name)
+{
+    uint64_t old, v = (uint64_t)luaL_checkinteger(L, val);
+    const qi_header_field *f = qi_meta_header_field(name);
+    char what[80];
+    int rc;
+    if ((rc = qi_meta_header_set(img, name, v, &old)) < 0)
+        return qi_bind_raise(L, img, rc);
+    snprintf(what, sizeof what, "header %s (%u bytes at %u)", name, (unsigned)f->width,
+             (unsigned)f->offset);
+    qi_bind_log_edit(L, 1, what, old, v);
+    return 0;
+}
+
+#define HDR_SETTER(f)                                                    \
+    static int hs_##f(lua_State *L, void *o, qi_image *img, int val)     \
+    {                                                                    \
+        (void)o;                                                         \
+        return set_field(L, img, val, #f);                               \
+    }
+HDR_SETTER(magic)
+HDR_SETTER(version)
+HDR_SETTER(backing_file_offset)
+HDR_SETTER(backing_file_size)
+HDR_SETTER(cluster_bits)
+HDR_SETTER(size)
+HDR_SETTER(crypt_method)
+HDR_SETTER(l1_size)
+HDR_SETTER(l1_table_offset)
+HDR_SETTER(refcount_table_offset)
+HDR_SETTER(refcount_table_clusters)
+HDR_SETTER(nb_snapshots)
+HDR_SETTER(snapshots_offset)
+HDR_SETTER(incompatible_features)
+HDR_SETTER(compatible_features)
+HDR_SETTER(autoclear_features)
+HDR_SETTER(refcount_order)
+HDR_SETTER(header_length)
+HDR_SETTER(compression_type)
+#undef HDR_SETTER
 
 /* A list of the names of the set bits of BITS (type 0/1/2). */
 static void push_bit_names(lua_State *L, qi_image *img, int type, uint64_t bits)
@@ -182,26 +230,27 @@ static int h_data_file(lua_State *L, void *o, qi_image *img)
     return push_opt_string(L, qi_image_data_file_name(img));
 }
 
+#define RAW QI_FIELD_RAW_EDIT
 static const qi_bind_field header_fields[] = {
-    { "magic", h_magic, NULL, 0, "0x514649fb (\"QFI\\xfb\")" },
-    { "version", h_version, NULL, 0, "2 or 3" },
-    { "backing_file_offset", h_backing_file_offset, NULL, 0, "where the backing file name is" },
-    { "backing_file_size", h_backing_file_size, NULL, 0, "length of the backing file name" },
-    { "cluster_bits", h_cluster_bits, NULL, 0, "log2 of the cluster size" },
-    { "size", h_size, NULL, 0, "virtual disk size in bytes" },
-    { "crypt_method", h_crypt_method, NULL, 0, "0 none, 1 AES, 2 LUKS" },
-    { "l1_size", h_l1_size, NULL, 0, "entries in the active L1 table" },
-    { "l1_table_offset", h_l1_table_offset, NULL, 0, "host offset of the active L1 table" },
-    { "refcount_table_offset", h_refcount_table_offset, NULL, 0, "host offset of the refcount table" },
-    { "refcount_table_clusters", h_refcount_table_clusters, NULL, 0, "clusters of the refcount table" },
-    { "nb_snapshots", h_nb_snapshots, NULL, 0, "number of internal snapshots" },
-    { "snapshots_offset", h_snapshots_offset, NULL, 0, "host offset of the snapshot table" },
-    { "incompatible_features", h_incompatible_features, NULL, 0, "incompatible feature bits" },
-    { "compatible_features", h_compatible_features, NULL, 0, "compatible feature bits" },
-    { "autoclear_features", h_autoclear_features, NULL, 0, "autoclear feature bits" },
-    { "refcount_order", h_refcount_order, NULL, 0, "log2 of the refcount width in bits" },
-    { "header_length", h_header_length, NULL, 0, "bytes of the header before extensions" },
-    { "compression_type", h_compression_type, NULL, 0, "0 zlib (deflate), 1 zstd" },
+    { "magic", h_magic, hs_magic, RAW, "0x514649fb (\"QFI\\xfb\")" },
+    { "version", h_version, hs_version, RAW, "2 or 3" },
+    { "backing_file_offset", h_backing_file_offset, hs_backing_file_offset, RAW, "where the backing file name is" },
+    { "backing_file_size", h_backing_file_size, hs_backing_file_size, RAW, "length of the backing file name" },
+    { "cluster_bits", h_cluster_bits, hs_cluster_bits, RAW, "log2 of the cluster size" },
+    { "size", h_size, hs_size, RAW, "virtual disk size in bytes" },
+    { "crypt_method", h_crypt_method, hs_crypt_method, RAW, "0 none, 1 AES, 2 LUKS" },
+    { "l1_size", h_l1_size, hs_l1_size, RAW, "entries in the active L1 table" },
+    { "l1_table_offset", h_l1_table_offset, hs_l1_table_offset, RAW, "host offset of the active L1 table" },
+    { "refcount_table_offset", h_refcount_table_offset, hs_refcount_table_offset, RAW, "host offset of the refcount table" },
+    { "refcount_table_clusters", h_refcount_table_clusters, hs_refcount_table_clusters, RAW, "clusters of the refcount table" },
+    { "nb_snapshots", h_nb_snapshots, hs_nb_snapshots, RAW, "number of internal snapshots" },
+    { "snapshots_offset", h_snapshots_offset, hs_snapshots_offset, RAW, "host offset of the snapshot table" },
+    { "incompatible_features", h_incompatible_features, hs_incompatible_features, RAW, "incompatible feature bits" },
+    { "compatible_features", h_compatible_features, hs_compatible_features, RAW, "compatible feature bits" },
+    { "autoclear_features", h_autoclear_features, hs_autoclear_features, RAW, "autoclear feature bits" },
+    { "refcount_order", h_refcount_order, hs_refcount_order, RAW, "log2 of the refcount width in bits" },
+    { "header_length", h_header_length, hs_header_length, RAW, "bytes of the header before extensions" },
+    { "compression_type", h_compression_type, hs_compression_type, RAW, "0 zlib (deflate), 1 zstd" },
     { "features", h_features, NULL, QI_FIELD_DERIVED,
       "set feature bits by name: {incompatible=, compatible=, autoclear=}" },
     { "extensions", h_extensions, NULL, QI_FIELD_DERIVED,
@@ -213,6 +262,7 @@ static const qi_bind_field header_fields[] = {
     { "data_file", h_data_file, NULL, 0, "external data file name (or nil)" },
     { NULL, NULL, NULL, 0, NULL }
 };
+#undef RAW
 
 static int header_tostring(lua_State *L)
 {

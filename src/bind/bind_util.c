@@ -48,14 +48,30 @@ int qi_bind_box_open(lua_State *L, int idx)
     return open;
 }
 
-/* The open engine image of the box at IDX; raises "image is closed".
- * Every image method starts with this (convention 8). */
-qi_image *qi_bind_check_image(lua_State *L, int idx)
+/* The open engine image of the box at IDX, in any state; raises "image is
+ * closed". Only raw edits that can repair a header (img:poke, header field
+ * setters) and what does not read the image (edits, flush, close) use it. */
+qi_image *qi_bind_check_image_any(lua_State *L, int idx)
 {
     qi_bind_image *b = luaL_checkudata(L, idx, QI_MT_IMAGE);
     if (!qi_bind_box_open(L, lua_absindex(L, idx)))
         luaL_error(L, "image is closed");
     return b->img;
+}
+
+/* The open engine image of the box at IDX; raises "image is closed", and
+ * the validation error while a raw edit left the header invalid
+ * (qi_image_header_error). Every image method starts with this
+ * (convention 8). */
+qi_image *qi_bind_check_image(lua_State *L, int idx)
+{
+    qi_image *img = qi_bind_check_image_any(L, idx);
+    const qi_err *e = qi_image_header_error(img);
+    if (e) {
+        qi_bind_push_err(L, e, e->code);
+        lua_error(L);
+    }
+    return img;
 }
 
 /* Push a new closed image box with its metatable set (convention 8: the
@@ -92,23 +108,29 @@ void qi_bind_pushowner(lua_State *L, int idx)
 
 /* Check that IDX is a child of type TNAME whose image is open; store the
  * engine image in *IMG and return the child's memory. Raises otherwise. */
-void *qi_bind_checkchild(lua_State *L, int idx, const char *tname, qi_image **img)
+static void *checkchild(lua_State *L, int idx, const char *tname, qi_image **img, int any)
 {
     void *p = luaL_checkudata(L, idx, tname);
     idx = lua_absindex(L, idx);
     lua_getiuservalue(L, idx, 1);
-    *img = qi_bind_check_image(L, -1);
+    *img = any ? qi_bind_check_image_any(L, -1) : qi_bind_check_image(L, -1);
     lua_pop(L, 1);
     return p;
 }
 
-/* The engine image behind object 1 of class C (an image or a child). */
-static qi_image *object_image(lua_State *L, const qi_bind_class *c)
+void *qi_bind_checkchild(lua_State *L, int idx, const char *tname, qi_image **img)
+{
+    return checkchild(L, idx, tname, img, 0);
+}
+
+/* The engine image behind object 1 of class C (an image or a child); ANY:
+ * also while the header does not validate. */
+static qi_image *object_image(lua_State *L, const qi_bind_class *c, int any)
 {
     qi_image *img;
     if (!strcmp(c->tname, QI_MT_IMAGE))
-        return qi_bind_check_image(L, 1);
-    qi_bind_checkchild(L, 1, c->tname, &img);
+        return any ? qi_bind_check_image_any(L, 1) : qi_bind_check_image(L, 1);
+    checkchild(L, 1, c->tname, &img, any);
     return img;
 }
 
@@ -124,7 +146,7 @@ static int class_index(lua_State *L)
             return 1;
         lua_pop(L, 1);
         if ((f = find_field(c, lua_tostring(L, 2))) != NULL) {
-            qi_image *img = object_image(L, c);
+            qi_image *img = object_image(L, c, (f->flags & QI_FIELD_ANY_STATE) != 0);
             return f->get(L, lua_touserdata(L, 1), img);
         }
     }
@@ -145,7 +167,7 @@ static int class_newindex(lua_State *L)
                           (f->flags & QI_FIELD_DERIVED)
                               ? "it is derived from other fields or is a position"
                               : "qinspect cannot write this field yet");
-    img = object_image(L, c);
+    img = object_image(L, c, (f->flags & QI_FIELD_RAW_EDIT) != 0);
     if (!qi_image_writable(img))
         return luaL_error(L, "image opened read-only; reopen with -w");
     return f->set(L, lua_touserdata(L, 1), img, 3);

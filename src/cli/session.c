@@ -99,9 +99,11 @@ static int open_image(lua_State *L, const session *s)
     lua_getglobal(L, "qinspect");
     lua_getfield(L, -1, "open");
     lua_pushstring(L, s->image);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushboolean(L, s->rw);
     lua_setfield(L, -2, "rw");
+    lua_pushboolean(L, s->rw);     /* -w opens an image marked corrupt for repair */
+    lua_setfield(L, -2, "repair");
     lua_pushboolean(L, s->force_share);
     lua_setfield(L, -2, "force_share");
     lua_call(L, 2, 2);

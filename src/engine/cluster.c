@@ -51,6 +51,8 @@ out:
 int qi_cluster_view_active(qi_image *img, qi_l1view *v)
 {
     int rc;
+    if (img->broken)    /* a raw edit left the header invalid (image.c) */
+        return qi_err_copy(&img->err, &img->broken_err);
     if (!img->l1 && img->hdr.l1_size &&
         (rc = load_l1(img, img->hdr.l1_table_offset, img->hdr.l1_size, &img->l1,
                       "L1 table")) < 0)
@@ -66,6 +68,8 @@ int qi_cluster_view_snapshot(qi_image *img, uint32_t snap, qi_l1view *v)
 {
     const qi_snapshot *s;
     int rc;
+    if (img->broken)
+        return qi_err_copy(&img->err, &img->broken_err);
     if (snap >= img->n_snaps)
         return qi_fail(img, QI_ENOENT, "snapshot table", QI_NO_OFFSET,
                        "no snapshot with index %" PRIu32, snap);

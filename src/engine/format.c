@@ -375,6 +375,7 @@ int qi_format_parse_snapshot(const uint8_t *buf, size_t avail, uint64_t off,
     if (!s->id || !s->name)
         return qi_err_set(err, path, QI_ENOMEM, st, off, "out of memory");
     total = (total + 7) & ~7ull;
+    s->entry_size = total;
     *consumed = total;
     return 0;
 }

@@ -6,7 +6,11 @@
  * data file and the backing chain (depth limit, loop detection by device
  * and inode), taking QEMU-compatible locks on every file. Tables that only
  * some work needs (active L1, refcount table) are loaded on first use, so
- * `info` stays cheap. Only this file acts on header and feature changes.
+ * `info` stays cheap. Only this file acts on header and feature changes:
+ * after a raw edit of the header, qi_image_reload_header parses everything
+ * again from the same open file (the locks stay) and either replaces the
+ * parsed state or puts the image in the broken state, where only raw edits
+ * are allowed until the header validates again.
  * Calls: layers 0-3. */
 #include <inttypes.h>
 #include <libgen.h>
@@ -135,9 +139,11 @@ static int check_features(qi_image *img, const qi_open_opts *o)
     if (img->hdr.crypt_method)
         return qi_fail(img, QI_ENOTSUP, "header", 32, "encrypted images (%s) are "
                        "not supported", img->hdr.crypt_method == 1 ? "AES" : "LUKS");
-    if ((img->hdr.incompatible_features & QI_INCOMPAT_CORRUPT) && (o->flags & QI_OPEN_RW))
+    if ((img->hdr.incompatible_features & QI_INCOMPAT_CORRUPT) && (o->flags & QI_OPEN_RW) &&
+        !(o->flags & QI_OPEN_REPAIR))
         return qi_fail(img, QI_ECORRUPT, "header", 72, "the image is marked corrupt "
-                       "(incompatible bit 1); it can only be opened read-only");
+                       "(incompatible bit 1); it can only be opened read-only, or "
+                       "read-write for repair");
     if ((img->hdr.incompatible_features & QI_INCOMPAT_DATA_FILE) && !img->data_file_name)
         return qi_corrupt(img, "header", 72, "external data file bit set but no data "
                           "file name extension");
@@ -445,6 +451,45 @@ static int open_backing(qi_image *img, const qi_open_opts *o, const chain *me)
     return 0;
 }
 
+/* What open reads from the header cluster, the snapshot table and the
+ * bitmap directory, validated. */
+static int parse_all(qi_image *img, const qi_open_opts *o)
+{
+    int rc;
+    if ((rc = read_header(img)) < 0 || (rc = check_features(img, o)) < 0 ||
+        (rc = read_names(img)) < 0 || (rc = read_snapshots(img)) < 0 ||
+        (rc = read_bitmaps(img)) < 0)
+        return rc;
+    return 0;
+}
+
+/* Free what parse_all made (everything it sets is left NULL or 0). */
+static void free_parsed(qi_image *img)
+{
+    for (uint32_t i = 0; i < img->n_snaps; i++) {
+        free(img->snaps[i].id);
+        free(img->snaps[i].name);
+    }
+    free(img->snaps);
+    for (uint32_t i = 0; i < img->n_bitmaps; i++)
+        free(img->bitmaps[i].name);
+    free(img->bitmaps);
+    free(img->hdr_buf);
+    free(img->exts);
+    free(img->features);
+    free(img->backing_name);
+    free(img->backing_full);
+    free(img->backing_fmt);
+    free(img->data_file_name);
+    img->snaps = NULL;
+    img->bitmaps = NULL;
+    img->hdr_buf = NULL;
+    img->exts = NULL;
+    img->features = NULL;
+    img->backing_name = img->backing_full = img->backing_fmt = img->data_file_name = NULL;
+    img->n_snaps = img->n_bitmaps = img->n_exts = img->n_features = 0;
+}
+
 /* Pick qcow2 or raw by the magic, as QEMU probes. A file whose magic is
  * wrong but whose next fields look like a qcow2 header (version 2 or 3 and a
  * valid cluster_bits) is refused instead of silently read as raw: it is far
@@ -506,9 +551,8 @@ static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
         *out = img;
         return 0;
     }
-    if ((rc = read_header(img)) < 0 || (rc = check_features(img, o)) < 0 ||
-        (rc = read_names(img)) < 0 || (rc = read_snapshots(img)) < 0 ||
-        (rc = read_bitmaps(img)) < 0 ||
+    img->opts = *o;
+    if ((rc = parse_all(img, o)) < 0 ||
         (rc = make_caches(img, o)) < 0 || (rc = open_data_file(img, o)) < 0 ||
         (rc = open_backing(img, o, &me)) < 0)
         goto fail;
@@ -543,29 +587,165 @@ void qi_image_close(qi_image *img)
     qi_cache_free(img->rb_cache);
     qi_bio_close(img->data_file);
     qi_bio_close(img->file);
-    for (uint32_t i = 0; i < img->n_snaps; i++) {
-        free(img->snaps[i].id);
-        free(img->snaps[i].name);
-    }
-    free(img->snaps);
-    for (uint32_t i = 0; i < img->n_bitmaps; i++)
-        free(img->bitmaps[i].name);
-    free(img->bitmaps);
+    free_parsed(img);
     free(img->l1);
     free(img->snap_l1);
     free(img->reftable);
-    free(img->hdr_buf);
-    free(img->exts);
-    free(img->features);
-    free(img->backing_name);
-    free(img->backing_full);
-    free(img->backing_fmt);
-    free(img->data_file_name);
     free(img->cbuf);
     free(img->cin);
     free(img->pending_free);
     free(img->path);
     free(img);
+}
+
+/* ---- the header read again after a raw edit ---- */
+
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && !strcmp(a, b));
+}
+
+/* Move the parsed state of T (made by parse_all) into IMG, whose own was
+ * freed. */
+static void take_parsed(qi_image *img, qi_image *t)
+{
+    img->hdr = t->hdr;
+    img->g = t->g;
+    img->size = t->size;
+    img->hdr_buf = t->hdr_buf;
+    img->hdr_len = t->hdr_len;
+    img->exts = t->exts;
+    img->n_exts = t->n_exts;
+    img->features = t->features;
+    img->n_features = t->n_features;
+    img->backing_name = t->backing_name;
+    img->backing_full = t->backing_full;
+    img->backing_fmt = t->backing_fmt;
+    img->data_file_name = t->data_file_name;
+    img->data_file_raw = t->data_file_raw;
+    img->snaps = t->snaps;
+    img->n_snaps = t->n_snaps;
+    img->bitmaps = t->bitmaps;
+    img->n_bitmaps = t->n_bitmaps;
+}
+
+/* Everything derived from the old header: cached tables (clean: the edit
+ * wrote them back first; the caller installs new ones), loaded L1 and
+ * refcount tables, allocation hints. */
+static void drop_derived(qi_image *img)
+{
+    qi_cache_free(img->l2_cache);
+    qi_cache_free(img->rb_cache);
+    img->l2_cache = img->rb_cache = NULL;
+    free(img->l1);
+    free(img->snap_l1);
+    free(img->reftable);
+    img->l1 = img->snap_l1 = img->reftable = NULL;
+    img->reftable_entries = 0;
+    img->cbuf_off = 0;
+    img->free_hint = 0;
+    img->meta_prealloc = -1;
+}
+
+/* The backing chain and the data file follow the new names: opened again
+ * when a name, the format or the data file bit changed, or when a failed
+ * reload left them closed. */
+static int reattach(qi_image *img, bool backing, bool data_file)
+{
+    chain me = { NULL, img->file->dev, img->file->ino, 0 };
+    int rc;
+    if (data_file) {
+        qi_bio_close(img->data_file);
+        img->data_file = NULL;
+        img->data = img->file;
+        if ((rc = open_data_file(img, &img->opts)) < 0)
+            return rc;
+    }
+    if (backing) {
+        qi_image_close(img->backing);
+        img->backing = NULL;
+        if ((rc = open_backing(img, &img->opts, &me)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int enter_broken(qi_image *img, int rc)
+{
+    img->broken = true;
+    img->broken_err = img->err;
+    img->broken_err.code = rc;
+    snprintf(img->broken_err.message, sizeof img->broken_err.message, "%.400s (after a "
+             "raw edit; only raw edits until the header validates again)", img->err.message);
+    return rc;
+}
+
+int qi_image_reload_header(qi_image *img)
+{
+    qi_open_opts o = img->opts;
+    qi_image *t = calloc(1, sizeof *t);
+    int rc;
+    if (!t)
+        return qi_fail(img, QI_ENOMEM, "header", 0, "out of memory");
+    t->path = img->path;
+    t->file = img->file;
+    /* the session opened it read-write: an edit that sets the corrupt bit
+     * leaves it open for repair, never shut */
+    o.flags |= QI_OPEN_REPAIR;
+    if ((rc = parse_all(t, &o)) < 0 || (rc = make_caches(t, &img->opts)) < 0) {
+        qi_err_copy(&img->err, &t->err);
+        qi_cache_free(t->l2_cache);
+        qi_cache_free(t->rb_cache);
+        free_parsed(t);
+        free(t);
+        return enter_broken(img, rc);
+    }
+    bool backing = !same_str(t->backing_full, img->backing_full) ||
+                   !same_str(t->backing_fmt, img->backing_fmt) ||
+                   (t->backing_name && !img->backing);
+    bool data_file = !same_str(t->data_file_name, img->data_file_name) ||
+                     ((t->hdr.incompatible_features ^ img->hdr.incompatible_features) &
+                      QI_INCOMPAT_DATA_FILE) ||
+                     ((t->hdr.incompatible_features & QI_INCOMPAT_DATA_FILE) && !img->data_file);
+    bool uncorrupted = (img->hdr.incompatible_features & QI_INCOMPAT_CORRUPT) &&
+                       !(t->hdr.incompatible_features & QI_INCOMPAT_CORRUPT);
+    drop_derived(img);
+    free_parsed(img);
+    take_parsed(img, t);
+    img->l2_cache = t->l2_cache;
+    img->rb_cache = t->rb_cache;
+    free(t);
+    if ((rc = reattach(img, backing, data_file)) < 0)
+        return enter_broken(img, rc);
+    /* clearing the corrupt bit by hand says the damage was repaired */
+    if (uncorrupted)
+        img->corrupt_seen = false;
+    img->broken = false;
+    return 0;
+}
+
+const qi_err *qi_image_header_error(const qi_image *img)
+{
+    return img->broken ? &img->broken_err : NULL;
+}
+
+int qi_image_usable(qi_image *img)
+{
+    if (!img->broken)
+        return 0;
+    return qi_err_copy(&img->err, &img->broken_err);
+}
+
+int qi_image_write_state(qi_image *img)
+{
+    int rc;
+    if ((rc = qi_image_usable(img)) < 0)
+        return rc;
+    if (img->hdr.incompatible_features & QI_INCOMPAT_CORRUPT)
+        return qi_fail(img, QI_ECORRUPT, "header", 72, "the image is marked corrupt; raw "
+                       "edits and repair only until the corrupt bit is cleared: qemu-img "
+                       "check -r all, or img.header.incompatible_features = ...");
+    return 0;
 }
 
 /* ---- properties ---- */

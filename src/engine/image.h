@@ -74,7 +74,37 @@ struct qi_image {
     size_t cache_bytes;
     bool corrupt_seen;          /* set by lower layers; image.c acts on it */
     qi_err err;
+
+    /* Raw edits of the header (qi_image_reload_header): the options the
+     * image was opened with, and whether the header read again after an
+     * edit failed to validate (then broken_err says why; everything but
+     * raw edits is refused). */
+    qi_open_opts opts;
+    bool broken;
+    qi_err broken_err;
 };
+
+/* Read the header cluster, extensions, feature bits, snapshot table and
+ * bitmap directory again from the open file (no reopen: the locks stay),
+ * after a raw edit wrote to them; the caller wrote back every cached
+ * change before the edit. Success: the parsed state is replaced, cached
+ * L2 tables and refcount blocks and the loaded L1 and refcount tables are
+ * dropped, geometry and caches made anew, the backing chain or data file
+ * opened again if their names changed, and a broken state ends. Failure
+ * (the header no longer validates): the image enters the broken state,
+ * keeping the old parsed state in memory (never used while broken), and the
+ * validation error is returned and kept (qi_image_header_error). Returns 0
+ * or the validation error's code. */
+int qi_image_reload_header(qi_image *img);
+
+/* 0, or the error that refuses anything but raw edits (the broken state,
+ * recorded in img->err again). */
+int qi_image_usable(qi_image *img);
+
+/* 0 when guest writes may change the image's state, else the reason,
+ * recorded: the broken state, or the corrupt bit set (an image opened with
+ * QI_OPEN_REPAIR: raw edits only until the bit is clear). */
+int qi_image_write_state(qi_image *img);
 
 /* img->hdr_req.what */
 #define QI_HDR_REFTABLE 0x1u    /* refcount table offset and size */

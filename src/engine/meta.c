@@ -6,6 +6,7 @@
  * returned points into the cache. Calls: cluster, refcount, format. */
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cluster.h"
 #include "endian.h"
@@ -82,6 +83,8 @@ int qi_meta_l1_get(qi_image *img, uint32_t index, qi_l1_entry *out)
     int rc;
     if (img->raw)
         return not_qcow2(img);
+    if ((rc = qi_image_usable(img)) < 0)
+        return rc;
     if (index >= img->hdr.l1_size)
         return qi_fail(img, QI_EINVAL, "L1 table", QI_NO_OFFSET, "index %" PRIu32
                        " is beyond l1_size %" PRIu32, index, img->hdr.l1_size);
@@ -94,6 +97,9 @@ int qi_meta_l1_get(qi_image *img, uint32_t index, qi_l1_entry *out)
 int qi_meta_l1_get_at(qi_image *img, uint64_t l1_off, uint32_t l1_size,
                       uint32_t index, qi_l1_entry *out)
 {
+    int urc;
+    if ((urc = qi_image_usable(img)) < 0)
+        return urc;
     for (uint32_t s = 0; s < img->n_snaps; s++) {
         if (img->snaps[s].l1_table_offset != l1_off || img->snaps[s].l1_size != l1_size)
             continue;
@@ -118,6 +124,8 @@ int qi_meta_l2_get(qi_image *img, uint64_t l2_off, uint32_t index, qi_l2_entry *
     int rc;
     if (img->raw)
         return not_qcow2(img);
+    if ((rc = qi_image_usable(img)) < 0)
+        return rc;
     if (index >= img->g.l2_entries)
         return qi_fail(img, QI_EINVAL, "L2 table", l2_off, "index %" PRIu32 " is beyond "
                        "%" PRIu32 " entries", index, img->g.l2_entries);
@@ -135,6 +143,8 @@ int qi_meta_l2_lookup(qi_image *img, uint64_t goff, uint64_t *l2_off,
     int rc;
     if (img->raw)
         return not_qcow2(img);
+    if ((rc = qi_image_usable(img)) < 0)
+        return rc;
     if (goff >= img->size)
         return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "guest offset %#" PRIx64
                        " is beyond the virtual size", goff);
@@ -160,7 +170,7 @@ int qi_meta_reftable_get(qi_image *img, uint64_t index, uint64_t *raw)
     int rc;
     if (img->raw)
         return not_qcow2(img);
-    if ((rc = qi_refcount_load_table(img)) < 0)
+    if ((rc = qi_image_usable(img)) < 0 || (rc = qi_refcount_load_table(img)) < 0)
         return rc;
     if (index >= img->reftable_entries)
         return qi_fail(img, QI_EINVAL, "refcount table", QI_NO_OFFSET, "index %" PRIu64
@@ -171,8 +181,11 @@ int qi_meta_reftable_get(qi_image *img, uint64_t index, uint64_t *raw)
 
 int qi_meta_refcount(qi_image *img, uint64_t host_off, uint64_t *rc)
 {
+    int urc;
     if (img->raw)
         return not_qcow2(img);
+    if ((urc = qi_image_usable(img)) < 0)
+        return urc;
     return qi_refcount_get(img, host_off >> img->g.cluster_bits, rc);
 }
 
@@ -224,7 +237,7 @@ int qi_meta_l2_set(qi_image *img, uint64_t l2_off, uint32_t index, uint64_t raw,
 int qi_meta_set_refcount(qi_image *img, uint64_t host_off, uint64_t value, uint64_t *old)
 {
     int rc;
-    if ((rc = raw_edit_ok(img)) < 0)
+    if ((rc = raw_edit_ok(img)) < 0 || (rc = qi_image_usable(img)) < 0)
         return rc;
     return qi_refcount_set(img, host_off >> img->g.cluster_bits, value, old);
 }
@@ -247,15 +260,47 @@ static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
     return a < b + blen && b < a + alen;
 }
 
+/* Does [OFF, OFF+LEN) touch what open parsed: the header cluster, the
+ * snapshot table, the bitmap directory? */
+static bool touches_parsed(const qi_image *img, uint64_t off, uint64_t len)
+{
+    if (overlaps(off, len, 0, img->g.cluster_size))
+        return true;
+    if (img->n_snaps) {
+        const qi_snapshot *last = &img->snaps[img->n_snaps - 1];
+        if (overlaps(off, len, img->hdr.snapshots_offset,
+                     last->entry_offset + last->entry_size - img->hdr.snapshots_offset))
+            return true;
+    }
+    for (uint32_t i = 0; i < img->n_exts; i++)
+        if (img->exts[i].type == QI_EXT_BITMAPS && img->n_bitmaps &&
+            overlaps(off, len, qi_be64(img->exts[i].data + 16),
+                     qi_be64(img->exts[i].data + 8)))
+            return true;
+    return false;
+}
+
+/* Ordering: every cached change is written back and synced before the
+ * bytes are written (so no cached copy can overwrite them later), then the
+ * bytes are written and synced. A poke into what open parsed (header
+ * cluster, snapshot table, bitmap directory), or any poke while the header
+ * does not validate, reads it all again (qi_image_reload_header); a header
+ * that no longer validates leaves the image in the broken state, and the
+ * poke still succeeded. Crash: the poke is one pwrite; it is there or not. */
 int qi_meta_poke(qi_image *img, uint64_t off, const void *buf, size_t len, void *old)
 {
     uint64_t cs = img->g.cluster_size;
     int rc;
-    if ((rc = raw_edit_ok(img)) < 0 || (rc = qi_refcount_settle(img)) < 0 ||
+    if ((rc = raw_edit_ok(img)) < 0 ||
+        (!img->broken && (rc = qi_refcount_settle(img)) < 0) ||
         (rc = qi_bio_pread(img->file, old, len, off, &img->err, "poke")) < 0 ||
         (rc = qi_bio_pwrite(img->file, buf, len, off, &img->err, "poke")) < 0 ||
         (rc = qi_bio_sync(img->file, &img->err)) < 0)
         return rc;
+    if (img->broken || touches_parsed(img, off, len)) {
+        (void)qi_image_reload_header(img);  /* a failure is the broken state */
+        return 0;
+    }
     for (uint64_t c = off & ~(cs - 1); len && c < off + len; c += cs) {
         qi_cache_discard(img->l2_cache, c);
         qi_cache_discard(img->rb_cache, c);
@@ -273,5 +318,96 @@ int qi_meta_poke(qi_image *img, uint64_t off, const void *buf, size_t len, void 
         free(img->snap_l1);
         img->snap_l1 = NULL;
     }
+    return 0;
+}
+
+/* ---- header fields ---- */
+
+static const qi_header_field header_fields[] = {
+    { "magic", 0, 4, 2 },
+    { "version", 4, 4, 2 },
+    { "backing_file_offset", 8, 8, 2 },
+    { "backing_file_size", 16, 4, 2 },
+    { "cluster_bits", 20, 4, 2 },
+    { "size", 24, 8, 2 },
+    { "crypt_method", 32, 4, 2 },
+    { "l1_size", 36, 4, 2 },
+    { "l1_table_offset", 40, 8, 2 },
+    { "refcount_table_offset", 48, 8, 2 },
+    { "refcount_table_clusters", 56, 4, 2 },
+    { "nb_snapshots", 60, 4, 2 },
+    { "snapshots_offset", 64, 8, 2 },
+    { "incompatible_features", 72, 8, 3 },
+    { "compatible_features", 80, 8, 3 },
+    { "autoclear_features", 88, 8, 3 },
+    { "refcount_order", 96, 4, 3 },
+    { "header_length", 100, 4, 3 },
+    { "compression_type", 104, 1, 3 },  /* only when header_length > 104 */
+    { NULL, 0, 0, 0 },
+};
+
+const qi_header_field *qi_meta_header_fields(void) { return header_fields; }
+
+const qi_header_field *qi_meta_header_field(const char *name)
+{
+    for (const qi_header_field *f = header_fields; f->name; f++)
+        if (!strcmp(f->name, name))
+            return f;
+    return NULL;
+}
+
+/* Is field F in the header as it is on disk now (version, header_length
+ * read from the file: the parsed copy may be the one before a breaking
+ * edit)? */
+static int field_present(qi_image *img, const qi_header_field *f)
+{
+    uint8_t b[4];
+    int rc;
+    if (f->version < 3)
+        return 0;
+    if ((rc = qi_bio_pread(img->file, b, 4, 4, &img->err, "header")) < 0)
+        return rc;
+    if (qi_be32(b) < 3)
+        return qi_fail(img, QI_EINVAL, "header", f->offset, "a version %" PRIu32 " header "
+                       "has no field '%s' (version 3 and later)", qi_be32(b), f->name);
+    if (f->offset + f->width <= 104)
+        return 0;
+    if ((rc = qi_bio_pread(img->file, b, 4, 100, &img->err, "header")) < 0)
+        return rc;
+    if (qi_be32(b) < f->offset + f->width)
+        return qi_fail(img, QI_EINVAL, "header", f->offset, "the header has no field '%s' "
+                       "(header_length %" PRIu32 " ends before byte %" PRIu32 ")", f->name,
+                       qi_be32(b), f->offset + f->width);
+    return 0;
+}
+
+/* Crash table (qi_meta_poke's order):
+ *   1. every cached change written back and synced (qi_refcount_settle, in
+ *      its own order)                      crash: leak at most
+ *   2. the field's 1-8 bytes written (one pwrite inside the first sector)
+ *      and synced                          crash: old or new value, whole
+ *   3. the header read again and validated (no writes)
+ * The value itself is the user's: a crash leaves it or the old one, and
+ * whether either is a valid header is what the user asked for. */
+int qi_meta_header_set(qi_image *img, const char *name, uint64_t value, uint64_t *old)
+{
+    const qi_header_field *f = qi_meta_header_field(name);
+    uint8_t nb[8], ob[8];
+    int rc;
+    if (!f)
+        return qi_fail(img, QI_EINVAL, "header", QI_NO_OFFSET, "no field '%s' in the "
+                       "header", name);
+    if ((rc = raw_edit_ok(img)) < 0 || (rc = field_present(img, f)) < 0)
+        return rc;
+    if (f->width < 8 && value >> (8 * f->width))
+        return qi_fail(img, QI_EINVAL, "header", f->offset, "%#" PRIx64 " does not fit "
+                       "the %" PRIu32 "-byte field '%s'", value, f->width, f->name);
+    for (uint32_t i = 0; i < f->width; i++)
+        nb[i] = (uint8_t)(value >> (8 * (f->width - 1 - i)));
+    if ((rc = qi_meta_poke(img, f->offset, nb, f->width, ob)) < 0)
+        return rc;
+    *old = 0;
+    for (uint32_t i = 0; i < f->width; i++)
+        *old = *old << 8 | ob[i];
     return 0;
 }

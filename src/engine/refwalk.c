@@ -144,8 +144,7 @@ static int walk_fixed(qi_image *img, qi_ref_cb cb, void *payload)
         /* the table's length is the sum of its entries' padded lengths */
         uint64_t end = img->hdr.snapshots_offset;
         for (uint32_t i = 0; i < img->n_snaps; i++)
-            end = (img->snaps[i].entry_offset + 40 + img->snaps[i].extra_data_size +
-                   strlen(img->snaps[i].id) + strlen(img->snaps[i].name) + 7) & ~7ull;
+            end = img->snaps[i].entry_offset + img->snaps[i].entry_size;
         if ((rc = emit_range(cb, payload, QI_REF_SNAPTABLE, -1, img->hdr.snapshots_offset,
                              end - img->hdr.snapshots_offset)) != 0)
             return rc;

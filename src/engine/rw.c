@@ -221,7 +221,7 @@ static int write_supported(qi_image *img)
     if (img->corrupt_seen)
         return qi_fail(img, QI_ECORRUPT, "", QI_NO_OFFSET, "the image was found corrupt "
                        "earlier in this session; no further writes");
-    return 0;
+    return qi_image_write_state(img);
 }
 
 /* ---- allocation units ----

@@ -149,4 +149,11 @@ qio -c 'write -P 0x92 0 300k' draw.base
 mv draw.data draw.data.orig
 scenario draw 'img:write(50000, string.rep("l", 100000)) img:zero(196608, 65536) img:discard(262144, 65536)'
 
+# a header edit between writes: the cached changes of the first write are
+# written back before the header's bytes, the second write runs on the
+# caches made when the header was read again
+qemu-img create -q -f qcow2 hdrset.base 16M
+qio -c 'write -P 0x81 0 64k' hdrset.base
+scenario hdrset 'img:write(70000, string.rep("i", 200000)) img.header.compatible_features = 1 img:write(400000, string.rep("j", 70000))'
+
 t_done

@@ -49,5 +49,8 @@ t.is(h.backing_format, E.backing_format, "header.backing_format is qemu-img's ba
 t.is(h.data_file, nil, "no data file")
 t.ok(tostring(h):find("^qcow2 v" .. E.header.version .. " header") ~= nil, "tostring(header)")
 t.errors_like(function() return h.nope end, "no field 'nope' in header", "unknown header field raises")
-t.errors_like(function() h.size = 1 end, "field 'size' of header is read%-only", "assigning a header field raises")
+t.errors_like(function() h.size = 1 end, "image opened read%-only; reopen with %-w",
+              "assigning a header field on a read-only image raises (a raw edit needs -w)")
+t.errors_like(function() h.features = {} end, "field 'features' of header is read%-only",
+              "a decoded header field has no setter")
 t.done()

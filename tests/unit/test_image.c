@@ -252,6 +252,75 @@ static void snapshots_and_cache(void)
     qi_image_close(img);
 }
 
+/* Raw header edits (qi_meta_header_set, qi_meta_poke into the header): the
+ * bytes land at the field's offset (read back from the file), a header that
+ * no longer validates refuses everything but raw edits with the validation
+ * error, and a raw edit that makes it valid ends that state; an image with
+ * the corrupt bit opens read-write only with QI_OPEN_REPAIR, where guest
+ * writes wait until the bit is clear. */
+static void header_edits(void)
+{
+    qi_image *img = NULL;
+    qi_err err;
+    qi_open_opts o = QI_OPEN_OPTS_INIT;
+    uint64_t old = 0;
+    uint8_t b[512], c40[4] = { 0, 0, 0, 40 }, c16[4] = { 0, 0, 0, 16 }, was[4];
+    qi_l1_entry l1;
+    if (tu_sh("qemu-img create -f qcow2 he.qcow2 4M && qemu-io -c 'write -P 7 0 64k' he.qcow2")) {
+        tap_ok(0, "he.qcow2 made");
+        return;
+    }
+    o.flags = QI_OPEN_RW;
+    if (qi_image_open(&img, tu_path("he.qcow2"), &o, &err) < 0) {
+        tap_ok(0, "open he.qcow2 rw: %s", err.message);
+        return;
+    }
+    int rc = qi_meta_header_set(img, "cluster_bits", 40, &old);
+    const qi_err *he = qi_image_header_error(img);
+    tap_ok(rc == 0 && old == 16 && tu_file_be("he.qcow2", 20, 4) == 40 && he &&
+           he->code == QI_ECORRUPT && strstr(he->message, "cluster_bits 40"),
+           "cluster_bits 40: on disk, old value 16, the image broken: %s", he ? he->message : "");
+    tap_ok(qi_image_read(img, b, 0, 512) == QI_ECORRUPT &&
+           qi_meta_l1_get(img, 0, &l1) == QI_ECORRUPT &&
+           qi_image_write(img, b, 0, 512) == QI_ECORRUPT &&
+           qi_meta_set_refcount(img, 0, 1, &old) == QI_ECORRUPT &&
+           strstr(qi_image_error(img)->message, "cluster_bits 40"),
+           "broken: read, L1 entry, write and set_refcount refused with the validation error");
+    rc = qi_meta_header_set(img, "cluster_bits", 16, &old);
+    tap_ok(rc == 0 && old == 40 && !qi_image_header_error(img) &&
+           qi_image_read(img, b, 0, 512) == 0 && b[0] == 7 && b[511] == 7,
+           "cluster_bits 16 again: valid, reads work");
+    rc = qi_meta_poke(img, 20, c40, 4, was);
+    tap_ok(rc == 0 && qi_image_header_error(img) && !memcmp(was, c16, 4) &&
+           qi_meta_poke(img, 20, c16, 4, was) == 0 && !qi_image_header_error(img) &&
+           qi_image_read(img, b, 0, 512) == 0 && b[0] == 7,
+           "the same break and repair through qi_meta_poke");
+    tap_ok(qi_meta_header_set(img, "cluster_bits", 1ull << 32, &old) == QI_EINVAL &&
+           qi_meta_header_set(img, "compression_type", 256, &old) == QI_EINVAL &&
+           qi_meta_header_set(img, "nope", 0, &old) == QI_EINVAL &&
+           tu_file_be("he.qcow2", 20, 4) == 16, "too wide or unknown: refused, nothing written");
+    /* the corrupt bit set by hand: guest writes refused until it is clear */
+    rc = qi_meta_header_set(img, "incompatible_features", QI_INCOMPAT_CORRUPT, &old);
+    tap_ok(rc == 0 && qi_image_write(img, b, 0, 512) == QI_ECORRUPT &&
+           strstr(qi_image_error(img)->message, "marked corrupt; raw edits and repair only"),
+           "corrupt bit set: a guest write is refused: %s", qi_image_error(img)->message);
+    qi_image_close(img);
+    img = NULL;
+    tap_ok(open_err("he.qcow2", &err, QI_OPEN_RW) == QI_ECORRUPT &&
+           strstr(err.message, "marked corrupt"), "marked corrupt: read-write open refused");
+    o.flags = QI_OPEN_RW | QI_OPEN_REPAIR;
+    if (qi_image_open(&img, tu_path("he.qcow2"), &o, &err) < 0) {
+        tap_ok(0, "open he.qcow2 for repair: %s", err.message);
+        return;
+    }
+    tap_ok(qi_image_write(img, b, 0, 512) == QI_ECORRUPT &&
+           qi_meta_header_set(img, "incompatible_features", 0, &old) == 0 &&
+           old == QI_INCOMPAT_CORRUPT && qi_image_write(img, b, 0, 512) == 0 &&
+           qi_image_flush(img) == 0, "QI_OPEN_REPAIR: write refused, bit cleared, write works");
+    qi_image_close(img);
+    tap_ok(tu_sh("qemu-img check he.qcow2") == 0, "he.qcow2: qemu-img check clean");
+}
+
 int main(void)
 {
     qi_err err;
@@ -267,6 +336,7 @@ int main(void)
     backing_chains();
     locks();
     snapshots_and_cache();
+    header_edits();
     tu_cleanup();
     return tap_done();
 }

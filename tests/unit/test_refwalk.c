@@ -369,6 +369,60 @@ static void bitmap_all_ones(void)
     check_image(name, "true");
 }
 
+/* The snapshot table's extent is the sum of its entries' on-disk sizes,
+ * whatever the id and name hold: qemu-img makes a snapshot named
+ * "snapshot" (id "1"), then the id's one byte is poked to NUL. A walk that
+ * measured the entry with strlen() would end it 8 bytes early (the padding
+ * to 8 bytes no longer covers the lost byte). Expected sizes come from the
+ * raw bytes (the entry's id and name lengths and extra data size). */
+typedef struct snaptab { uint64_t off, len; int n; } snaptab;
+static int on_snaptab(void *p, const qi_ref *r)
+{
+    snaptab *t = p;
+    if (r->kind == QI_REF_SNAPTABLE) {
+        t->off = r->host_offset;
+        t->len = r->length;
+        t->n++;
+    }
+    return 0;
+}
+
+static void snapshot_id_with_nul(void)
+{
+    const char *name = "nulid.qcow2";
+    tu_raw r = { 0 };
+    qi_image *img = NULL;
+    qi_err err;
+    snaptab t = { 0 };
+    if (tu_sh("qemu-img create -f qcow2 %s 1M && qemu-img snapshot -c snapshot %s",
+              name, name) != 0 || tu_raw_read(&r, name) < 0 || r.len < 72) {
+        tap_ok(0, "%s: made by qemu-img", name);
+        free(r.b);
+        return;
+    }
+    uint64_t so = tu_raw_be(&r, 64, 8), extra = tu_raw_be(&r, so + 36, 4);
+    uint64_t id_len = tu_raw_be(&r, so + 12, 2), name_len = tu_raw_be(&r, so + 14, 2);
+    uint64_t size = (40 + extra + id_len + name_len + 7) & ~7ull;
+    uint64_t by_strlen = (40 + extra + name_len + 7) & ~7ull;   /* the id reads "" */
+    free(r.b);
+    tap_ok(id_len == 1 && size != by_strlen && tu_file_put_be(name, so + 40 + extra, 0, 1) == 0,
+           "%s: the snapshot id's byte poked to NUL (entry of %" PRIu64 " bytes, %" PRIu64
+           " by strlen)", name, size, by_strlen);
+    if (qi_image_open(&img, tu_path(name), NULL, &err) < 0) {
+        tap_ok(0, "%s: open: %s", name, err.message);
+        return;
+    }
+    uint32_t n = 0;
+    const qi_snapshot *sn = qi_meta_snapshots(img, &n);
+    tap_ok(n == 1 && sn[0].entry_size == size, "%s: the entry's recorded size is %" PRIu64
+           " (%" PRIu64 ")", name, size, n == 1 ? sn[0].entry_size : 0);
+    int rc = qi_refwalk(img, on_snaptab, &t);
+    tap_ok(rc == 0 && t.n == 1 && t.off == so && t.len == size, "%s: the snapshot table "
+           "reference is %" PRIu64 " bytes at %#" PRIx64 " (walk: %" PRIu64 " at %#" PRIx64 ")",
+           name, size, so, t.len, t.off);
+    qi_image_close(img);
+}
+
 typedef struct owners { int n, l2; } owners;
 static int on_owner(void *p, const qi_ref *r)
 {
@@ -419,6 +473,7 @@ int main(void)
     zero_allocated();
     two_cluster_reftable();
     bitmap_all_ones();
+    snapshot_id_with_nul();
     static const unsigned sizes[] = { 512, 4096, 65536 };
     for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         compressed("zlib", sizes[i]);

@@ -16,13 +16,16 @@
  * L2 entry then points at it with COPIED set, and the old host cluster(s)
  * lose one reference once that entry is on disk (qi_refcount_settle). Not
  * supported yet (QI_ENOTSUP, nothing written): extended L2 entries, an
- * external data file, persistent bitmaps, an image with the dirty bit.
+ * external data file, an image with the dirty bit. Persistent bitmaps
+ * that track writes get the bits of every write, zero and discard
+ * (bitmap.c), saved at flush and close.
  * Calls: cluster, refcount, compress, bio. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 
+#include "bitmap.h"
 #include "compress.h"
 #include "refcount.h"
 #include "rw.h"
@@ -215,8 +218,6 @@ static int write_supported(qi_image *img)
         why = "extended L2 entries (subclusters)";
     else if (img->data_file)
         why = "an external data file";
-    else if (img->n_bitmaps)
-        why = "persistent dirty bitmaps (they would go stale)";
     else if (img->hdr.incompatible_features & QI_INCOMPAT_DIRTY)
         why = "the dirty bit set (refcounts must be rebuilt first: qemu-img check -r all)";
     if (why)
@@ -326,7 +327,8 @@ int qi_image_write(qi_image *img, const void *buf, uint64_t off, size_t len)
     const uint8_t *p = buf;
     uint8_t *scratch = NULL;
     int rc;
-    if ((rc = check_range(img, "write", off, len)) < 0)
+    if ((rc = check_range(img, "write", off, len)) < 0 ||
+        (rc = qi_bitmap_note_write(img, off, len)) < 0)
         return rc;
     if (!(scratch = malloc(img->g.cluster_size)))
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
@@ -416,7 +418,8 @@ int qi_image_zero(qi_image *img, uint64_t off, uint64_t len, bool unmap)
     uint32_t cs = img->g.cluster_size;
     uint8_t *zeros = NULL;
     int rc;
-    if ((rc = check_range(img, "zero", off, len)) < 0)
+    if ((rc = check_range(img, "zero", off, len)) < 0 ||
+        (rc = qi_bitmap_note_write(img, off, len)) < 0)
         return rc;
     while (len && rc == 0) {
         uint32_t in = (uint32_t)(off & (cs - 1));
@@ -442,7 +445,8 @@ int qi_image_discard(qi_image *img, uint64_t off, uint64_t len)
 {
     uint32_t cs = img->g.cluster_size;
     int rc;
-    if ((rc = check_range(img, "discard", off, len)) < 0)
+    if ((rc = check_range(img, "discard", off, len)) < 0 ||
+        (rc = qi_bitmap_note_write(img, off, len)) < 0)
         return rc;
     /* only whole clusters (the last one may end at the virtual size) */
     uint64_t first = (off + cs - 1) / cs, end = off + len;
@@ -460,7 +464,8 @@ int qi_image_flush(qi_image *img)
     int rc;
     if (!img->writable || img->raw)
         return 0;
-    if ((rc = qi_refcount_settle(img)) < 0)
+    if ((rc = qi_refcount_settle(img)) < 0 ||
+        (rc = qi_bio_sync(img->data, &img->err)) < 0)
         return rc;
-    return qi_bio_sync(img->data, &img->err);
+    return qi_bitmap_flush(img);
 }

@@ -201,6 +201,13 @@ EOF2
 }
 t_check "ones: the all-ones entry stays 1 (no cluster allocated for it)" test "$(entry5 ones.qi)" = 1
 
+# ---- a virtual size that is not a multiple of the granularity ----
+qemu-img create -q -f qcow2 -o cluster_size=4k odd.base 10000384
+qemu-img bitmap --add odd.base b64k
+qemu-img bitmap --add -g 1k odd.base b1k
+run_case odd "write -P 0x57 9990000 10384" "discard 9961472 38912" "write -z 0 1"
+t_check "odd: bitmap b64k has bits" some_bits odd.qi b64k
+
 # ---- several sessions and a flush in the middle ----
 # after img:flush() the bits are on disk and in_use is clear; the next
 # write sets in_use again before it changes anything

@@ -43,7 +43,8 @@ for name in sorted(set(B) & set(I)):
     b, i = B[name], I[name]
     if "auto" not in b["flags"]:
         if b != i:
-            bad.append("%s (disabled) changed: %s -> %s" % (name, b["flags"], i["flags"]))
+            bad.append("%s (disabled) changed: flags %s -> %s, bits %s -> %s"
+                       % (name, b["flags"], i["flags"], b["bits"][:4], i["bits"][:4]))
         continue
     if "in-use" in b["flags"]:
         if "in-use" not in i["flags"]:

@@ -19,7 +19,7 @@
  * external data file, an image with the dirty bit. Persistent bitmaps
  * that track writes get the bits of every write, zero and discard
  * (bitmap.c), saved at flush and close.
- * Calls: cluster, refcount, compress, bio. */
+ * Calls: cluster, bitmap, refcount, compress, bio. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>

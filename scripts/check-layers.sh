@@ -13,10 +13,10 @@ fail() { echo "layers: $*"; bad=1; }
 
 layer_of() {  # engine module (header or source base name) -> layer number
     case $1 in
-        err|mem|endian|hashtab|bitmap|hash|bio|format|compress) echo 0 ;;
+        err|mem|endian|hashtab|hash|bio|format|compress) echo 0 ;;
         cache) echo 1 ;;
         refcount|image) echo 2 ;;   # image.h is the shared state header
-        cluster|dedupidx) echo 3 ;;
+        cluster|dedupidx|bitmap) echo 3 ;;   # bitmap: persistent dirty bitmaps
         rw|map|meta|refwalk) echo 4 ;;
         check|repair|problem|snapshot|dedup) echo 5 ;;
         *) echo 9 ;;

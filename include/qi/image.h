@@ -95,7 +95,10 @@ int qi_image_read_snapshot(qi_image *img, uint32_t snap, void *buf,
  * (COPIED), else copy-on-write into a new cluster (from the backing chain,
  * a shared, compressed or zero cluster). Metadata changes are cached and
  * reach the disk in crash-safe order on qi_image_flush / close: a crash at
- * any moment leaves at most leaked clusters. Returns 0, QI_ERDONLY,
+ * any moment leaves at most leaked clusters. Persistent dirty bitmaps
+ * with the auto flag get in_use on disk before the first write and the
+ * bits of the range (also for zero and discard), saved by flush / close.
+ * Returns 0, QI_ERDONLY,
  * QI_EINVAL (beyond the size), QI_ENOTSUP (a feature writes do not handle
  * yet; nothing written), QI_ECORRUPT, QI_EIO, QI_ENOSPC, QI_ENOMEM. */
 int qi_image_write(qi_image *img, const void *buf, uint64_t off, size_t len);
@@ -114,7 +117,8 @@ int qi_image_zero(qi_image *img, uint64_t off, uint64_t len, bool unmap);
  * ordering as qi_image_write. */
 int qi_image_discard(qi_image *img, uint64_t off, uint64_t len);
 
-/* Write every cached change back in crash-safe order and sync (fdatasync).
+/* Write every cached change back in crash-safe order and sync (fdatasync),
+ * then save the persistent bitmaps' bits and clear their in_use flag.
  * A no-op on a read-only image. Returns 0, QI_EIO, QI_ENOSPC, QI_ECORRUPT. */
 int qi_image_flush(qi_image *img);
 

@@ -201,6 +201,17 @@ everything but img:poke and header edits with the validation error
   img.header.cluster_bits = 40     -- img:read(...) now raises
   img.header.cluster_bits = 16     -- valid again, reads work]]
 
+T.bitmaps = [[
+Persistent dirty bitmaps (img.bitmaps; bitmaps extension + autoclear bit 0)
+Each bitmap has one bit per granule (granularity_bits) of guest data.
+Flags: 1 in_use (not saved cleanly: inconsistent), 2 auto (enabled: tracks
+writes). In a -w session qinspect keeps them as QEMU does: before the first
+img:write, img:zero or img:discard it sets in_use on every auto bitmap (a
+crash then leaves them marked inconsistent); each write, zero and discard
+sets the bits of the granules it touches; img:flush(), close and the end of
+the session write the bits (new clusters where the table entry was 0) and
+clear in_use. Disabled bitmaps and bitmaps already in_use are not changed.]]
+
 T.problems = nil -- generated from qinspect.problems below
 
 local function problems_text()

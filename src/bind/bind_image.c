@@ -442,7 +442,8 @@ static const qi_bind_field image_fields[] = {
     { "snapshots", f_snapshots, NULL, QI_FIELD_DERIVED, "the internal snapshot table" },
     { "refcounts", f_refcounts, NULL, QI_FIELD_DERIVED, "the refcount table object (nil for raw)" },
     { "bitmaps", f_bitmaps, NULL, QI_FIELD_DERIVED,
-      "persistent dirty bitmaps: list of {name, type, granularity_bits, flags, table_offset, ...}" },
+      "persistent dirty bitmaps: list of {name, type, granularity_bits, flags, table_offset, ...} "
+      "(writes keep them as QEMU does: help \"bitmaps\")" },
     { NULL, NULL, NULL, 0, NULL }
 };
 

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bitmap.h"
 #include "endian.h"
 #include "image.h"
 #include "mem.h"
@@ -580,8 +581,11 @@ void qi_image_close(qi_image *img)
 {
     if (!img)
         return;
-    if (img->writable && !img->raw && img->l2_cache && img->rb_cache)
-        (void)qi_refcount_settle(img);
+    /* the bitmaps are saved (and in_use cleared) only over a settled image */
+    if (img->writable && !img->raw && img->l2_cache && img->rb_cache &&
+        qi_refcount_settle(img) == 0)
+        (void)qi_bitmap_flush(img);
+    qi_bitmap_free(img->bm);
     qi_image_close(img->backing);
     qi_cache_free(img->l2_cache);
     qi_cache_free(img->rb_cache);

@@ -44,6 +44,7 @@ struct qi_image {
     uint32_t n_snaps;
     qi_bitmap *bitmaps;
     uint32_t n_bitmaps;
+    struct qi_bitmaps *bm;      /* bitmaps tracking writes (bitmap.c), or NULL */
 
     qi_cache *l2_cache;
     qi_cache *rb_cache;

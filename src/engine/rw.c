@@ -14,15 +14,20 @@
  * the whole cluster: its current contents (from the backing chain, the
  * shared or compressed cluster, or zeros) with the new bytes over them. The
  * L2 entry then points at it with COPIED set, and the old host cluster(s)
- * lose one reference once that entry is on disk (qi_refcount_settle). Not
- * supported yet (QI_ENOTSUP, nothing written): extended L2 entries, an
- * external data file, persistent bitmaps, an image with the dirty bit.
- * Calls: cluster, refcount, compress, bio. */
+ * lose one reference once that entry is on disk (qi_refcount_settle).
+ * Extended L2 entries are written per subcluster and an external data file
+ * holds data at the guest offset, both as QEMU does (write_cluster,
+ * zeroize). Persistent bitmaps that track writes get the bits of every
+ * write, zero and discard (bitmap.c), saved at flush and close. Not
+ * supported yet (QI_ENOTSUP, nothing written): an image with the dirty
+ * bit.
+ * Calls: cluster, bitmap, refcount, compress, bio. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 
+#include "bitmap.h"
 #include "compress.h"
 #include "refcount.h"
 #include "rw.h"
@@ -211,8 +216,6 @@ static int write_supported(qi_image *img)
                        "reopen it with -w to write");
     if (img->raw)
         why = "a raw image";
-    else if (img->n_bitmaps)
-        why = "persistent dirty bitmaps (they would go stale)";
     else if (img->hdr.incompatible_features & QI_INCOMPAT_DIRTY)
         why = "the dirty bit set (refcounts must be rebuilt first: qemu-img check -r all)";
     if (why)
@@ -433,7 +436,8 @@ int qi_image_write(qi_image *img, const void *buf, uint64_t off, size_t len)
     const uint8_t *p = buf;
     uint8_t *scratch = NULL;
     int rc;
-    if ((rc = check_range(img, "write", off, len)) < 0)
+    if ((rc = check_range(img, "write", off, len)) < 0 ||
+        (rc = qi_bitmap_note_write(img, off, len)) < 0)
         return rc;
     if (!(scratch = malloc(img->g.cluster_size)))
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
@@ -728,7 +732,8 @@ int qi_image_zero(qi_image *img, uint64_t off, uint64_t len, bool unmap)
     uint64_t us = 1ull << unit_bits(img);
     uint8_t *zeros = NULL;
     int rc;
-    if ((rc = check_range(img, "zero", off, len)) < 0)
+    if ((rc = check_range(img, "zero", off, len)) < 0 ||
+        (rc = qi_bitmap_note_write(img, off, len)) < 0)
         return rc;
     if (len && !(zeros = calloc(1, 2ull * img->g.cluster_size)))
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
@@ -754,7 +759,8 @@ int qi_image_discard(qi_image *img, uint64_t off, uint64_t len)
     uint32_t cs = img->g.cluster_size;
     uint8_t *zeros = NULL;
     int rc;
-    if ((rc = check_range(img, "discard", off, len)) < 0)
+    if ((rc = check_range(img, "discard", off, len)) < 0 ||
+        (rc = qi_bitmap_note_write(img, off, len)) < 0)
         return rc;
     if (img->data_file_raw && !(zeros = calloc(1, cs)))
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
@@ -775,9 +781,10 @@ int qi_image_flush(qi_image *img)
     int rc;
     if (!img->writable || img->raw)
         return 0;
-    if ((rc = qi_refcount_settle(img)) < 0)
+    if ((rc = qi_refcount_settle(img)) < 0 ||
+        (rc = qi_bio_sync(img->data, &img->err)) < 0)
         return rc;
-    if (img->data_file && (rc = qi_bio_sync(img->data, &img->err)) < 0)
+    if (img->data_file && (rc = qi_bio_sync(img->file, &img->err)) < 0)
         return rc;
-    return qi_bio_sync(img->file, &img->err);
+    return qi_bitmap_flush(img);
 }

@@ -30,10 +30,13 @@ restore() {
     if [ -f "$1.data.orig" ]; then cp "$1.data.orig" "$1.data"; fi
 }
 
-# scenario NAME CHUNK: BASE is $NAME.base (made by the caller).
+# scenario NAME CHUNK [CHECK]: BASE is $NAME.base (made by the caller).
+# CHECK, a command, is also run after each stop as CHECK BASE IMG OLD GOT
+# (OLD, GOT: raw guest data before and after), and after the uninterrupted
+# run with --closed appended.
 # CRASH_ONLY="name ..." runs only those scenarios.
 scenario() {
-    local name=$1 chunk=$2 w n mode cs fails out rc
+    local name=$1 chunk=$2 extra=${3:-} w n mode cs fails out rc
     case " ${CRASH_ONLY:-$name} " in *" $name "*) ;; *) return ;; esac
     # the unit a crash may leave old or new: the cluster, or with extended
     # L2 entries the subcluster (a write over several subclusters of one
@@ -51,6 +54,8 @@ print(i["cluster-size"] // (32 if i.get("format-specific", {}).get("data", {}).g
     fi
     qemu-img check -q "$name.full" && qemu-img convert -O raw "$name.full" "$name.new" ||
         { t_fail "$name: the uninterrupted operation leaves a clean image"; return; }
+    [ -z "$extra" ] || out=$($extra "$name.base" "$name.full" "$name.old" "$name.new" --closed) ||
+        { t_fail "$name: the uninterrupted operation passes $extra"; printf '%s\n' "$out" | t_diag; return; }
     for mode in "" ",drop"; do
         fails=""
         for n in $(seq 0 $((w - 1))); do
@@ -65,6 +70,9 @@ N=$n: qemu-img check exit $rc: $(grep -m3 -E 'ERROR|Corrupt|corrupt' "$name.chec
             fi
             qemu-img convert -O raw "$name.img" "$name.got" 2>/dev/null &&
                 out=$(python3 "$CRASH_DIR/clusters.py" "$name.old" "$name.new" "$name.got" "$cs") ||
+                fails="$fails
+N=$n: $out"
+            [ -z "$extra" ] || out=$($extra "$name.base" "$name.img" "$name.old" "$name.got" 2>&1) ||
                 fails="$fails
 N=$n: $out"
         done
@@ -155,5 +163,17 @@ scenario draw 'img:write(50000, string.rep("l", 100000)) img:zero(196608, 65536)
 qemu-img create -q -f qcow2 hdrset.base 16M
 qio -c 'write -P 0x81 0 64k' hdrset.base
 scenario hdrset 'img:write(70000, string.rep("i", 200000)) img.header.compatible_features = 1 img:write(400000, string.rep("j", 70000))'
+# persistent dirty bitmaps: in_use set before the first guest write, the
+# bits written back and in_use cleared at flush and close. After a stop each
+# bitmap that tracks writes is in_use (inconsistent) or has the bit of every
+# granule whose data changed; the disabled one never changes.
+qemu-img create -q -f qcow2 bitmaps.base 4M
+qemu-img bitmap --add bitmaps.base pre
+qio -c 'write -P 0x81 0 200k' bitmaps.base
+qemu-img bitmap --add -g 512 bitmaps.base b512
+qemu-img bitmap --add --disable bitmaps.base dis
+scenario bitmaps 'img:write(70000, string.rep("i", 100000)) img:zero(1 << 20, 65536)
+    img:discard(2 << 20, 131072) img:flush() img:write(3 << 20, string.rep("j", 5000))' \
+    "python3 $CRASH_DIR/bitmaps_ok.py"
 
 t_done

@@ -6,7 +6,7 @@ local H = require "qinspect.help"
 local E = dofile(arg[1])[arg[2]]
 
 local want = { "cluster-types", "copied", "refcount-widths", "snapshots", "compressed",
-               "subclusters", "backing-chains", "feature-bits", "problems" }
+               "subclusters", "backing-chains", "feature-bits", "bitmaps", "problems" }
 local topics = {}
 for _, n in ipairs(H.topics()) do topics[n] = true end
 for _, n in ipairs(want) do t.ok(topics[n] and #H.text(n) > 200, "topic '" .. n .. "' exists") end

@@ -155,7 +155,13 @@ says it reads as zeros. A subcluster with neither bit reads from the backing
 file. Invalid: both bits set for one subcluster; allocation bits on an entry
 without a host cluster; a nonzero bitmap on a compressed cluster. Cluster
 size must be at least 16 KiB. entry:subcluster(i) gives the state of one
-subcluster, entry.bitmap the raw bitmap.]]
+subcluster, entry.bitmap the raw bitmap.
+Writing (img:write, -w) works per subcluster, as QEMU does: the subclusters a
+write covers become allocated and lose their zero bit, the others keep their
+state; a new host cluster gets copies of the old cluster's allocated
+subclusters. img:zero sets zero bits on whole subclusters and keeps the host
+cluster. Try img:trace(function() img:write(0, "x") end) on such an image and
+watch the entry and its bitmap change.]]
 
 T["backing-chains"] = [[
 Backing chains

@@ -160,8 +160,9 @@ Writing (img:write, -w) works per subcluster, as QEMU does: the subclusters a
 write covers become allocated and lose their zero bit, the others keep their
 state; a new host cluster gets copies of the old cluster's allocated
 subclusters. img:zero sets zero bits on whole subclusters and keeps the host
-cluster. Try img:trace(function() img:write(0, "x") end) on such an image and
-watch the entry and its bitmap change.]]
+cluster. In the REPL, img:trace(function() img:write(0, "x") img:flush() end) on
+such an image (opened with -w) shows the data write, then the entry and
+its bitmap changing.]]
 
 T["backing-chains"] = [[
 Backing chains

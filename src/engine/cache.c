@@ -62,6 +62,8 @@ void qi_cache_free(qi_cache *c)
 {
     if (!c)
         return;
+    for (uint32_t i = 0; i < c->nslots; i++)
+        assert(!c->slots[i].pins);  /* a get without its put: a pin leak */
     free(c->arena);
     free(c->slots);
     qi_hashtab_fini(&c->index);

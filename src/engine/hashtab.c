@@ -1,6 +1,7 @@
 /* hashtab.c - open addressing with linear probing and backward-shift
  * deletion (layer 0), so lookups never walk tombstones. Used by the metadata
  * cache (table offset -> slot). Calls: libc. */
+#include <assert.h>
 #include <stdlib.h>
 
 #include "qi/error.h"
@@ -59,6 +60,8 @@ void qi_hashtab_put(qi_hashtab *t, uint64_t key, uint32_t val)
             t->vals[i] = val;
             return;
         }
+    /* sized at init for at most max_items: a full table is a caller's bug */
+    assert(t->count < t->mask);
     t->used[i] = 1;
     t->keys[i] = key;
     t->vals[i] = val;

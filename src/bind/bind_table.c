@@ -233,10 +233,9 @@ static int l1e_tostring(lua_State *L)
 
 /* e.raw = v on an active L1 entry: a raw edit, written and synced at once,
  * logged in img:edits(). */
-static int l1e_set_raw(lua_State *L, void *obj, qi_image *img, int val)
+static int l1e_store(lua_State *L, l1e_obj *o, qi_image *img, uint64_t raw)
 {
-    l1e_obj *o = obj;
-    uint64_t old, raw = (uint64_t)luaL_checkinteger(L, val);
+    uint64_t old;
     char what[64];
     int rc;
     if (o->t.snap >= 0)
@@ -249,10 +248,48 @@ static int l1e_set_raw(lua_State *L, void *obj, qi_image *img, int val)
     return 0;
 }
 
+static int l1e_set_raw(lua_State *L, void *obj, qi_image *img, int val)
+{
+    return l1e_store(L, obj, img, (uint64_t)luaL_checkinteger(L, val));
+}
+
+/* e.copied = bool, e.l2_offset = n: the same raw edit of the bits of that
+ * field, the others kept (no rule is checked; the offset must fit bits
+ * 9-55, a multiple of 512). */
+static int l1e_set_copied(lua_State *L, void *obj, qi_image *img, int val)
+{
+    qi_l1_entry e;
+    luaL_checktype(L, val, LUA_TBOOLEAN);
+    l1_read(L, img, obj, &e);
+    return l1e_store(L, obj, img, lua_toboolean(L, val) ? e.raw | (1ull << 63)
+                                                        : e.raw & ~(1ull << 63));
+}
+
+#define OFFSET_FIELD 0x00fffffffffffe00ull  /* bits 9-55 of L1 and L2 entries */
+
+static uint64_t check_offset_field(lua_State *L, int val)
+{
+    uint64_t v = (uint64_t)luaL_checkinteger(L, val);
+    if (v & ~OFFSET_FIELD)
+        luaL_error(L, "offset %#" PRIx64 " does not fit the entry's offset field "
+                   "(bits 9-55: a multiple of 512 below 2^56)", v);
+    return v;
+}
+
+static int l1e_set_l2_offset(lua_State *L, void *obj, qi_image *img, int val)
+{
+    qi_l1_entry e;
+    uint64_t v = check_offset_field(L, val);
+    l1_read(L, img, obj, &e);
+    return l1e_store(L, obj, img, (e.raw & ~OFFSET_FIELD) | v);
+}
+
 static const qi_bind_field l1e_fields[] = {
     { "raw", l1e_raw, l1e_set_raw, 0, "the 64-bit entry as stored (settable with -w: a raw edit)" },
-    { "l2_offset", l1e_l2_offset, NULL, 0, "host offset of the L2 table (0: none)" },
-    { "copied", l1e_copied, NULL, 0, "COPIED flag (bit 63): refcount of the L2 table is 1" },
+    { "l2_offset", l1e_l2_offset, l1e_set_l2_offset, 0,
+      "host offset of the L2 table (0: none; settable with -w: a raw edit)" },
+    { "copied", l1e_copied, l1e_set_copied, 0,
+      "COPIED flag (bit 63): refcount of the L2 table is 1 (settable with -w: a raw edit)" },
     { "reserved", l1e_reserved, NULL, 0, "reserved bits that are set (should be 0)" },
     { "index", l1e_index, NULL, QI_FIELD_DERIVED, "position in the L1 table (0-based)" },
     { "table", l1e_table, NULL, QI_FIELD_DERIVED, "the L1 table object" },
@@ -456,10 +493,9 @@ static int l2e_tostring(lua_State *L)
 }
 
 /* e.raw = v: a raw edit through the L2 cache, logged in img:edits(). */
-static int l2e_set_raw(lua_State *L, void *obj, qi_image *img, int val)
+static int l2e_store(lua_State *L, l2e_obj *o, qi_image *img, uint64_t raw)
 {
-    l2e_obj *o = obj;
-    uint64_t old, raw = (uint64_t)luaL_checkinteger(L, val);
+    uint64_t old;
     char what[80];
     int rc;
     if ((rc = qi_meta_l2_set(img, o->off, o->index, raw, &old)) < 0)
@@ -469,14 +505,50 @@ static int l2e_set_raw(lua_State *L, void *obj, qi_image *img, int val)
     return 0;
 }
 
+static int l2e_set_raw(lua_State *L, void *obj, qi_image *img, int val)
+{
+    return l2e_store(L, obj, img, (uint64_t)luaL_checkinteger(L, val));
+}
+
+/* e.copied = bool, e.host_offset = n: a raw edit of that field's bits, the
+ * others kept. A compressed entry's host offset is its byte offset field. */
+static int l2e_set_copied(lua_State *L, void *obj, qi_image *img, int val)
+{
+    qi_l2_entry e;
+    luaL_checktype(L, val, LUA_TBOOLEAN);
+    l2_read(L, img, obj, &e);
+    return l2e_store(L, obj, img, lua_toboolean(L, val) ? e.raw | (1ull << 63)
+                                                        : e.raw & ~(1ull << 63));
+}
+
+static int l2e_set_host_offset(lua_State *L, void *obj, qi_image *img, int val)
+{
+    qi_l2_entry e;
+    l2_read(L, img, obj, &e);
+    if (e.type == QI_CLUSTER_COMPRESSED) {
+        /* bits 0 .. x-1, x = 62 - (cluster_bits - 8) */
+        unsigned cb = 0, x;
+        for (uint32_t cs = qi_image_cluster_size(img); cs > 1; cs >>= 1)
+            cb++;
+        x = 62 - (cb - 8);
+        uint64_t mask = (1ull << x) - 1, v = (uint64_t)luaL_checkinteger(L, val);
+        if (v & ~mask)
+            return luaL_error(L, "offset %#" PRIx64 " does not fit the compressed "
+                              "entry's offset field (bits 0-%u)", v, x - 1);
+        return l2e_store(L, obj, img, (e.raw & ~mask) | v);
+    }
+    return l2e_store(L, obj, img, (e.raw & ~OFFSET_FIELD) | check_offset_field(L, val));
+}
+
 static const qi_bind_field l2e_fields[] = {
     { "raw", l2e_raw, l2e_set_raw, 0, "the 64-bit entry as stored (settable with -w: a raw edit)" },
     { "bitmap", l2e_bitmap, NULL, 0, "extended L2 subcluster bitmap (nil if standard)" },
     { "type", l2e_type, NULL, QI_FIELD_DERIVED,
       "unallocated, normal, zero, zero-allocated or compressed" },
-    { "host_offset", l2e_host_offset, NULL, 0,
-      "host cluster (compressed: byte offset), nil when there is none" },
-    { "copied", l2e_copied, NULL, 0, "COPIED flag (bit 63): refcount of the cluster is 1" },
+    { "host_offset", l2e_host_offset, l2e_set_host_offset, 0,
+      "host cluster (compressed: byte offset), nil when there is none (settable with -w)" },
+    { "copied", l2e_copied, l2e_set_copied, 0,
+      "COPIED flag (bit 63): refcount of the cluster is 1 (settable with -w: a raw edit)" },
     { "compressed", l2e_compressed, NULL, 0, "compressed cluster (bit 62)" },
     { "csize", l2e_csize, NULL, QI_FIELD_DERIVED,
       "compressed: bytes from host_offset to the end of the last sector" },

@@ -273,9 +273,54 @@ else t_fail "raw edits (entry.raw, set_refcount, poke) reach the disk, are logge
 qemu-img check raw.qcow2 >raw.check 2>&1
 if grep -q 'refcount=1 reference=2' raw.check; then t_ok "the poked entry is on disk: qemu-img sees two references"
 else t_fail "the poked entry is on disk: qemu-img sees two references"; t_diag <raw.check; fi
+# field setters: entry.copied, entry.host_offset, l1 entry copied and
+# l2_offset change only their bits (read back from the file with python,
+# qemu-img check sees the result), are logged, and refuse values that do
+# not fit the field
+qemu-img create -q -f qcow2 fld.qcow2 8M
+qio -c 'write -P 0x11 0 128k' -c 'write -c -P 0x22 128k 64k' fld.qcow2
+out=$("$QINSPECT" -w -e '
+    local e, c, l1 = img:l2_for(0), img:l2_for(131072), img.l1[0]
+    local h, ch = e.host_offset, c.host_offset
+    e.copied = false
+    e.host_offset = h + 65536                -- now the same cluster as entry 1
+    c.host_offset = ch + 8                   -- compressed: the byte offset field
+    l1.copied = false
+    for _, f in ipairs{function() e.host_offset = h + 100 end, function() e.host_offset = 1 << 56 end,
+                       function() l1.l2_offset = 7 end, function() e.copied = 1 end} do
+      assert(not pcall(f), "a value that does not fit is refused")
+    end
+    assert(#img:edits() == 4, "four edits logged, got " .. #img:edits())
+    img:flush()
+    print(h, ch)' fld.qcow2 2>&1)
+rc=$?
+read -r h ch <<< "$out"
+chk=$(python3 - "$h" "$ch" <<'PY'
+import struct, sys
+h, ch = int(sys.argv[1]), int(sys.argv[2])
+d = open("fld.qcow2", "rb").read()
+l1off = struct.unpack(">Q", d[40:48])[0]
+l1 = struct.unpack(">Q", d[l1off:l1off + 8])[0]
+l2 = l1 & 0x00fffffffffffe00
+e0, e1, e2 = struct.unpack(">3Q", d[l2:l2 + 24])
+ok = (l1 >> 63 == 0 and e0 == h + 65536 and e1 >> 63 == 1 and
+      e2 & (1 << 62) and (e2 & ((1 << 54) - 1)) == ch + 8)
+print("ok" if ok else "bad %x %x %x %x" % (l1, e0, e1, e2))
+PY
+)
+if [ $rc -eq 0 ] && [ "$chk" = ok ]; then t_ok "field setters change only their field's bits on disk, logged, bad values refused"
+else t_fail "field setters change only their field's bits on disk, logged, bad values refused ($chk)"; printf '%s
+' "$out" | t_diag; fi
+qemu-img check fld.qcow2 >fld.check 2>&1
+if grep -q 'refcount=1 reference=2' fld.check && grep -q 'OFLAG_COPIED L2 cluster' fld.check; then
+    t_ok "qemu-img check sees the edited entries (two references, L1 COPIED missing)"
+else t_fail "qemu-img check sees the edited entries (two references, L1 COPIED missing)"; t_diag <fld.check; fi
+
 out=$("$QINSPECT" -e '
     for _, f in ipairs{function() img:l2_for(0).raw = 0 end, function() img:poke(0, "x") end,
-                       function() img:set_refcount(0, 1) end, function() img.l1[0].raw = 0 end} do
+                       function() img:set_refcount(0, 1) end, function() img.l1[0].raw = 0 end,
+                       function() img:l2_for(0).copied = false end,
+                       function() img.l1[0].l2_offset = 0 end} do
       local ok, e = pcall(f)
       assert(not ok and tostring(e):find("read%-only"), tostring(e))
     end' raw.qcow2 2>&1)

@@ -69,8 +69,10 @@ t.is(open_fds(), fds, "__gc closed all 50 unreferenced images")
 -- fields: read-only, unknown names
 t.errors_like(function() img.l1[0].raw = 0 end, "image opened read%-only; reopen with %-w",
               "L1 raw (a raw edit) on a read-only image asks for -w")
-t.errors_like(function() img:l2_for(0).copied = false end, "field 'copied' of L2 entry is read%-only",
-              "L2 copied is read-only")
+t.errors_like(function() img:l2_for(0).compressed = false end,
+              "field 'compressed' of L2 entry is read%-only", "L2 compressed is read-only")
+t.errors_like(function() img:l2_for(0).copied = false end, "image opened read%-only; reopen with %-w",
+              "L2 copied (a raw edit) on a read-only image asks for -w")
 t.errors_like(function() img:l2_for(0).index = 3 end, "derived", "a position field says why")
 t.errors_like(function() img.size = 0 end, "field 'size' of image is read%-only", "img.size is read-only")
 t.errors_like(function() return img:l2_for(0).nope end, "no field 'nope' in L2 entry", "unknown field raises")
@@ -141,9 +143,9 @@ if mbad then t.diag(mbad) end
 local mt = getmetatable(img:l2_for(0))
 local names = {}
 for _, f in ipairs(mt.__qi_fields) do names[f.name] = f.writable end
-t.ok(names.raw == true and names.host_offset == false and names.copied == false and
-     mt.__qi_label == "L2 entry",
-     "the L2 entry metatable lists its fields: raw writable (a raw edit), the rest not yet")
+t.ok(names.raw == true and names.host_offset == true and names.copied == true and
+     names.compressed == false and names.csectors == false and mt.__qi_label == "L2 entry",
+     "the L2 entry metatable lists its fields: raw, host_offset, copied writable (raw edits), the rest not")
 local printed, real_print = {}, print
 print = function(...)
   local p = table.pack(...)

@@ -378,8 +378,8 @@ session_checks() {
     out=$("$Q" "$b" -e 'img.l1[0].raw = 0' 2>&1); rc=$?
     [ $rc -eq 1 ] && [[ $out == *"image opened read-only; reopen with -w"* ]]
     ok $? "a raw edit on a read-only image raises, naming -w (got '$out')"
-    out=$("$Q" "$b" -e 'img:l2_for(0).copied = false' 2>&1); rc=$?
-    [ $rc -eq 1 ] && [[ $out == *"field 'copied' of L2 entry is read-only"* ]]
+    out=$("$Q" "$b" -e 'img:l2_for(0).compressed = false' 2>&1); rc=$?
+    [ $rc -eq 1 ] && [[ $out == *"field 'compressed' of L2 entry is read-only"* ]]
     ok $? "assigning a field with no setter raises read-only (got '$out')"
 
     must cp "$b" "$S/rw.qcow2"

@@ -162,7 +162,7 @@ check "an error prints one line" until_ok has_line 'qinspect: stdin:1: boom'
 enter '1000 + 1'
 check "session continues after an error" until_ok has_line '1001'
 
-enter 'img.l1[0].copied = true'
+enter 'img.l1[0].reserved = 1'
 check "field assignment on a read-only image is refused" \
     until_ok has_text "is read-only"
 enter 'img.l1[0].raw == img.l1[0].raw and 7 * 3'

@@ -69,7 +69,9 @@ int qi_cluster_l2_for_write(qi_image *img, uint64_t l1i, uint64_t *l2_off);
  * in-memory copy, then the old table's clusters are freed (crash table at
  * the function). Returns 0; QI_ENOSPC (beyond QEMU's 32 MiB L1 limit,
  * nothing written, or no room below 2^56); QI_ENOTSUP (no header commit
- * installed); QI_EIO, QI_ECORRUPT, QI_ENOMEM. */
+ * installed, or the table needs as many clusters as one refcount block
+ * covers: more than the allocator places contiguously; nothing written);
+ * QI_EIO, QI_ECORRUPT, QI_ENOMEM. */
 int qi_cluster_grow_l1(qi_image *img, uint64_t min_entries, bool exact);
 
 /* Write active L1 entry I (< l1_size; the L1 table is loaded) to RAW, in

@@ -637,6 +637,9 @@ static const char *resize_refused(const qi_image *img)
         return "persistent dirty bitmaps (they would have to be resized too)";
     if (img->hdr.incompatible_features & QI_INCOMPAT_DIRTY)
         return "the dirty bit set (refcounts must be rebuilt first: qemu-img check -r all)";
+    /* version 2 did not require a snapshot's disk size: QEMU refuses too */
+    if (img->n_snaps && img->hdr.version < 3)
+        return "internal snapshots and a version 2 (compat 0.10) header (QEMU refuses it too)";
     /* QEMU zeroes the new range where a longer backing file would show */
     if (img->backing_name && (!img->backing || img->backing->size > img->size))
         return "a backing file that is (or may be) longer than the image";

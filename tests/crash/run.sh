@@ -116,4 +116,13 @@ qio -c 'write -c -P 0x71 0 64k' -c 'write -P 0x72 64k 1M' zdisc.base
 qemu-img snapshot -c s1 zdisc.base
 scenario zdisc 'img:zero(0, 196608) img:zero(262144, 131072, {unmap=true}) img:discard(458752, 196608)'
 
+# growing the image: the L1 table moves to new clusters (refcount blocks
+# first, then the table, then the header's l1_size + l1_table_offset, then
+# the old table freed), then the size field; and a write past the old end
+# in the same chunk. 512-byte clusters: one L1 cluster maps 2 MiB, so the
+# new table takes 4 clusters.
+qemu-img create -q -f qcow2 -o cluster_size=512 resize.base 1M
+qio -c 'write -P 0x81 0 200k' -c 'write -P 0x82 1000k 24k' resize.base
+scenario resize 'img:resize(8 << 20) img:write((5 << 20) + 1000, string.rep("r", 20000))'
+
 t_done

@@ -180,6 +180,18 @@ before writing. 0 bitmaps (the bitmaps extension is consistent), 1 raw
 external data. header.features gives the names of the set bits;
 header.feature_names decodes the feature name table extension.]]
 
+T.resize = [[
+Growing an image: img:resize(new_size) (needs -w), or qinspect resize FILE SIZE
+The new size must be a multiple of 512 and not smaller than img.size
+(shrinking is refused). As qemu-img resize does, the active L1 table grows
+to exactly the entries the new size needs: a new table is written in new
+clusters, the header's l1_size and l1_table_offset change in one synced
+12-byte write, and the old table is freed; then the header's size field is
+written. A crash in between leaves a valid image of the old size (with
+leaked clusters at most). The new range reads as zeros. Refused: external
+data files, persistent bitmaps, the dirty bit, a backing file longer than
+the image, snapshots in a compat 0.10 image, L1 tables beyond 32 MiB.]]
+
 T.problems = nil -- generated from qinspect.problems below
 
 local function problems_text()

@@ -296,6 +296,26 @@ static uint64_t l1_grown_size(uint64_t cur, uint64_t min, bool exact)
     return n;
 }
 
+/* The grown table of N entries: *NT in host order, *RAW its BYTES on disk
+ * (big endian, zeros to the end of the last cluster); OLD's OLD_N entries
+ * first. The caller frees both, also on failure. */
+static int new_table(qi_image *img, const uint64_t *old, uint64_t old_n, uint64_t n,
+                     uint64_t bytes, uint64_t **nt, uint8_t **raw)
+{
+    *nt = qi_mem_alloc_capped(n, 8, QI_MAX_L1_ENTRIES * 8);
+    *raw = qi_mem_alloc_capped(bytes, 1, QI_MAX_L1_ENTRIES * 8 + img->g.cluster_size);
+    if (!*nt || !*raw)
+        return qi_fail(img, QI_ENOMEM, "L1 table", img->hdr.l1_table_offset,
+                       "out of memory");
+    memset(*nt, 0, 8 * n);
+    memset(*raw, 0, bytes);
+    for (uint64_t i = 0; i < old_n; i++) {
+        (*nt)[i] = old[i];
+        qi_put_be64(*raw + 8 * i, old[i]);
+    }
+    return 0;
+}
+
 /* Crash table (QEMU's order, docs/qcow2-format.md section 13 rule 5):
  *   1. allocate the new table's clusters (refcount 1), refcount blocks
  *      flushed and synced                  crash: leaked clusters
@@ -334,18 +354,8 @@ int qi_cluster_grow_l1(qi_image *img, uint64_t min_entries, bool exact)
     if ((rc = qi_cluster_view_active(img, &v)) < 0)
         return rc;
     bytes = clusters * cs;
-    nt = qi_mem_alloc_capped(n, 8, QI_MAX_L1_ENTRIES * 8);
-    raw = qi_mem_alloc_capped(bytes, 1, QI_MAX_L1_ENTRIES * 8 + cs);
-    if (!nt || !raw) {
-        rc = qi_fail(img, QI_ENOMEM, "L1 table", old_off, "out of memory");
+    if ((rc = new_table(img, v.l1, old_n, n, bytes, &nt, &raw)) < 0)
         goto out;
-    }
-    memset(nt, 0, 8 * n);
-    memset(raw, 0, bytes);
-    for (uint64_t i = 0; i < old_n; i++) {
-        nt[i] = v.l1[i];
-        qi_put_be64(raw + 8 * i, nt[i]);
-    }
     /* 1 */
     if ((rc = qi_refcount_alloc(img, clusters, &off)) < 0 ||
         (rc = qi_cache_flush(img->rb_cache, &img->err)) < 0)

@@ -117,6 +117,22 @@ int qi_image_zero(qi_image *img, uint64_t off, uint64_t len, bool unmap);
  * ordering as qi_image_write. */
 int qi_image_discard(qi_image *img, uint64_t off, uint64_t len);
 
+/* Grow the virtual size to NEW_SIZE (a multiple of 512, not smaller than
+ * the size now), as `qemu-img resize` does: the active L1 table grows to
+ * exactly the entries NEW_SIZE needs (a new table, then the header's
+ * l1_size and l1_table_offset in one synced write, then the old table
+ * freed), then the header's size field is written and synced. A crash
+ * leaves the old size or the new one, with at most leaked clusters. The new
+ * range reads as zeros. Returns 0 (also when NEW_SIZE is the size now);
+ * QI_ERDONLY; QI_EINVAL (shrinking, not a multiple of 512); QI_ENOSPC (the
+ * L1 table would be beyond QEMU's 32 MiB limit); QI_ENOTSUP (an external
+ * data file, persistent bitmaps, the dirty bit, a backing file longer than
+ * the image, snapshots in a version 2 image, a raw image, an L1 table of
+ * as many clusters as one refcount block covers); nothing is written on
+ * any of these. QI_EIO,
+ * QI_ECORRUPT, QI_ENOMEM. */
+int qi_image_resize(qi_image *img, uint64_t new_size);
+
 /* Write every cached change back in crash-safe order and sync (fdatasync),
  * then save the persistent bitmaps' bits and clear their in_use flag.
  * A no-op on a read-only image. Returns 0, QI_EIO, QI_ENOSPC, QI_ECORRUPT. */

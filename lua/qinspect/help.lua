@@ -219,6 +219,18 @@ sets the bits of the granules it touches; img:flush(), close and the end of
 the session write the bits (new clusters where the table entry was 0) and
 clear in_use. Disabled bitmaps and bitmaps already in_use are not changed.]]
 
+T.resize = [[
+Growing an image: img:resize(new_size) (needs -w), or qinspect resize FILE SIZE
+The new size must be a multiple of 512 and not smaller than img.size
+(shrinking is refused). As qemu-img resize does, the active L1 table grows
+to exactly the entries the new size needs: a new table is written in new
+clusters, the header's l1_size and l1_table_offset change in one synced
+12-byte write, and the old table is freed; then the header's size field is
+written. A crash in between leaves a valid image of the old size (with
+leaked clusters at most). The new range reads as zeros. Refused: external
+data files, persistent bitmaps, the dirty bit, a backing file longer than
+the image, snapshots in a compat 0.10 image, L1 tables beyond 32 MiB.]]
+
 T.problems = nil -- generated from qinspect.problems below
 
 local function problems_text()

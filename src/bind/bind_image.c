@@ -507,6 +507,21 @@ static int m_discard(lua_State *L)
     return 0;
 }
 
+/* img:resize(new_size): grow the virtual size as qemu-img resize does (a
+ * multiple of 512; shrinking is refused). */
+static int m_resize(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, 1);
+    lua_Integer size = luaL_checkinteger(L, 2);
+    int rc;
+    luaL_argcheck(L, size >= 0, 2, "size is negative");
+    if (!qi_image_writable(img))
+        return luaL_error(L, "image opened read-only; reopen with -w");
+    if ((rc = qi_image_resize(img, (uint64_t)size)) < 0)
+        return qi_bind_raise(L, img, rc);
+    return 0;
+}
+
 /* ---- raw edits ---- */
 
 /* img:poke(host_offset, bytes) -> the bytes that were there. Arbitrary
@@ -655,6 +670,7 @@ static const luaL_Reg image_methods[] = {
     { "write", m_write },
     { "zero", m_zero },
     { "discard", m_discard },
+    { "resize", m_resize },
     { "flush", m_flush },
     { "trace", m_trace },
     { "poke", m_poke },

@@ -36,6 +36,7 @@ int qi_cli_info(int argc, char **argv);
 int qi_cli_map(int argc, char **argv);
 int qi_cli_snapshot(int argc, char **argv);
 int qi_cli_convert(int argc, char **argv);
+int qi_cli_resize(int argc, char **argv);     /* cli_resize.c */
 
 /* Print "qinspect: " and the formatted message on stderr, one line.
  * Returns QI_CLI_ERR. (main.c) */

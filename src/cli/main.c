@@ -35,6 +35,9 @@ const qi_cli_cmd qi_cli_commands[] = {
     { "convert", qi_cli_convert, QI_CMD_NEEDS_IMAGE,
       "convert [-f FMT] [-O raw] [-U] [-S SIZE] [-l SNAPSHOT] SRC DST",
       "write the guest view of SRC to DST as a sparse raw file" },
+    { "resize", qi_cli_resize, QI_CMD_NEEDS_IMAGE | QI_CMD_NEEDS_WRITE,
+      "resize [-f FMT] [-q] FILE [+]SIZE",
+      "grow the virtual size as qemu-img resize (grow only)" },
     { NULL, NULL, 0, NULL, NULL },
 };
 

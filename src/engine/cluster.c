@@ -288,6 +288,107 @@ int qi_cluster_set_l1(qi_image *img, uint64_t i, uint64_t raw)
     return 0;
 }
 
+/* The size QEMU picks for an L1 table that must hold MIN entries: exactly
+ * MIN, or (not EXACT) the current size times 1.5 (rounded up) until it is
+ * large enough, from 1 when the table is empty (qcow2_grow_l1_table). */
+static uint64_t l1_grown_size(uint64_t cur, uint64_t min, bool exact)
+{
+    uint64_t n = cur ? cur : 1;
+    if (exact)
+        return min;
+    while (n < min)
+        n = (n * 3 + 1) / 2;
+    return n;
+}
+
+/* The grown table of N entries: *NT in host order, *RAW its BYTES on disk
+ * (big endian, zeros to the end of the last cluster); OLD's OLD_N entries
+ * first. The caller frees both, also on failure. */
+static int new_table(qi_image *img, const uint64_t *old, uint64_t old_n, uint64_t n,
+                     uint64_t bytes, uint64_t **nt, uint8_t **raw)
+{
+    *nt = qi_mem_alloc_capped(n, 8, QI_MAX_L1_ENTRIES * 8);
+    *raw = qi_mem_alloc_capped(bytes, 1, QI_MAX_L1_ENTRIES * 8 + img->g.cluster_size);
+    if (!*nt || !*raw)
+        return qi_fail(img, QI_ENOMEM, "L1 table", img->hdr.l1_table_offset,
+                       "out of memory");
+    memset(*nt, 0, 8 * n);
+    memset(*raw, 0, bytes);
+    for (uint64_t i = 0; i < old_n; i++) {
+        (*nt)[i] = old[i];
+        qi_put_be64(*raw + 8 * i, old[i]);
+    }
+    return 0;
+}
+
+/* Crash table (QEMU's order, docs/qcow2-format.md section 13 rule 5):
+ *   1. allocate the new table's clusters (refcount 1), refcount blocks
+ *      flushed and synced                  crash: leaked clusters
+ *   2. the new table (old entries, zeros after), synced
+ *                                          crash: leaked clusters
+ *   3. header: l1_size and l1_table_offset in one 12-byte write at offset
+ *      36, synced (image.c's commit)       crash: consistent, old table leaked
+ *   4. the old table's clusters -1 (refcount cache)
+ *                                          crash: consistent */
+int qi_cluster_grow_l1(qi_image *img, uint64_t min_entries, bool exact)
+{
+    uint64_t cs = img->g.cluster_size, old_off = img->hdr.l1_table_offset;
+    uint64_t old_n = img->hdr.l1_size, n, bytes, clusters, off;
+    uint64_t *nt = NULL;
+    uint8_t *raw = NULL;
+    qi_l1view v;
+    int rc;
+    if (min_entries <= old_n)
+        return 0;
+    n = min_entries > QI_MAX_L1_ENTRIES ? min_entries : l1_grown_size(old_n, min_entries, exact);
+    if (n > QI_MAX_L1_ENTRIES)
+        return qi_fail(img, QI_ENOSPC, "L1 table", old_off, "an L1 table of %" PRIu64
+                       " entries is beyond the limit of %u entries (32 MiB, as QEMU's)",
+                       n, QI_MAX_L1_ENTRIES);
+    if (!img->commit_header)
+        return qi_fail(img, QI_ENOTSUP, "L1 table", old_off, "the L1 table would have "
+                       "to grow to %" PRIu64 " entries", n);
+    clusters = (8 * n + cs - 1) / cs;
+    /* qi_refcount_alloc finds a contiguous run only inside the range of one
+     * refcount block, past the block itself at its first cluster */
+    if (clusters >= img->g.refblock_entries)
+        return qi_fail(img, QI_ENOTSUP, "L1 table", old_off, "an L1 table of %" PRIu64
+                       " entries needs %" PRIu64 " contiguous clusters; the allocator "
+                       "places at most %" PRIu64 " (one refcount block's range) for now",
+                       n, clusters, img->g.refblock_entries - 1);
+    if ((rc = qi_cluster_view_active(img, &v)) < 0)
+        return rc;
+    bytes = clusters * cs;
+    if ((rc = new_table(img, v.l1, old_n, n, bytes, &nt, &raw)) < 0)
+        goto out;
+    /* 1 */
+    if ((rc = qi_refcount_alloc(img, clusters, &off)) < 0 ||
+        (rc = qi_cache_flush(img->rb_cache, &img->err)) < 0)
+        goto out;
+    /* 2 */
+    if ((rc = qi_bio_pwrite(img->file, raw, bytes, off, &img->err, "L1 table")) < 0 ||
+        (rc = qi_bio_sync(img->file, &img->err)) < 0)
+        goto out;
+    /* 3: image.c takes NT as the in-memory L1 when the header is on disk */
+    img->hdr_req.what = QI_HDR_L1;
+    img->hdr_req.l1_size = (uint32_t)n;
+    img->hdr_req.l1_table_offset = off;
+    img->hdr_req.l1 = nt;
+    nt = NULL;
+    rc = img->commit_header(img);
+    nt = img->hdr_req.l1;       /* still ours if the commit failed */
+    img->hdr_req.l1 = NULL;
+    if (rc < 0)
+        goto out;
+    /* 4 (an empty table has no clusters: QEMU frees 0 bytes) */
+    for (uint64_t i = 0; old_n && i < (8 * old_n + cs - 1) / cs && rc == 0; i++)
+        rc = qi_refcount_update(img, (old_off >> img->g.cluster_bits) + i, -1);
+out:
+    free(nt);
+    free(raw);
+    return rc;
+}
+
 int qi_cluster_l2_for_write(qi_image *img, uint64_t l1i, uint64_t *l2_off)
 {
     qi_l1view v;
@@ -295,8 +396,14 @@ int qi_cluster_l2_for_write(qi_image *img, uint64_t l1i, uint64_t *l2_off)
     uint8_t *t = NULL;
     const uint8_t *src;
     int rc;
-    if ((rc = qi_cluster_view_active(img, &v)) < 0 ||
-        (rc = qi_cluster_l2_offset(img, &v, l1i, &old)) < 0)
+    if ((rc = qi_cluster_view_active(img, &v)) < 0)
+        return rc;
+    /* an index past the table (a size larger than the L1 maps): grow it as
+     * QEMU does for a write, not to the exact size */
+    if (l1i >= v.size && ((rc = qi_cluster_grow_l1(img, l1i + 1, false)) < 0 ||
+                          (rc = qi_cluster_view_active(img, &v)) < 0))
+        return rc;
+    if ((rc = qi_cluster_l2_offset(img, &v, l1i, &old)) < 0)
         return rc;
     if (old && (img->l1[l1i] & QI_OFLAG_COPIED)) {
         *l2_off = old;

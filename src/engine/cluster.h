@@ -1,6 +1,7 @@
 /* cluster.h - guest offset to host mapping (layer 3). */
 #ifndef QI_CLUSTER_H
 #define QI_CLUSTER_H
+#include <stdbool.h>
 #include <stdint.h>
 #include "image.h"
 
@@ -58,6 +59,20 @@ int qi_cluster_run(qi_image *img, const qi_l1view *v, uint64_t off,
  * *l2_off = the table. Returns 0, QI_ECORRUPT, QI_EIO, QI_ENOSPC,
  * QI_ENOTSUP, QI_ENOMEM. */
 int qi_cluster_l2_for_write(qi_image *img, uint64_t l1i, uint64_t *l2_off);
+
+/* Grow the active L1 table so that it has at least MIN_ENTRIES entries:
+ * exactly MIN_ENTRIES when EXACT (a resize, as QEMU's truncate), else
+ * QEMU's growth for a write (x1.5 steps). No-op when it is large enough.
+ * A new table (old entries + zeros) is written in newly allocated
+ * clusters, then image.c switches l1_size and l1_table_offset in one
+ * 12-byte header write (img->commit_header, QI_HDR_L1) and takes the new
+ * in-memory copy, then the old table's clusters are freed (crash table at
+ * the function). Returns 0; QI_ENOSPC (beyond QEMU's 32 MiB L1 limit,
+ * nothing written, or no room below 2^56); QI_ENOTSUP (no header commit
+ * installed, or the table needs as many clusters as one refcount block
+ * covers: more than the allocator places contiguously; nothing written);
+ * QI_EIO, QI_ECORRUPT, QI_ENOMEM. */
+int qi_cluster_grow_l1(qi_image *img, uint64_t min_entries, bool exact);
 
 /* Write active L1 entry I (< l1_size; the L1 table is loaded) to RAW, in
  * memory and on disk, and sync. Returns 0, QI_EIO, QI_ENOSPC. */

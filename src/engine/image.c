@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "bitmap.h"
+#include "cluster.h"
 #include "endian.h"
 #include "image.h"
 #include "mem.h"
@@ -339,6 +340,37 @@ static int read_header(qi_image *img)
                                      end, img->path, on_ext, img, &img->err);
 }
 
+/* QI_HDR_L1: l1_size (bytes 36-39) and l1_table_offset (40-47) are
+ * adjacent and change in one write, synced before the in-memory L1 copy is
+ * replaced by the one in the request. QI_HDR_SIZE: the virtual size (24-31). */
+static int commit_l1_size(qi_image *img)
+{
+    uint8_t b[12];
+    int rc;
+    if (img->hdr_req.what & QI_HDR_L1) {
+        qi_put_be32(b, img->hdr_req.l1_size);
+        qi_put_be64(b + 4, img->hdr_req.l1_table_offset);
+        if ((rc = qi_bio_pwrite(img->file, b, 12, 36, &img->err, "header")) < 0 ||
+            (rc = qi_bio_sync(img->file, &img->err)) < 0)
+            return rc;
+        img->hdr.l1_size = img->hdr_req.l1_size;
+        img->hdr.l1_table_offset = img->hdr_req.l1_table_offset;
+        memcpy(img->hdr_buf + 36, b, 12);
+        free(img->l1);
+        img->l1 = img->hdr_req.l1;
+        img->hdr_req.l1 = NULL;
+    }
+    if (img->hdr_req.what & QI_HDR_SIZE) {
+        qi_put_be64(b, img->hdr_req.size);
+        if ((rc = qi_bio_pwrite(img->file, b, 8, 24, &img->err, "header")) < 0 ||
+            (rc = qi_bio_sync(img->file, &img->err)) < 0)
+            return rc;
+        img->hdr.size = img->size = img->hdr_req.size;
+        memcpy(img->hdr_buf + 24, b, 8);
+    }
+    return 0;
+}
+
 /* The header change a lower layer asks for (img->hdr_req), written and
  * synced: the refcount table's offset (bytes 48-55) and size in clusters
  * (56-59) are adjacent and change in one write; the corrupt bit is a
@@ -347,6 +379,8 @@ static int commit_header(qi_image *img)
 {
     uint8_t b[12];
     int rc;
+    if ((rc = commit_l1_size(img)) < 0)
+        return rc;
     if (img->hdr_req.what & QI_HDR_REFTABLE) {
         qi_put_be64(b, img->hdr_req.refcount_table_offset);
         qi_put_be32(b + 8, img->hdr_req.refcount_table_clusters);
@@ -773,3 +807,64 @@ const char *qi_image_backing_name(const qi_image *img) { return img->backing_nam
 const char *qi_image_backing_full_name(const qi_image *img) { return img->backing_full; }
 const char *qi_image_backing_format(const qi_image *img) { return img->backing_fmt; }
 const char *qi_image_data_file_name(const qi_image *img) { return img->data_file_name; }
+
+/* ---- resize ---- */
+
+/* Why IMG cannot be resized (NULL: it can). */
+static const char *resize_refused(const qi_image *img)
+{
+    if (img->raw)
+        return "a raw image";
+    if (img->data_file)
+        return "an external data file (its length would have to change too)";
+    if (img->n_bitmaps)
+        return "persistent dirty bitmaps (they would have to be resized too)";
+    if (img->hdr.incompatible_features & QI_INCOMPAT_DIRTY)
+        return "the dirty bit set (refcounts must be rebuilt first: qemu-img check -r all)";
+    /* version 2 did not require a snapshot's disk size: QEMU refuses too */
+    if (img->n_snaps && img->hdr.version < 3)
+        return "internal snapshots and a version 2 (compat 0.10) header (QEMU refuses it too)";
+    /* QEMU zeroes the new range where a longer backing file would show */
+    if (img->backing_name && (!img->backing || img->backing->size > img->size))
+        return "a backing file that is (or may be) longer than the image";
+    return NULL;
+}
+
+/* Growing, as QEMU's qcow2 truncate does it. Crash table:
+ *   1. the L1 table grows to exactly the entries NEW_SIZE needs
+ *      (qi_cluster_grow_l1: new table, header l1_size + l1_table_offset,
+ *      old table freed)                crash: consistent, old size (leaks)
+ *   2. header: size (8 bytes at offset 24), synced
+ *                                      crash: consistent, new size */
+int qi_image_resize(qi_image *img, uint64_t new_size)
+{
+    const char *why;
+    int rc;
+    if (!img->writable)
+        return qi_fail(img, QI_ERDONLY, "", QI_NO_OFFSET, "image opened read-only; "
+                       "reopen it with -w to write");
+    if ((why = resize_refused(img)))
+        return qi_fail(img, QI_ENOTSUP, "", QI_NO_OFFSET, "resizing an image with %s "
+                       "is not supported", why);
+    if (img->corrupt_seen)
+        return qi_fail(img, QI_ECORRUPT, "", QI_NO_OFFSET, "the image was found corrupt "
+                       "earlier in this session; no further writes");
+    if (new_size % 512)
+        return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "the new size %" PRIu64
+                       " is not a multiple of 512", new_size);
+    if (new_size < img->size)
+        return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "shrinking is not supported "
+                       "(the image is %" PRIu64 " bytes, asked for %" PRIu64 ")",
+                       img->size, new_size);
+    if (new_size == img->size)
+        return 0;
+    unsigned shift = img->g.cluster_bits + img->g.l2_bits;
+    uint64_t need = (new_size >> shift) + ((new_size & ((1ull << shift) - 1)) != 0);
+    /* 1 */
+    if ((rc = qi_cluster_grow_l1(img, need, true)) < 0)
+        return rc;
+    /* 2 */
+    img->hdr_req.what = QI_HDR_SIZE;
+    img->hdr_req.size = new_size;
+    return img->commit_header(img);
+}

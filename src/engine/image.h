@@ -67,6 +67,13 @@ struct qi_image {
         unsigned what;                      /* QI_HDR_* */
         uint64_t refcount_table_offset;     /* QI_HDR_REFTABLE */
         uint32_t refcount_table_clusters;
+        uint32_t l1_size;                   /* QI_HDR_L1 */
+        uint64_t l1_table_offset;
+        uint64_t *l1;                       /* QI_HDR_L1: the new table in
+                                             * host order; image.c takes it
+                                             * (sets this to NULL) once the
+                                             * header is on disk */
+        uint64_t size;                      /* QI_HDR_SIZE: virtual size */
     } hdr_req;
     int (*commit_header)(struct qi_image *img);
 
@@ -110,6 +117,8 @@ int qi_image_write_state(qi_image *img);
 /* img->hdr_req.what */
 #define QI_HDR_REFTABLE 0x1u    /* refcount table offset and size */
 #define QI_HDR_CORRUPT  0x2u    /* set the corrupt bit (incompatible bit 1) */
+#define QI_HDR_L1       0x4u    /* active L1 table size and offset */
+#define QI_HDR_SIZE     0x8u    /* virtual size */
 
 /* Record a corruption in IMG's error slot; returns QI_ECORRUPT. */
 #define qi_corrupt(img, st, off, ...) \

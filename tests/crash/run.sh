@@ -175,5 +175,13 @@ qemu-img bitmap --add --disable bitmaps.base dis
 scenario bitmaps 'img:write(70000, string.rep("i", 100000)) img:zero(1 << 20, 65536)
     img:discard(2 << 20, 131072) img:flush() img:write(3 << 20, string.rep("j", 5000))' \
     "python3 $CRASH_DIR/bitmaps_ok.py"
+# growing the image: the L1 table moves to new clusters (refcount blocks
+# first, then the table, then the header's l1_size + l1_table_offset, then
+# the old table freed), then the size field; and a write past the old end
+# in the same chunk. 512-byte clusters: one L1 cluster maps 2 MiB, so the
+# new table takes 4 clusters.
+qemu-img create -q -f qcow2 -o cluster_size=512 resize.base 1M
+qio -c 'write -P 0x81 0 200k' -c 'write -P 0x82 1000k 24k' resize.base
+scenario resize 'img:resize(8 << 20) img:write((5 << 20) + 1000, string.rep("r", 20000))'
 
 t_done

@@ -1,0 +1,245 @@
+#!/bin/bash
+# tests/cli/resize.sh - growing an image (qinspect resize, img:resize)
+# against qemu-img resize.
+#
+# For a matrix of images made by qemu-img/qemu-io (cluster sizes 512 B,
+# 64 KiB and 2 MiB; refcount widths 1, 16 and 64; compat 0.10 and 1.1; a
+# snapshot made by qemu-img snapshot -c; a resize whose new L1 table makes
+# the refcount table grow; an image of size 0): the image is copied, one
+# copy resized by qinspect and the other by qemu-img resize. Then
+# `qemu-img check` is clean, the virtual size (qemu-img info) and the
+# header's l1_size equal qemu-img's result, the guest view equals the data
+# before the resize (the new range reads as zeros: qemu-img compare against
+# the old raw view) and the qemu-img copy, a snapshot still reads as before,
+# and after writing past the old end (img:write on one copy, qemu-io write
+# on the other) both copies stay equal and clean. Errors (shrinking, a size
+# that is not a multiple of 512, beyond QEMU's L1 limit, a read-only image,
+# features resize does not handle) fail with a clear message and leave the
+# file unchanged.
+T_DIR=$(cd "$(dirname "$0")" && pwd)
+. "$T_DIR/lib.sh"
+
+qio() { qemu-io -f qcow2 "$@" >/dev/null || { t_fail "setup: qemu-io $*"; return 1; }; }
+
+# hdr FIELD IMG: a header field read with python3 (not through qinspect).
+hdr() {
+    python3 - "$1" "$2" <<'EOF'
+import struct, sys
+d = open(sys.argv[2], "rb").read(72)
+f = {"size": (24, ">Q"), "l1_size": (36, ">I"), "l1_table_offset": (40, ">Q"),
+     "refcount_table_clusters": (56, ">I")}[sys.argv[1]]
+print(struct.unpack(f[1], d[f[0]:f[0] + struct.calcsize(f[1])])[0])
+EOF
+}
+
+vsize() { qemu-img info --output=json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
+
+# same_value DESC A B: one test, A equal to B.
+same_value() {
+    if [ "$2" = "$3" ]; then t_ok "$1 ($2)"; else t_fail "$1: qinspect $2, qemu-img $3"; fi
+}
+
+# run_case NAME SIZEARG WOFF WLEN [SNAPSHOT]: NAME.qcow2 made by the caller.
+# Resize a copy with qinspect and one with qemu-img to SIZEARG, compare,
+# then write WLEN bytes of 0xa7 at WOFF (past the old end) on both.
+run_case() {
+    local name=$1 size=$2 woff=$3 wlen=$4 snap=${5:-} out
+    qemu-img convert -O raw "$name.qcow2" "$name.old.raw" || { t_fail "$name: setup convert"; return; }
+    [ -z "$snap" ] || qemu-img convert -O raw -l "$snap" "$name.qcow2" "$name.snap.raw" ||
+        { t_fail "$name: setup convert -l"; return; }
+    cp "$name.qcow2" "$name.e.qcow2"
+    qemu-img resize -q "$name.e.qcow2" "$size" || { t_fail "$name: oracle: qemu-img resize $size"; return; }
+    if out=$("$QINSPECT" resize "$name.qcow2" "$size" 2>&1) && [ "$out" = "Image resized." ]; then
+        t_ok "$name: qinspect resize $size"
+    else
+        t_fail "$name: qinspect resize $size"
+        printf '%s\n' "$out" | t_diag
+        return
+    fi
+    t_check "$name: qemu-img check is clean after the resize" qemu-img check "$name.qcow2"
+    same_value "$name: virtual size equals qemu-img's" "$(vsize "$name.qcow2")" "$(vsize "$name.e.qcow2")"
+    same_value "$name: header l1_size equals qemu-img's" "$(hdr l1_size "$name.qcow2")" \
+        "$(hdr l1_size "$name.e.qcow2")"
+    t_check "$name: the old data reads the same, the new range as zeros" \
+        qemu-img compare -f qcow2 -F raw "$name.qcow2" "$name.old.raw"
+    t_check "$name: the guest view equals qemu-img's resized copy" \
+        qemu-img compare "$name.qcow2" "$name.e.qcow2"
+    if [ -n "$snap" ]; then
+        # qemu-img shows a snapshot at the image's size now (zeros past its own)
+        if qemu-img convert -O raw -l "$snap" "$name.qcow2" "$name.snap2.raw" &&
+            qemu-img convert -O raw -l "$snap" "$name.e.qcow2" "$name.snap3.raw"; then
+            t_check "$name: snapshot $snap reads as before" \
+                qemu-img compare -f raw -F raw "$name.snap2.raw" "$name.snap.raw"
+            t_check "$name: snapshot $snap reads as in qemu-img's copy" \
+                cmp "$name.snap2.raw" "$name.snap3.raw"
+        else
+            t_fail "$name: qemu-img convert -l $snap after the resize"
+        fi
+    fi
+    if out=$("$QINSPECT" -w -e "img:write($woff, string.rep('\\xa7', $wlen))" "$name.qcow2" 2>&1); then
+        t_ok "$name: img:write of $wlen bytes at $woff (past the old end)"
+    else
+        t_fail "$name: img:write of $wlen bytes at $woff (past the old end)"
+        printf '%s\n' "$out" | t_diag
+    fi
+    qio -c "write -P 0xa7 $woff $wlen" "$name.e.qcow2"
+    t_check "$name: qemu-img check is clean after the write" qemu-img check "$name.qcow2"
+    t_check "$name: qemu-img compare: equal to qemu-io's write on qemu-img's copy" \
+        qemu-img compare "$name.qcow2" "$name.e.qcow2"
+}
+
+# ---- the matrix ----
+for bits in 1 16 64; do
+    # 512-byte clusters: one L1 entry maps 32 KiB, so the L1 grows by many
+    # clusters (kept within one refcount block's range, see the errors)
+    qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=$bits c512-rc$bits.qcow2 1M
+    qio -c 'write -P 0x11 0 300k' -c 'write -P 0x12 1000k 24k' c512-rc$bits.qcow2
+    run_case c512-rc$bits 100M $((99 << 20)) 70000
+    qemu-img create -q -f qcow2 -o refcount_bits=$bits c64k-rc$bits.qcow2 100M
+    qio -c 'write -P 0x21 0 1M' -c 'write -P 0x22 99M 1M' c64k-rc$bits.qcow2
+    run_case c64k-rc$bits 10G $((9 << 30)) 200000
+    qemu-img create -q -f qcow2 -o cluster_size=2M,refcount_bits=$bits c2m-rc$bits.qcow2 100M
+    qio -c 'write -P 0x31 0 3M' c2m-rc$bits.qcow2
+    run_case c2m-rc$bits 2T $((1536 << 30)) 3000000
+done
+
+# relative size, and a resize that stays within the L1 table (only the size
+# field changes)
+qemu-img create -q -f qcow2 rel.qcow2 1G
+qio -c 'write -P 0x41 1020M 4M' rel.qcow2
+run_case rel +3G $((3 << 30)) 100000
+qemu-img create -q -f qcow2 same-l1.qcow2 100M
+qio -c 'write -P 0x42 0 1M' same-l1.qcow2
+run_case same-l1 300M $((299 << 20)) 65536
+
+# compat 0.10 (version 2 header), 64 KiB and 512-byte clusters
+qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 10M
+qio -c 'write -P 0x51 0 2M' v2.qcow2
+run_case v2 5G $((4 << 30)) 100000
+qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=512 v2-c512.qcow2 1M
+qio -c 'write -P 0x52 0 500k' v2-c512.qcow2
+run_case v2-c512 64M $((60 << 20)) 5000
+
+# snapshots made by qemu-img: the snapshot keeps its own L1 table
+qemu-img create -q -f qcow2 snap.qcow2 1G
+qio -c 'write -P 0x61 0 4M' snap.qcow2
+qemu-img snapshot -c s1 snap.qcow2
+qio -c 'write -P 0x62 1M 1M' snap.qcow2
+run_case snap 20G $((19 << 30)) 100000 s1
+
+# the new L1 table lies past what one refcount table cluster covers (64-bit
+# refcounts in 512-byte clusters: 2 MiB), so the refcount table grows too
+qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=64 rtgrow.qcow2 4M
+qio -c 'write -P 0x71 0 1975k' rtgrow.qcow2
+run_case rtgrow 120M $((100 << 20)) 3000
+rt=$(hdr refcount_table_clusters rtgrow.qcow2)
+if [ "$rt" -gt 1 ]; then t_ok "rtgrow: the refcount table grew to $rt clusters"
+else t_fail "rtgrow: the refcount table grew (still $rt cluster)"; fi
+
+# an image of size 0 has an empty L1 table (l1_size 0)
+qemu-img create -q -f qcow2 empty.qcow2 0
+run_case empty 1M 4096 10000
+
+# the Lua API: img:resize then a write in the same session, in bytes
+qemu-img create -q -f qcow2 lua.qcow2 64M
+qio -c 'write -P 0x81 0 1M' lua.qcow2
+cp lua.qcow2 lua.e.qcow2
+if out=$("$QINSPECT" -w -e 'img:resize(3 << 30) assert(img.size == 3 << 30)
+    img:write((3 << 30) - 70000, string.rep("\x99", 70000))' lua.qcow2 2>&1); then
+    t_ok "lua: img:resize(3 GiB), img.size follows, write at the new end"
+else
+    t_fail "lua: img:resize(3 GiB), img.size follows, write at the new end"
+    printf '%s\n' "$out" | t_diag
+fi
+qemu-img resize -q lua.e.qcow2 3G
+qio -c "write -P 0x99 $(((3 << 30) - 70000)) 70000" lua.e.qcow2
+t_check "lua: qemu-img check is clean" qemu-img check lua.qcow2
+t_check "lua: equal to qemu-img resize + qemu-io write" qemu-img compare lua.qcow2 lua.e.qcow2
+same_value "lua: header l1_size equals qemu-img's" "$(hdr l1_size lua.qcow2)" "$(hdr l1_size lua.e.qcow2)"
+
+# ---- errors: a clear message, exit status 1, the file unchanged ----
+
+# refused NAME DESC PATTERN CMD...: CMD fails (exit 1, no sanitizer report),
+# its stderr matches PATTERN, NAME.qcow2 is byte for byte unchanged.
+refused() {
+    local name=$1 desc=$2 pat=$3 rc
+    shift 3
+    cp "$name.qcow2" "$name.before"
+    "$@" >"$name.out" 2>"$name.err"
+    rc=$?
+    if [ $rc -eq 1 ] && ! sanitizer_report "$name.err" && grep -qE "$pat" "$name.err" &&
+        cmp -s "$name.qcow2" "$name.before"; then
+        t_ok "$name: $desc is refused, the file unchanged"
+    else
+        t_fail "$name: $desc is refused, the file unchanged (exit $rc)"
+        cat "$name.err" | t_diag
+        cmp "$name.qcow2" "$name.before" 2>&1 | t_diag
+    fi
+}
+
+# oracle_fails DESC CMD...: qemu-img refuses too (the case is an error there).
+oracle_fails() {
+    local desc=$1
+    shift
+    if "$@" >/dev/null 2>&1; then t_fail "oracle: qemu-img refuses $desc"
+    else t_ok "oracle: qemu-img refuses $desc"; fi
+}
+
+qemu-img create -q -f qcow2 err.qcow2 100M
+qio -c 'write -P 0x91 0 1M' err.qcow2
+cp err.qcow2 err-oracle.qcow2
+refused err "shrinking (50M)" 'shrinking is not supported' "$QINSPECT" resize err.qcow2 50M
+refused err "a relative shrink (-1M)" 'shrinking is not supported' "$QINSPECT" resize err.qcow2 -1M
+refused err "a size not a multiple of 512" 'not a multiple of 512' "$QINSPECT" resize err.qcow2 104858000
+oracle_fails "a size not a multiple of 512" qemu-img resize err-oracle.qcow2 104858000
+refused err "img:resize on a read-only image" 'image opened read-only; reopen with -w' \
+    "$QINSPECT" -e 'img:resize(200 << 20)' err.qcow2
+refused err "img:resize shrinking" 'shrinking is not supported' \
+    "$QINSPECT" -w -e 'img:resize(1 << 20)' err.qcow2
+# beyond QEMU's limit of 4194304 L1 entries (32 MiB): 64 KiB clusters map
+# 512 MiB per entry, so 2 PiB is the most; 512-byte clusters 128 GiB
+refused err "a size beyond QEMU's L1 limit (3P)" 'beyond the limit of 4194304 entries' \
+    "$QINSPECT" resize err.qcow2 3P
+oracle_fails "3P (L1 beyond 32 MiB)" qemu-img resize err-oracle.qcow2 3P
+qemu-img create -q -f qcow2 -o cluster_size=512 big512.qcow2 1M
+cp big512.qcow2 big512-oracle.qcow2
+refused big512 "1T with 512-byte clusters (beyond QEMU's L1 limit)" 'beyond the limit' \
+    "$QINSPECT" resize big512.qcow2 1T
+oracle_fails "1T with 512-byte clusters" qemu-img resize big512-oracle.qcow2 1T
+# qemu-img can do this one (32 MiB of L1 in 512-byte clusters), qinspect's
+# allocator places at most one refcount block's range of contiguous clusters
+refused big512 "an L1 table larger than one refcount block's range (128G)" \
+    'contiguous clusters' "$QINSPECT" resize big512.qcow2 128G
+
+# features resize does not handle
+qemu-img create -q -f qcow2 -o data_file=ext.raw ext.qcow2 10M
+refused ext "an image with an external data file" 'external data file' \
+    "$QINSPECT" resize ext.qcow2 20M
+qemu-img create -q -f qcow2 bmp.qcow2 10M
+qemu-img bitmap --add bmp.qcow2 b0 || t_fail "setup: qemu-img bitmap --add"
+refused bmp "an image with a persistent bitmap" 'persistent dirty bitmaps' \
+    "$QINSPECT" resize bmp.qcow2 20M
+qemu-img create -q -f qcow2 -o compat=0.10 snap-v2.qcow2 8M
+qio -c 'write -P 0x63 0 1M' snap-v2.qcow2
+qemu-img snapshot -c s1 snap-v2.qcow2
+cp snap-v2.qcow2 snap-v2-oracle.qcow2
+refused snap-v2 "a version 2 image with a snapshot" 'snapshots and a version 2' \
+    "$QINSPECT" resize snap-v2.qcow2 1G
+oracle_fails "a version 2 image with a snapshot" qemu-img resize snap-v2-oracle.qcow2 1G
+qemu-img create -q -f raw longback.raw 64M
+qemu-img create -q -f qcow2 -b longback.raw -F raw longtop.qcow2 16M
+refused longtop "an image whose backing file is longer" 'backing file' \
+    "$QINSPECT" resize longtop.qcow2 32M
+# exit status 2 for usage errors, like the other subcommands
+for args in "err.qcow2" "err.qcow2 12Q" "err.qcow2 1G+1"; do
+    "$QINSPECT" resize $args >/dev/null 2>err.usage
+    rc=$?
+    if [ $rc -eq 2 ] && cmp -s err.qcow2 err.before; then
+        t_ok "resize $args is a usage error (exit 2)"
+    else
+        t_fail "resize $args is a usage error (exit $rc)"
+        t_diag <err.usage
+    fi
+done
+
+t_done

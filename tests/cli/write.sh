@@ -9,8 +9,8 @@
 # Then: `qemu-img check` exits 0 (no corruption, no leak), `qemu-img
 # compare` finds image and model identical, a snapshot still reads as it did
 # before, and qemu-io writing after qinspect reads back what it wrote while
-# the rest still equals the model. Features writes do not support yet fail
-# with a clear error and leave the file unchanged.
+# the rest still equals the model. Images with extended L2 entries and
+# external data files (plain and data_file_raw) get the same workload.
 T_DIR=$(cd "$(dirname "$0")" && pwd)
 . "$T_DIR/lib.sh"
 

@@ -68,6 +68,8 @@ struct qi_image {
         uint32_t refcount_table_clusters;
     } hdr_req;
     int (*commit_header)(struct qi_image *img);
+    bool lazy_dirty;            /* this session set the dirty bit for lazy
+                                 * refcounts; a clean flush clears it */
 
     int8_t meta_prealloc;       /* map: -1 not yet known, else 0/1 (map.c) */
     qi_image *backing;
@@ -79,6 +81,8 @@ struct qi_image {
 /* img->hdr_req.what */
 #define QI_HDR_REFTABLE 0x1u    /* refcount table offset and size */
 #define QI_HDR_CORRUPT  0x2u    /* set the corrupt bit (incompatible bit 1) */
+#define QI_HDR_DIRTY    0x4u    /* set the dirty bit (incompatible bit 0) */
+#define QI_HDR_CLEAN    0x8u    /* clear the dirty bit (everything synced) */
 
 /* Record a corruption in IMG's error slot; returns QI_ECORRUPT. */
 #define qi_corrupt(img, st, off, ...) \

@@ -48,7 +48,8 @@ static void usage(FILE *f)
             "Without a COMMAND, open IMAGE and run a Lua session: the REPL when\n"
             "standard input is a terminal, else the chunk read from it; -e runs\n"
             "CHUNK (repeatable), SCRIPT runs a file with ARGS in the global 'arg'.\n"
-            "  -w   open IMAGE read-write (default: read-only)\n"
+            "  -w   open IMAGE read-write (default: read-only; the refcounts of an\n"
+            "       image with the dirty bit are rebuilt first)\n"
             "  -U   force share: read an image another program (QEMU) has open\n"
             "\n"
             "Commands:\n");

@@ -467,9 +467,8 @@ static int rebuild_if_dirty(qi_image *img)
         (rc = qi_rebuild_refcounts(img, NULL)) == 0)
         return 0;
     qi_err e = img->err;
-    return qi_fail(img, rc, e.structure, e.offset, "the image has the dirty bit set "
-                   "and its refcounts could not be rebuilt: %s (a read-only open "
-                   "works)", e.message);
+    return qi_fail(img, rc, e.structure, e.offset, "dirty bit set, refcount rebuild "
+                   "failed: %s; a read-only open works", e.message);
 }
 
 /* Pick qcow2 or raw by the magic, as QEMU probes. A file whose magic is

@@ -54,17 +54,16 @@ static int count_ref(void *payload, const qi_ref *r)
         return 0;
     if (r->kind == QI_REF_REFBLOCK && (r->raw & QI_REFT_RESERVED_MASK))
         return qi_corrupt(img, st, ref_site(img, r), "entry %#" PRIx64 " has reserved "
-                          "bits set; the refcounts cannot be rebuilt before a repair",
+                          "bits set (a repair is needed first)",
                           r->raw);
     if (!byte_granular && (r->host_offset & (cs - 1)))
         return qi_corrupt(img, st, ref_site(img, r), "offset %#" PRIx64 " is not "
-                          "cluster aligned; the refcounts cannot be rebuilt before a "
-                          "repair", r->host_offset);
+                          "cluster aligned (a repair is needed first)", r->host_offset);
     if (__builtin_add_overflow(r->host_offset, r->length, &end) ||
         (end > fsize && end - fsize >= cs))
         return qi_corrupt(img, st, ref_site(img, r), "%" PRIu64 " bytes at %#" PRIx64
-                          " reach past the end of the file (%" PRIu64 " bytes); the "
-                          "refcounts cannot be rebuilt before a repair", r->length,
+                          " reach past the end of the file (%" PRIu64 " bytes; a repair "
+                          "is needed first)", r->length,
                           r->host_offset, fsize);
     for (uint64_t k = r->host_offset >> img->g.cluster_bits;
          k <= (end - 1) >> img->g.cluster_bits; k++) {

@@ -318,13 +318,13 @@ static int lazy_begin(qi_image *img)
 static int check_range(qi_image *img, const char *what, uint64_t off, uint64_t len)
 {
     int rc;
-    if ((rc = write_supported(img)) < 0 || (rc = lazy_begin(img)) < 0)
+    if ((rc = write_supported(img)) < 0)
         return rc;
     if (off > img->size || len > img->size - off)
         return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "%s of %" PRIu64 " bytes at %#"
                        PRIx64 " is beyond the virtual size %" PRIu64, what, len, off,
                        img->size);
-    return 0;
+    return lazy_begin(img);
 }
 
 /* After an operation: a long run of copy-on-writes settles now and then,

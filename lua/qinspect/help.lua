@@ -181,7 +181,11 @@ incompatible_features: a reader must refuse an image with a bit it does
 not know. 0 dirty (refcounts may be stale: lazy refcounts in use), 1
 corrupt (do not write except to repair), 2 external data file, 3
 compression type (compression_type is nonzero), 4 extended L2 entries.
-compatible_features: may be ignored. 0 lazy refcounts.
+compatible_features: may be ignored. 0 lazy refcounts: writes (img:write,
+zero, discard) first set the dirty bit, and img:flush/close clears it once
+everything is synced. A read-write open of a dirty image rebuilds its
+refcounts from the references and clears the bit (as QEMU does); a
+read-only open leaves it and shows it in header.features.
 autoclear_features: a writer that does not know a bit must clear it
 before writing. 0 bitmaps (the bitmaps extension is consistent), 1 raw
 external data. header.features gives the names of the set bits;

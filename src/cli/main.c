@@ -52,7 +52,8 @@ static void usage(FILE *f)
             "standard input is a terminal, else the chunk read from it; -e runs\n"
             "CHUNK (repeatable), SCRIPT runs a file with ARGS in the global 'arg'.\n"
             "  -w   open IMAGE read-write (default: read-only); an image marked\n"
-            "       corrupt opens for repair: raw edits only until the bit is clear\n"
+            "       corrupt opens for repair: raw edits only until the bit is clear;\n"
+            "       the refcounts of an image with the dirty bit are rebuilt first\n"
             "  -U   force share: read an image another program (QEMU) has open\n"
             "\n"
             "Commands:\n");

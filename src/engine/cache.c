@@ -250,7 +250,7 @@ void qi_cache_put(qi_cache *c, const uint8_t *table)
 
 void qi_cache_set_dependency(qi_cache *c, qi_cache *dep)
 {
-    assert(dep != c && dep->dep != c);
+    assert(!dep || (dep != c && dep->dep != c));
     c->dep = dep;
 }
 

@@ -64,7 +64,8 @@ void qi_cache_put(qi_cache *c, const uint8_t *table);
 
 /* Declare that tables of C may be written only after every dirty table of
  * DEP is written and synced (QEMU: the L2 cache depends on the refcount
- * block cache, so a new cluster is counted before anything points at it). */
+ * block cache, so a new cluster is counted before anything points at it).
+ * DEP NULL: no dependency (lazy refcounts, under the dirty bit). */
 void qi_cache_set_dependency(qi_cache *c, qi_cache *dep);
 
 /* A barrier: BIO (the file guest data went to) is synced before the next

@@ -24,6 +24,7 @@
 #include "endian.h"
 #include "image.h"
 #include "mem.h"
+#include "rebuild.h"
 #include "refcount.h"
 
 #define DEFAULT_CACHE_BYTES (4u << 20)
@@ -373,15 +374,21 @@ static int commit_l1_size(qi_image *img)
 
 /* The header change a lower layer asks for (img->hdr_req), written and
  * synced: the refcount table's offset (bytes 48-55) and size in clusters
- * (56-59) are adjacent and change in one write; the corrupt bit is a
- * rewrite of incompatible_features (72-79, version 3 only). */
+ * (56-59) are adjacent and change in one write; the corrupt and dirty bits
+ * are one rewrite of incompatible_features (72-79, version 3 only). While
+ * the dirty bit is set, refcounts may be lower than the references (the
+ * next read-write open rebuilds them), so L2 tables no longer wait for the
+ * refcount blocks (section 13 rule 8); clearing it restores that order. The
+ * caller of QI_HDR_CLEAN has written and synced everything before. */
 static int commit_header(qi_image *img)
 {
     uint8_t b[12];
+    unsigned what = img->hdr_req.what;
+    uint64_t f = img->hdr.incompatible_features;
     int rc;
     if ((rc = commit_l1_size(img)) < 0)
         return rc;
-    if (img->hdr_req.what & QI_HDR_REFTABLE) {
+    if (what & QI_HDR_REFTABLE) {
         qi_put_be64(b, img->hdr_req.refcount_table_offset);
         qi_put_be32(b + 8, img->hdr_req.refcount_table_clusters);
         if ((rc = qi_bio_pwrite(img->file, b, 12, 48, &img->err, "header")) < 0 ||
@@ -391,8 +398,11 @@ static int commit_header(qi_image *img)
         img->hdr.refcount_table_clusters = img->hdr_req.refcount_table_clusters;
         memcpy(img->hdr_buf + 48, b, 12);
     }
-    if ((img->hdr_req.what & QI_HDR_CORRUPT) && img->hdr.version >= 3) {
-        uint64_t f = img->hdr.incompatible_features | QI_INCOMPAT_CORRUPT;
+    f |= (what & QI_HDR_CORRUPT ? QI_INCOMPAT_CORRUPT : 0) |
+         (what & QI_HDR_DIRTY ? QI_INCOMPAT_DIRTY : 0);
+    if (what & QI_HDR_CLEAN)
+        f &= ~QI_INCOMPAT_DIRTY;
+    if (f != img->hdr.incompatible_features && img->hdr.version >= 3) {
         qi_put_be64(b, f);
         if ((rc = qi_bio_pwrite(img->file, b, 8, 72, &img->err, "header")) < 0 ||
             (rc = qi_bio_sync(img->file, &img->err)) < 0)
@@ -400,6 +410,8 @@ static int commit_header(qi_image *img)
         img->hdr.incompatible_features = f;
         memcpy(img->hdr_buf + 72, b, 8);
     }
+    if ((what & (QI_HDR_DIRTY | QI_HDR_CLEAN)) && img->hdr.version >= 3)
+        qi_cache_set_dependency(img->l2_cache, f & QI_INCOMPAT_DIRTY ? NULL : img->rb_cache);
     img->hdr_req.what = 0;
     return 0;
 }
@@ -525,6 +537,20 @@ static void free_parsed(qi_image *img)
     img->n_snaps = img->n_bitmaps = img->n_exts = img->n_features = 0;
 }
 
+/* A dirty image opened read-write: its refcounts may be lower than the
+ * references, so they are rebuilt before anything writes, and the dirty
+ * bit cleared (QEMU repairs at open too, and fails the open if it cannot). */
+static int rebuild_if_dirty(qi_image *img)
+{
+    int rc;
+    if (!img->writable || !(img->hdr.incompatible_features & QI_INCOMPAT_DIRTY) ||
+        (rc = qi_rebuild_refcounts(img, NULL)) == 0)
+        return 0;
+    qi_err e = img->err;
+    return qi_fail(img, rc, e.structure, e.offset, "dirty bit set, refcount rebuild "
+                   "failed: %s; a read-only open works", e.message);
+}
+
 /* Pick qcow2 or raw by the magic, as QEMU probes. A file whose magic is
  * wrong but whose next fields look like a qcow2 header (version 2 or 3 and a
  * valid cluster_bits) is refused instead of silently read as raw: it is far
@@ -589,7 +615,7 @@ static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
     img->opts = *o;
     if ((rc = parse_all(img, o)) < 0 ||
         (rc = make_caches(img, o)) < 0 || (rc = open_data_file(img, o)) < 0 ||
-        (rc = open_backing(img, o, &me)) < 0)
+        (rc = open_backing(img, o, &me)) < 0 || (rc = rebuild_if_dirty(img)) < 0)
         goto fail;
     *out = img;
     return 0;
@@ -615,10 +641,15 @@ void qi_image_close(qi_image *img)
 {
     if (!img)
         return;
-    /* the bitmaps are saved (and in_use cleared) only over a settled image */
     if (img->writable && !img->raw && img->l2_cache && img->rb_cache &&
-        qi_refcount_settle(img) == 0)
-        (void)qi_bitmap_flush(img);
+        qi_refcount_settle(img) == 0) {
+        /* the bitmaps are saved (and in_use cleared) only over a settled
+         * image, and the dirty bit of lazy refcounts cleared after them */
+        if (qi_bitmap_flush(img) == 0 && img->lazy_dirty) {
+            img->hdr_req.what = QI_HDR_CLEAN;   /* everything is synced: clean */
+            (void)commit_header(img);
+        }
+    }
     qi_bitmap_free(img->bm);
     qi_image_close(img->backing);
     qi_cache_free(img->l2_cache);

@@ -76,6 +76,8 @@ struct qi_image {
         uint64_t size;                      /* QI_HDR_SIZE: virtual size */
     } hdr_req;
     int (*commit_header)(struct qi_image *img);
+    bool lazy_dirty;            /* this session set the dirty bit for lazy
+                                 * refcounts; a clean flush clears it */
 
     int8_t meta_prealloc;       /* map: -1 not yet known, else 0/1 (map.c) */
     qi_image *backing;
@@ -119,6 +121,8 @@ int qi_image_write_state(qi_image *img);
 #define QI_HDR_CORRUPT  0x2u    /* set the corrupt bit (incompatible bit 1) */
 #define QI_HDR_L1       0x4u    /* active L1 table size and offset */
 #define QI_HDR_SIZE     0x8u    /* virtual size */
+#define QI_HDR_DIRTY    0x10u   /* set the dirty bit (incompatible bit 0) */
+#define QI_HDR_CLEAN    0x20u   /* clear the dirty bit (everything synced) */
 
 /* Record a corruption in IMG's error slot; returns QI_ECORRUPT. */
 #define qi_corrupt(img, st, off, ...) \

@@ -15,6 +15,7 @@
  * The refcount table grows when a cluster past its coverage is needed; the
  * header change goes through img->commit_header (image.c commits it).
  * Calls: cache, format, bio. */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,10 +178,34 @@ out:
     return rc;
 }
 
+/* Write a refcount block at BOFF for table entry TI (counting itself when
+ * SELF: BOFF is the first cluster of its own range), then point the entry
+ * at it. Order: block written and synced, then the entry written and
+ * synced. */
+static int place_block(qi_image *img, uint64_t ti, uint64_t boff, bool self)
+{
+    uint8_t *block, be[8];
+    int rc;
+    if ((rc = qi_cache_get_empty(img->rb_cache, boff, &block, &img->err)) < 0)
+        return rc;
+    if (self)
+        qi_format_refcount_set(block, img->g.refcount_order, 0, 1);
+    qi_cache_put(img->rb_cache, block);
+    cover(img, boff, img->g.cluster_size);
+    if ((rc = qi_cache_flush(img->rb_cache, &img->err)) < 0)
+        return rc;
+    qi_put_be64(be, qi_format_encode_reftable(boff));
+    if ((rc = qi_bio_pwrite(img->file, be, 8, img->hdr.refcount_table_offset + 8 * ti,
+                            &img->err, "refcount table")) < 0 ||
+        (rc = qi_bio_sync(img->file, &img->err)) < 0)
+        return rc;
+    img->reftable[ti] = boff;
+    return 0;
+}
+
 static int new_block(qi_image *img, uint64_t ti)
 {
-    uint64_t e = img->g.refblock_entries, boff;
-    uint8_t *block, be[8];
+    uint64_t e = img->g.refblock_entries;
     int rc;
     if (ti >= img->reftable_entries) {
         if ((rc = grow_table(img, ti)) < 0)
@@ -194,21 +219,25 @@ static int new_block(qi_image *img, uint64_t ti)
     if (ti == 0)
         return qi_corrupt(img, "refcount table", img->hdr.refcount_table_offset,
                           "entry 0 is empty, so the header cluster is not counted");
-    boff = (ti * e) << img->g.cluster_bits;
-    if ((rc = qi_cache_get_empty(img->rb_cache, boff, &block, &img->err)) < 0)
+    return place_block(img, ti, (ti * e) << img->g.cluster_bits, true);
+}
+
+int qi_refcount_grow(qi_image *img, uint64_t ti)
+{
+    int rc;
+    if ((rc = qi_refcount_load_table(img)) < 0 || ti < img->reftable_entries)
         return rc;
-    qi_format_refcount_set(block, img->g.refcount_order, 0, 1);
-    qi_cache_put(img->rb_cache, block);
-    cover(img, boff, img->g.cluster_size);
-    if ((rc = qi_cache_flush(img->rb_cache, &img->err)) < 0)
+    return grow_table(img, ti);
+}
+
+int qi_refcount_attach_block(qi_image *img, uint64_t ti, uint64_t off)
+{
+    int rc;
+    if ((rc = qi_refcount_load_table(img)) < 0)
         return rc;
-    qi_put_be64(be, qi_format_encode_reftable(boff));
-    if ((rc = qi_bio_pwrite(img->file, be, 8, img->hdr.refcount_table_offset + 8 * ti,
-                            &img->err, "refcount table")) < 0 ||
-        (rc = qi_bio_sync(img->file, &img->err)) < 0)
-        return rc;
-    img->reftable[ti] = boff;
-    return 0;
+    assert(ti < img->reftable_entries && !img->reftable[ti]);
+    assert(!(off & (img->g.cluster_size - 1)));
+    return place_block(img, ti, off, false);
 }
 
 int qi_refcount_update(qi_image *img, uint64_t cluster_index, int64_t delta)

@@ -47,6 +47,23 @@ int qi_refcount_set(qi_image *img, uint64_t cluster_index, uint64_t value, uint6
  * QI_ENOMEM. */
 int qi_refcount_alloc(qi_image *img, uint64_t n, uint64_t *off);
 
+/* Make the refcount table long enough to have an entry TI (a no-op when it
+ * has): the larger table and the block that counts it go past the end of
+ * the file, then the header switches, then the old table is freed (crash
+ * table at grow_table in refcount.c). Returns 0, QI_ENOTSUP, QI_ENOSPC,
+ * QI_EIO, QI_ECORRUPT, QI_ENOMEM. */
+int qi_refcount_grow(qi_image *img, uint64_t ti);
+
+/* Give the empty refcount table entry TI (asserted) a refcount block at OFF,
+ * a cluster the caller has allocated (counted) and that lies outside TI's
+ * range or is not in use: the block, all refcounts 0 (as the range read
+ * without it), then the entry:
+ *   1. the block (zeros), synced             crash: OFF leaked
+ *   2. the table entry -> OFF, synced        crash: consistent
+ * Used by the refcount rebuild, where the first cluster of TI's range may
+ * be in use. Returns 0, QI_EIO, QI_ENOSPC, QI_ENOMEM. */
+int qi_refcount_attach_block(qi_image *img, uint64_t ti, uint64_t off);
+
 /* Note that the host clusters touched by [OFF, OFF+LEN) lose one reference
  * once the L2 entries that dropped it are on disk. Until qi_refcount_settle
  * the refcount stays high (a crash leaves a leak, never a cluster counted

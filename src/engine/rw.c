@@ -18,9 +18,10 @@
  * Extended L2 entries are written per subcluster and an external data file
  * holds data at the guest offset, both as QEMU does (write_cluster,
  * zeroize). Persistent bitmaps that track writes get the bits of every
- * write, zero and discard (bitmap.c), saved at flush and close. Not
- * supported yet (QI_ENOTSUP, nothing written): an image with the dirty
- * bit.
+ * write, zero and discard (bitmap.c), saved at flush and close. With lazy
+ * refcounts (compatible bit 0) the first change of a session sets the
+ * dirty bit (lazy_begin); an image opened with the dirty bit had its
+ * refcounts rebuilt at open (rebuild.c).
  * Calls: cluster, bitmap, refcount, compress, bio. */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -216,8 +217,6 @@ static int write_supported(qi_image *img)
                        "reopen it with -w to write");
     if (img->raw)
         why = "a raw image";
-    else if (img->hdr.incompatible_features & QI_INCOMPAT_DIRTY)
-        why = "the dirty bit set (refcounts must be rebuilt first: qemu-img check -r all)";
     if (why)
         return qi_fail(img, QI_ENOTSUP, "", QI_NO_OFFSET, "writing to an image with "
                        "%s is not supported yet", why);
@@ -399,6 +398,33 @@ static int write_cluster(qi_image *img, uint64_t ci, uint32_t in, const uint8_t 
     return drop_old(img, &e, host);
 }
 
+/* Lazy refcounts (compatible bit 0; docs section 13 rule 8): before the
+ * first change of a session, the dirty bit is set with a synchronous
+ * header write; from then on (image.c drops the cache dependency) L2 tables
+ * may reach the disk before the refcount blocks that count their clusters.
+ * A clean flush or close writes everything, syncs, and clears the bit.
+ * Crash table of a session of writes under lazy refcounts:
+ *   1. header: dirty bit set, synced          crash: consistent (dirty; the
+ *                                              next read-write open rebuilds)
+ *   2. data, barrier, L2 tables, refcount blocks (any order between L2
+ *      tables and refcount blocks)            crash: dirty, refcounts may be
+ *                                              low: rebuilt at the next open
+ *   3. flush: L2 tables, decrements, refcount blocks, synced
+ *                                             crash: dirty, refcounts right
+ *   4. header: dirty bit cleared, synced      crash: consistent */
+static int lazy_begin(qi_image *img)
+{
+    int rc;
+    if (!(img->hdr.compatible_features & QI_COMPAT_LAZY_REFCOUNTS) ||
+        img->hdr.version < 3 || img->lazy_dirty || !img->commit_header)
+        return 0;
+    img->hdr_req.what = QI_HDR_DIRTY;
+    if ((rc = img->commit_header(img)) < 0)
+        return rc;
+    img->lazy_dirty = true;
+    return 0;
+}
+
 static int check_range(qi_image *img, const char *what, uint64_t off, uint64_t len)
 {
     int rc;
@@ -408,7 +434,7 @@ static int check_range(qi_image *img, const char *what, uint64_t off, uint64_t l
         return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "%s of %" PRIu64 " bytes at %#"
                        PRIx64 " is beyond the virtual size %" PRIu64, what, len, off,
                        img->size);
-    return 0;
+    return lazy_begin(img);
 }
 
 /* After an operation: a long run of copy-on-writes settles now and then,
@@ -781,10 +807,17 @@ int qi_image_flush(qi_image *img)
     int rc;
     if (!img->writable || img->raw)
         return 0;
-    if ((rc = qi_refcount_settle(img)) < 0 ||
-        (rc = qi_bio_sync(img->data, &img->err)) < 0)
+    if ((rc = qi_refcount_settle(img)) < 0 || (rc = qi_bio_sync(img->data, &img->err)) < 0)
         return rc;
     if (img->data_file && (rc = qi_bio_sync(img->file, &img->err)) < 0)
         return rc;
-    return qi_bitmap_flush(img);
+    if ((rc = qi_bitmap_flush(img)) < 0)
+        return rc;
+    if (img->lazy_dirty) {      /* lazy refcounts: all on disk, clean again */
+        img->hdr_req.what = QI_HDR_CLEAN;
+        if ((rc = img->commit_header(img)) < 0)
+            return rc;
+        img->lazy_dirty = false;
+    }
+    return 0;
 }

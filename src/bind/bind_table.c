@@ -253,16 +253,21 @@ static int l1e_set_raw(lua_State *L, void *obj, qi_image *img, int val)
     return l1e_store(L, obj, img, (uint64_t)luaL_checkinteger(L, val));
 }
 
+/* RAW with its COPIED bit (63) set to the boolean at VAL. */
+static uint64_t with_copied(lua_State *L, int val, uint64_t raw)
+{
+    luaL_checktype(L, val, LUA_TBOOLEAN);
+    return lua_toboolean(L, val) ? raw | (1ull << 63) : raw & ~(1ull << 63);
+}
+
 /* e.copied = bool, e.l2_offset = n: the same raw edit of the bits of that
  * field, the others kept (no rule is checked; the offset must fit bits
  * 9-55, a multiple of 512). */
 static int l1e_set_copied(lua_State *L, void *obj, qi_image *img, int val)
 {
     qi_l1_entry e;
-    luaL_checktype(L, val, LUA_TBOOLEAN);
     l1_read(L, img, obj, &e);
-    return l1e_store(L, obj, img, lua_toboolean(L, val) ? e.raw | (1ull << 63)
-                                                        : e.raw & ~(1ull << 63));
+    return l1e_store(L, obj, img, with_copied(L, val, e.raw));
 }
 
 #define OFFSET_FIELD 0x00fffffffffffe00ull  /* bits 9-55 of L1 and L2 entries */
@@ -515,10 +520,8 @@ static int l2e_set_raw(lua_State *L, void *obj, qi_image *img, int val)
 static int l2e_set_copied(lua_State *L, void *obj, qi_image *img, int val)
 {
     qi_l2_entry e;
-    luaL_checktype(L, val, LUA_TBOOLEAN);
     l2_read(L, img, obj, &e);
-    return l2e_store(L, obj, img, lua_toboolean(L, val) ? e.raw | (1ull << 63)
-                                                        : e.raw & ~(1ull << 63));
+    return l2e_store(L, obj, img, with_copied(L, val, e.raw));
 }
 
 static int l2e_set_host_offset(lua_State *L, void *obj, qi_image *img, int val)

@@ -455,6 +455,7 @@ int qi_cluster_grow_l1(qi_image *img, uint64_t min_entries, bool exact)
     if ((rc = qi_refcount_alloc(img, clusters, &off)) < 0 ||
         (rc = qi_cache_flush(img->rb_cache, &img->err)) < 0)
         goto out;
+    nt->off = off;
     /* 2 */
     if ((rc = qi_bio_pwrite(img->file, raw, bytes, off, &img->err, "L1 table")) < 0 ||
         (rc = qi_bio_sync(img->file, &img->err)) < 0)
@@ -463,7 +464,6 @@ int qi_cluster_grow_l1(qi_image *img, uint64_t min_entries, bool exact)
     img->hdr_req.what = QI_HDR_L1;
     img->hdr_req.l1_size = (uint32_t)n;
     img->hdr_req.l1_table_offset = off;
-    nt->off = off;
     img->hdr_req.l1 = nt;
     nt = NULL;
     rc = img->commit_header(img);

@@ -18,48 +18,100 @@
 #include "mem.h"
 #include "refcount.h"
 
-static int load_l1(qi_image *img, uint64_t off, uint32_t n, uint64_t **out,
+/* A table of N entries at OFF with one reference; *OUT = NULL on failure. */
+static int new_tab(qi_image *img, uint32_t n, uint64_t off, const char *structure,
+                   qi_l1tab **out)
+{
+    qi_l1tab *t = calloc(1, sizeof *t);
+    *out = NULL;
+    if (t && n && !(t->e = qi_mem_alloc_capped(n, 8, QI_MAX_L1_ENTRIES * 8))) {
+        free(t);
+        t = NULL;
+    }
+    if (!t)
+        return qi_fail(img, QI_ENOMEM, structure, off, "out of memory");
+    t->size = n;
+    t->off = off;
+    t->refs = 1;
+    *out = t;
+    return 0;
+}
+
+void qi_cluster_l1tab_drop(qi_l1tab *t)
+{
+    if (!t)
+        return;
+    assert(t->refs > 0);
+    if (--t->refs)
+        return;
+    free(t->e);
+    free(t);
+}
+
+void qi_cluster_l1_release(qi_image *img)
+{
+    /* a view not put at close is a leak (a get without its put) */
+    assert(!img->l1 || img->l1->refs == 1);
+    assert(!img->snap_l1 || img->snap_l1->refs == 1);
+    qi_cluster_l1tab_drop(img->l1);
+    qi_cluster_l1tab_drop(img->snap_l1);
+    img->l1 = img->snap_l1 = NULL;
+}
+
+uint32_t qi_cluster_l1_refs(const qi_image *img, bool snapshot)
+{
+    const qi_l1tab *t = snapshot ? img->snap_l1 : img->l1;
+    return t ? t->refs : 0;
+}
+
+static int load_l1(qi_image *img, uint64_t off, uint32_t n, qi_l1tab **out,
                    const char *structure)
 {
     uint8_t *raw = NULL;
-    uint64_t *l1 = NULL;
+    qi_l1tab *t = NULL;
     int rc;
     *out = NULL;
-    if ((rc = qi_format_check_table(&img->g, off, 8ull * n, true, img->file->size,
-                                    img->path, structure, off, &img->err)) < 0) {
+    if (n && (rc = qi_format_check_table(&img->g, off, 8ull * n, true, img->file->size,
+                                         img->path, structure, off, &img->err)) < 0) {
         img->corrupt_seen = true;
         return rc;
     }
-    raw = qi_mem_alloc_capped(n, 8, QI_MAX_L1_ENTRIES * 8);
-    l1 = qi_mem_alloc_capped(n, 8, QI_MAX_L1_ENTRIES * 8);
-    if (!raw || !l1) {
+    if ((rc = new_tab(img, n, off, structure, &t)) < 0)
+        return rc;
+    if (n && !(raw = qi_mem_alloc_capped(n, 8, QI_MAX_L1_ENTRIES * 8))) {
         rc = qi_fail(img, QI_ENOMEM, structure, off, "out of memory");
         goto out;
     }
-    if ((rc = qi_bio_pread(img->file, raw, 8ull * n, off, &img->err, structure)) < 0)
+    if (n && (rc = qi_bio_pread(img->file, raw, 8ull * n, off, &img->err, structure)) < 0)
         goto out;
     for (uint32_t i = 0; i < n; i++)
-        l1[i] = qi_be64(raw + 8 * i);
-    *out = l1;
-    l1 = NULL;
+        t->e[i] = qi_be64(raw + 8 * i);
+    *out = t;
+    t = NULL;
 out:
     free(raw);
-    free(l1);
+    qi_cluster_l1tab_drop(t);
     return rc;
+}
+
+static void take(qi_l1view *v, qi_l1tab *t)
+{
+    t->refs++;
+    v->tab = t;
+    v->size = t->size;
+    v->l1_off = t->off;
 }
 
 int qi_cluster_view_active(qi_image *img, qi_l1view *v)
 {
     int rc;
+    v->tab = NULL;
     if (img->broken)    /* a raw edit left the header invalid (image.c) */
         return qi_err_copy(&img->err, &img->broken_err);
-    if (!img->l1 && img->hdr.l1_size &&
-        (rc = load_l1(img, img->hdr.l1_table_offset, img->hdr.l1_size, &img->l1,
-                      "L1 table")) < 0)
+    if (!img->l1 && (rc = load_l1(img, img->hdr.l1_table_offset, img->hdr.l1_size,
+                                  &img->l1, "L1 table")) < 0)
         return rc;
-    v->l1 = img->l1;
-    v->size = img->l1 ? img->hdr.l1_size : 0;
-    v->l1_off = img->hdr.l1_table_offset;
+    take(v, img->l1);
     v->vsize = img->size;
     return 0;
 }
@@ -68,6 +120,7 @@ int qi_cluster_view_snapshot(qi_image *img, uint32_t snap, qi_l1view *v)
 {
     const qi_snapshot *s;
     int rc;
+    v->tab = NULL;
     if (img->broken)
         return qi_err_copy(&img->err, &img->broken_err);
     if (snap >= img->n_snaps)
@@ -75,18 +128,48 @@ int qi_cluster_view_snapshot(qi_image *img, uint32_t snap, qi_l1view *v)
                        "no snapshot with index %" PRIu32, snap);
     s = &img->snaps[snap];
     if (!img->snap_l1 || img->snap_l1_index != snap) {
-        free(img->snap_l1);
+        /* a view of the one kept before keeps it alive */
+        qi_cluster_l1tab_drop(img->snap_l1);
         img->snap_l1 = NULL;
-        if (s->l1_size && (rc = load_l1(img, s->l1_table_offset, s->l1_size,
-                                        &img->snap_l1, "snapshot L1 table")) < 0)
+        if ((rc = load_l1(img, s->l1_table_offset, s->l1_size, &img->snap_l1,
+                          "snapshot L1 table")) < 0)
             return rc;
         img->snap_l1_index = snap;
     }
-    v->l1 = img->snap_l1;
-    v->size = img->snap_l1 ? s->l1_size : 0;
-    v->l1_off = s->l1_table_offset;
+    take(v, img->snap_l1);
     v->vsize = s->has_disk_size ? s->disk_size : img->size;
     return 0;
+}
+
+void qi_cluster_view_put(qi_image *img, qi_l1view *v)
+{
+    (void)img;
+    assert(v->tab);     /* a put without its view */
+    qi_cluster_l1tab_drop(v->tab);
+    v->tab = NULL;
+}
+
+int qi_cluster_active_l2_offset(qi_image *img, uint64_t index, uint64_t *l2_off)
+{
+    qi_l1view v;
+    int rc;
+    *l2_off = 0;
+    if ((rc = qi_cluster_view_active(img, &v)) < 0)
+        return rc;
+    rc = qi_cluster_l2_offset(img, &v, index, l2_off);
+    qi_cluster_view_put(img, &v);
+    return rc;
+}
+
+int qi_cluster_active_run(qi_image *img, uint64_t off, uint64_t maxlen, qi_run *run)
+{
+    qi_l1view v;
+    int rc;
+    if ((rc = qi_cluster_view_active(img, &v)) < 0)
+        return rc;
+    rc = qi_cluster_run(img, &v, off, maxlen, run);
+    qi_cluster_view_put(img, &v);
+    return rc;
 }
 
 int qi_cluster_l2_offset(qi_image *img, const qi_l1view *v, uint64_t index,
@@ -98,7 +181,7 @@ int qi_cluster_l2_offset(qi_image *img, const qi_l1view *v, uint64_t index,
     *l2_off = 0;
     if (index >= v->size)
         return 0;
-    qi_format_decode_l1(v->l1[index], &e);
+    qi_format_decode_l1(v->tab->e[index], &e);
     if (e.reserved)
         return qi_corrupt(img, "L1 table", where, "entry %" PRIu64 " (%#018" PRIx64
                           ") has reserved bits set", index, e.raw);
@@ -284,7 +367,8 @@ int qi_cluster_set_l1(qi_image *img, uint64_t i, uint64_t raw)
                             &img->err, "L1 table")) < 0 ||
         (rc = qi_bio_sync(img->file, &img->err)) < 0)
         return rc;
-    img->l1[i] = raw;
+    assert(img->l1 && i < img->l1->size);
+    img->l1->e[i] = raw;    /* in place: views of this table see it */
     return 0;
 }
 
@@ -301,22 +385,26 @@ static uint64_t l1_grown_size(uint64_t cur, uint64_t min, bool exact)
     return n;
 }
 
-/* The grown table of N entries: *NT in host order, *RAW its BYTES on disk
- * (big endian, zeros to the end of the last cluster); OLD's OLD_N entries
- * first. The caller frees both, also on failure. */
-static int new_table(qi_image *img, const uint64_t *old, uint64_t old_n, uint64_t n,
-                     uint64_t bytes, uint64_t **nt, uint8_t **raw)
+/* The grown table of N entries: *NT in host order (one reference, its
+ * offset set once known), *RAW its BYTES on disk (big endian, zeros to the
+ * end of the last cluster); OLD's entries first. The caller drops and
+ * frees both, also on failure. */
+static int new_table(qi_image *img, const qi_l1tab *old, uint64_t n,
+                     uint64_t bytes, qi_l1tab **nt, uint8_t **raw)
 {
-    *nt = qi_mem_alloc_capped(n, 8, QI_MAX_L1_ENTRIES * 8);
+    int rc;
+    *raw = NULL;
+    if ((rc = new_tab(img, (uint32_t)n, 0, "L1 table", nt)) < 0)
+        return rc;
     *raw = qi_mem_alloc_capped(bytes, 1, QI_MAX_L1_ENTRIES * 8 + img->g.cluster_size);
-    if (!*nt || !*raw)
+    if (!*raw)
         return qi_fail(img, QI_ENOMEM, "L1 table", img->hdr.l1_table_offset,
                        "out of memory");
-    memset(*nt, 0, 8 * n);
+    memset((*nt)->e, 0, 8 * n);
     memset(*raw, 0, bytes);
-    for (uint64_t i = 0; i < old_n; i++) {
-        (*nt)[i] = old[i];
-        qi_put_be64(*raw + 8 * i, old[i]);
+    for (uint64_t i = 0; i < old->size; i++) {
+        (*nt)->e[i] = old->e[i];
+        qi_put_be64(*raw + 8 * i, old->e[i]);
     }
     return 0;
 }
@@ -334,7 +422,7 @@ int qi_cluster_grow_l1(qi_image *img, uint64_t min_entries, bool exact)
 {
     uint64_t cs = img->g.cluster_size, old_off = img->hdr.l1_table_offset;
     uint64_t old_n = img->hdr.l1_size, n, bytes, clusters, off;
-    uint64_t *nt = NULL;
+    qi_l1tab *nt = NULL;
     uint8_t *raw = NULL;
     qi_l1view v;
     int rc;
@@ -359,12 +447,15 @@ int qi_cluster_grow_l1(qi_image *img, uint64_t min_entries, bool exact)
     if ((rc = qi_cluster_view_active(img, &v)) < 0)
         return rc;
     bytes = clusters * cs;
-    if ((rc = new_table(img, v.l1, old_n, n, bytes, &nt, &raw)) < 0)
+    rc = new_table(img, v.tab, n, bytes, &nt, &raw);
+    qi_cluster_view_put(img, &v);
+    if (rc < 0)
         goto out;
     /* 1 */
     if ((rc = qi_refcount_alloc(img, clusters, &off)) < 0 ||
         (rc = qi_cache_flush(img->rb_cache, &img->err)) < 0)
         goto out;
+    nt->off = off;
     /* 2 */
     if ((rc = qi_bio_pwrite(img->file, raw, bytes, off, &img->err, "L1 table")) < 0 ||
         (rc = qi_bio_sync(img->file, &img->err)) < 0)
@@ -384,7 +475,7 @@ int qi_cluster_grow_l1(qi_image *img, uint64_t min_entries, bool exact)
     for (uint64_t i = 0; old_n && i < (8 * old_n + cs - 1) / cs && rc == 0; i++)
         rc = qi_refcount_update(img, (old_off >> img->g.cluster_bits) + i, -1);
 out:
-    free(nt);
+    qi_cluster_l1tab_drop(nt);
     free(raw);
     return rc;
 }
@@ -396,16 +487,24 @@ int qi_cluster_l2_for_write(qi_image *img, uint64_t l1i, uint64_t *l2_off)
     uint8_t *t = NULL;
     const uint8_t *src;
     int rc;
+    bool copied;
     if ((rc = qi_cluster_view_active(img, &v)) < 0)
         return rc;
     /* an index past the table (a size larger than the L1 maps): grow it as
-     * QEMU does for a write, not to the exact size */
-    if (l1i >= v.size && ((rc = qi_cluster_grow_l1(img, l1i + 1, false)) < 0 ||
-                          (rc = qi_cluster_view_active(img, &v)) < 0))
+     * QEMU does for a write, not to the exact size; growth replaces the
+     * table, so the view is put first and taken again */
+    if (l1i >= v.size) {
+        qi_cluster_view_put(img, &v);
+        if ((rc = qi_cluster_grow_l1(img, l1i + 1, false)) < 0 ||
+            (rc = qi_cluster_view_active(img, &v)) < 0)
+            return rc;
+    }
+    rc = qi_cluster_l2_offset(img, &v, l1i, &old);
+    copied = rc == 0 && old && (v.tab->e[l1i] & QI_OFLAG_COPIED);
+    qi_cluster_view_put(img, &v);
+    if (rc < 0)
         return rc;
-    if ((rc = qi_cluster_l2_offset(img, &v, l1i, &old)) < 0)
-        return rc;
-    if (old && (img->l1[l1i] & QI_OFLAG_COPIED)) {
+    if (copied) {
         *l2_off = old;
         return 0;
     }

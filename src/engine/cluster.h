@@ -5,18 +5,50 @@
 #include <stdint.h>
 #include "image.h"
 
+/* An L1 table in memory, reference counted (the get/put discipline of the
+ * L2 cache, STYLE convention 6, for L1 tables). The image holds one
+ * reference to its active table (img->l1) and one to the snapshot table it
+ * keeps (img->snap_l1); every view holds one more. When the image replaces
+ * a table (L1 growth, the header read again, another snapshot viewed,
+ * close) it drops only its own reference: a view still held keeps the old
+ * table, unchanged, until it is put. qi_cluster_set_l1 changes the image's
+ * current active table in place, which views of that table see. */
+typedef struct qi_l1tab {
+    uint64_t *e;          /* entries, host byte order (NULL when size is 0) */
+    uint32_t size;        /* entries */
+    uint64_t off;         /* file offset of the table */
+    uint32_t refs;
+} qi_l1tab;
+
 /* An L1 table to map through: the active one or a snapshot's. */
 typedef struct qi_l1view {
-    const uint64_t *l1;   /* host byte order, owned by the image */
-    uint32_t size;        /* entries */
+    qi_l1tab *tab;        /* one reference, until qi_cluster_view_put */
+    uint32_t size;        /* entries (tab->size) */
     uint64_t l1_off;      /* file offset of the table (for errors) */
     uint64_t vsize;       /* guest size seen through this view */
 } qi_l1view;
 
-/* The active L1 (loaded on first use). */
+/* The active L1 (loaded on first use). Every successful view is put with
+ * qi_cluster_view_put on every path; a failed one holds nothing. */
 int qi_cluster_view_active(qi_image *img, qi_l1view *v);
 /* Snapshot SNAP's L1 (loaded and kept until another snapshot is asked). */
 int qi_cluster_view_snapshot(qi_image *img, uint32_t snap, qi_l1view *v);
+/* Drop V's reference (V then holds nothing; putting it again is a bug). */
+void qi_cluster_view_put(qi_image *img, qi_l1view *v);
+
+/* Drop one reference to T (NULL: nothing); the last frees it. For image.c
+ * and meta.c replacing the image's own tables. */
+void qi_cluster_l1tab_drop(qi_l1tab *t);
+/* At close: the image's own references dropped; no view may still be held
+ * (asserted: a view leak is a bug, as a cache pin leak). */
+void qi_cluster_l1_release(qi_image *img);
+/* Debug accessor for tests: the references to the image's active table
+ * (SNAPSHOT false) or kept snapshot table, 0 when none is loaded. */
+uint32_t qi_cluster_l1_refs(const qi_image *img, bool snapshot);
+
+/* Through a view of the active L1 taken and put inside: as
+ * qi_cluster_l2_offset and qi_cluster_run. */
+int qi_cluster_active_l2_offset(qi_image *img, uint64_t index, uint64_t *l2_off);
 
 /* Validate L1 entry INDEX of V; *l2_off = L2 table offset or 0. */
 int qi_cluster_l2_offset(qi_image *img, const qi_l1view *v, uint64_t index,
@@ -47,6 +79,7 @@ typedef struct qi_run {
  * an L2 table. Validates every entry it looks at. */
 int qi_cluster_run(qi_image *img, const qi_l1view *v, uint64_t off,
                    uint64_t maxlen, qi_run *run);
+int qi_cluster_active_run(qi_image *img, uint64_t off, uint64_t maxlen, qi_run *run);
 /* The L2 table of active L1 entry L1I, ready to be changed: if the entry
  * has COPIED, its table; otherwise a new table (empty, or a copy of the
  * shared one) linked in its place, in this order (crash table):
@@ -66,7 +99,7 @@ int qi_cluster_l2_for_write(qi_image *img, uint64_t l1i, uint64_t *l2_off);
  * A new table (old entries + zeros) is written in newly allocated
  * clusters, then image.c switches l1_size and l1_table_offset in one
  * 12-byte header write (img->commit_header, QI_HDR_L1) and takes the new
- * in-memory copy, then the old table's clusters are freed (crash table at
+ * in-memory table (dropping its reference to the old one), then the old table's clusters are freed (crash table at
  * the function). Returns 0; QI_ENOSPC (beyond QEMU's 32 MiB L1 limit,
  * nothing written, or no room below 2^56); QI_ENOTSUP (no header commit
  * installed, or the table needs as many clusters as one refcount block

@@ -357,7 +357,7 @@ static int commit_l1_size(qi_image *img)
         img->hdr.l1_size = img->hdr_req.l1_size;
         img->hdr.l1_table_offset = img->hdr_req.l1_table_offset;
         memcpy(img->hdr_buf + 36, b, 12);
-        free(img->l1);
+        qi_cluster_l1tab_drop(img->l1);     /* a view still held keeps it */
         img->l1 = img->hdr_req.l1;
         img->hdr_req.l1 = NULL;
     }
@@ -657,8 +657,7 @@ void qi_image_close(qi_image *img)
     qi_bio_close(img->data_file);
     qi_bio_close(img->file);
     free_parsed(img);
-    free(img->l1);
-    free(img->snap_l1);
+    qi_cluster_l1_release(img);
     free(img->reftable);
     free(img->cbuf);
     free(img->cin);
@@ -706,10 +705,11 @@ static void drop_derived(qi_image *img)
     qi_cache_free(img->l2_cache);
     qi_cache_free(img->rb_cache);
     img->l2_cache = img->rb_cache = NULL;
-    free(img->l1);
-    free(img->snap_l1);
+    qi_cluster_l1tab_drop(img->l1);         /* views still held keep theirs */
+    qi_cluster_l1tab_drop(img->snap_l1);
     free(img->reftable);
-    img->l1 = img->snap_l1 = img->reftable = NULL;
+    img->l1 = img->snap_l1 = NULL;
+    img->reftable = NULL;
     img->reftable_entries = 0;
     img->cbuf_off = 0;
     img->free_hint = 0;

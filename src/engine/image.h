@@ -14,6 +14,8 @@
 #include "err.h"
 #include "format.h"
 
+struct qi_l1tab;
+
 struct qi_image {
     char *path;                 /* as given to open */
     bool raw;                   /* a raw file (backing files only, or forced) */
@@ -34,11 +36,11 @@ struct qi_image {
     uint64_t size;              /* virtual size */
 
     /* loaded on first use */
-    uint64_t *l1;               /* active L1, host byte order */
+    struct qi_l1tab *l1;        /* active L1 (one reference, cluster.h) */
     uint64_t *reftable;         /* host byte order */
     uint64_t reftable_entries;
     uint32_t snap_l1_index;     /* which snapshot's L1 is in snap_l1 */
-    uint64_t *snap_l1;
+    struct qi_l1tab *snap_l1;   /* one reference */
 
     qi_snapshot *snaps;
     uint32_t n_snaps;
@@ -69,9 +71,9 @@ struct qi_image {
         uint32_t refcount_table_clusters;
         uint32_t l1_size;                   /* QI_HDR_L1 */
         uint64_t l1_table_offset;
-        uint64_t *l1;                       /* QI_HDR_L1: the new table in
-                                             * host order; image.c takes it
-                                             * (sets this to NULL) once the
+        struct qi_l1tab *l1;                /* QI_HDR_L1: the new table
+                                             * (one reference); image.c takes
+                                             * it (sets this to NULL) once the
                                              * header is on disk */
         uint64_t size;                      /* QI_HDR_SIZE: virtual size */
     } hdr_req;

@@ -85,15 +85,13 @@ static int status_raw(qi_image *img, uint64_t off, uint64_t maxlen, qi_map_ext *
 static int status_at(qi_image *img, int depth, uint64_t off, uint64_t maxlen,
                      qi_map_ext *e)
 {
-    qi_l1view v;
     qi_run r;
     int rc;
     memset(e, 0, sizeof *e);
     e->depth = depth;
     if (img->raw)
         return status_raw(img, off, maxlen, e);
-    if ((rc = qi_cluster_view_active(img, &v)) < 0 ||
-        (rc = qi_cluster_run(img, &v, off, maxlen, &r)) < 0)
+    if ((rc = qi_cluster_active_run(img, off, maxlen, &r)) < 0)
         return rc;
     e->length = r.len;
     if (r.kind == QI_RUN_UNALLOC && img->backing && off < img->backing->size) {

@@ -90,7 +90,8 @@ int qi_meta_l1_get(qi_image *img, uint32_t index, qi_l1_entry *out)
                        " is beyond l1_size %" PRIu32, index, img->hdr.l1_size);
     if ((rc = qi_cluster_view_active(img, &v)) < 0)
         return rc;
-    qi_format_decode_l1(v.l1[index], out);
+    qi_format_decode_l1(v.tab->e[index], out);
+    qi_cluster_view_put(img, &v);
     return 0;
 }
 
@@ -110,7 +111,8 @@ int qi_meta_l1_get_at(qi_image *img, uint64_t l1_off, uint32_t l1_size,
                            "index %" PRIu32 " is beyond its size %" PRIu32, index, l1_size);
         if ((rc = qi_cluster_view_snapshot(img, s, &v)) < 0)
             return rc;
-        qi_format_decode_l1(v.l1[index], out);
+        qi_format_decode_l1(v.tab->e[index], out);
+        qi_cluster_view_put(img, &v);
         return 0;
     }
     if (!img->raw && l1_off == img->hdr.l1_table_offset && l1_size == img->hdr.l1_size)
@@ -139,7 +141,6 @@ int qi_meta_l2_get(qi_image *img, uint64_t l2_off, uint32_t index, qi_l2_entry *
 int qi_meta_l2_lookup(qi_image *img, uint64_t goff, uint64_t *l2_off,
                       uint32_t *index, qi_l2_entry *out)
 {
-    qi_l1view v;
     int rc;
     if (img->raw)
         return not_qcow2(img);
@@ -150,8 +151,7 @@ int qi_meta_l2_lookup(qi_image *img, uint64_t goff, uint64_t *l2_off,
                        " is beyond the virtual size", goff);
     uint64_t ci = goff >> img->g.cluster_bits;
     *index = (uint32_t)(ci & (img->g.l2_entries - 1));
-    if ((rc = qi_cluster_view_active(img, &v)) < 0 ||
-        (rc = qi_cluster_l2_offset(img, &v, ci >> img->g.l2_bits, l2_off)) < 0)
+    if ((rc = qi_cluster_active_l2_offset(img, ci >> img->g.l2_bits, l2_off)) < 0)
         return rc;
     if (!*l2_off) {
         qi_format_decode_l2(&img->g, false, 0, 0, out);
@@ -307,17 +307,17 @@ int qi_meta_poke(qi_image *img, uint64_t off, const void *buf, size_t len, void 
     }
     img->cbuf_off = 0;
     if (img->l1 && overlaps(off, len, img->hdr.l1_table_offset, 8ull * img->hdr.l1_size) &&
-        (rc = reload(img, img->l1, img->hdr.l1_table_offset, img->hdr.l1_size, "L1 table")) < 0)
+        (rc = reload(img, img->l1->e, img->hdr.l1_table_offset, img->hdr.l1_size, "L1 table")) < 0)
         return rc;
     if (img->reftable && overlaps(off, len, img->hdr.refcount_table_offset,
                                   8 * img->reftable_entries) &&
         (rc = reload(img, img->reftable, img->hdr.refcount_table_offset,
                      img->reftable_entries, "refcount table")) < 0)
         return rc;
-    if (img->snap_l1) {     /* a snapshot's L1 copy: read again when next asked */
-        free(img->snap_l1);
-        img->snap_l1 = NULL;
-    }
+    /* a snapshot's L1 copy: read again when next asked (a view still held
+     * keeps the copy it took) */
+    qi_cluster_l1tab_drop(img->snap_l1);
+    img->snap_l1 = NULL;
     return 0;
 }
 

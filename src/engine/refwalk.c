@@ -64,24 +64,26 @@ static int walk_view(qi_image *img, int32_t snap, qi_ref_cb cb, void *payload)
         return rc;
     if (v.size && (rc = emit_range(cb, payload, QI_REF_L1_TABLE, snap, v.l1_off,
                                    8ull * v.size)) != 0)
-        return rc;
+        goto out;
     for (uint64_t i = 0; i < v.size; i++) {
         uint64_t l2_off;
         if ((rc = qi_cluster_l2_offset(img, &v, i, &l2_off)) < 0)
-            return rc;
+            goto out;
         if (!l2_off)
             continue;
         qi_ref r = { .kind = QI_REF_L1_ENTRY, .snapshot = snap, .table_offset = v.l1_off,
-                     .index = (uint32_t)i, .raw = v.l1[i],
+                     .index = (uint32_t)i, .raw = v.tab->e[i],
                      .guest_offset = i << (img->g.l2_bits + img->g.cluster_bits),
                      .host_offset = l2_off, .length = img->g.cluster_size };
         if ((rc = cb(payload, &r)) != 0)
-            return rc;
-        /* v.l1 stays valid: walking L2 tables never loads another L1 */
+            goto out;
+        /* the view keeps its table even if a callback views another one */
         if ((rc = walk_l2(img, snap, l2_off, r.guest_offset, cb, payload)) != 0)
-            return rc;
+            goto out;
     }
-    return 0;
+out:
+    qi_cluster_view_put(img, &v);
+    return rc;
 }
 
 static int walk_refcounts(qi_image *img, qi_ref_cb cb, void *payload)

@@ -185,7 +185,10 @@ int qi_image_read(qi_image *img, void *buf, uint64_t off, size_t len)
                        img->size);
     if (!img->raw && (rc = qi_cluster_view_active(img, &v)) < 0)
         return rc;
-    return qi_rw_read(img, &v, buf, off, len);
+    rc = qi_rw_read(img, &v, buf, off, len);
+    if (!img->raw)
+        qi_cluster_view_put(img, &v);
+    return rc;
 }
 
 int qi_image_read_snapshot(qi_image *img, uint32_t snap, void *buf, uint64_t off,
@@ -200,11 +203,15 @@ int qi_image_read_snapshot(qi_image *img, uint32_t snap, void *buf, uint64_t off
     /* Like QEMU, a snapshot taken before the image grew reads up to the
      * current size: past its own L1 table everything is unallocated. */
     uint64_t limit = v.vsize > img->size ? v.vsize : img->size;
-    if (off > limit || len > limit - off)
+    if (off > limit || len > limit - off) {
+        qi_cluster_view_put(img, &v);
         return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "read of %zu bytes at %#"
                        PRIx64 " is beyond the snapshot's size %" PRIu64, len, off,
                        limit);
-    return qi_rw_read(img, &v, buf, off, len);
+    }
+    rc = qi_rw_read(img, &v, buf, off, len);
+    qi_cluster_view_put(img, &v);
+    return rc;
 }
 
 /* What writing needs that this version does not do: refuse before any
@@ -367,9 +374,11 @@ static int write_cluster(qi_image *img, uint64_t ci, uint32_t in, const uint8_t 
     if (from < in || to > in + n) {
         /* copy-on-write: [from, to) as it reads now, the new bytes over it */
         memset(scratch + from, 0, to - from);
-        if ((rc = qi_cluster_view_active(img, &v)) < 0 ||
-            (rc = qi_rw_read(img, &v, scratch + from, goff + from,
-                             inside(img, goff, from, to))) < 0)
+        if ((rc = qi_cluster_view_active(img, &v)) < 0)
+            return rc;
+        rc = qi_rw_read(img, &v, scratch + from, goff + from, inside(img, goff, from, to));
+        qi_cluster_view_put(img, &v);
+        if (rc < 0)
             return rc;
         memcpy(scratch + in, data, n);
         src = scratch + from;
@@ -506,11 +515,9 @@ static int change_entry(qi_image *img, uint64_t ci, entry_fn new_of, int arg,
     uint32_t l2i = (uint32_t)(ci & (g->l2_entries - 1));
     uint64_t l2_off, raw, bitmap;
     qi_l2_entry e;
-    qi_l1view v;
     int rc;
     /* no L2 table and nothing to change: do not allocate one */
-    if ((rc = qi_cluster_view_active(img, &v)) < 0 ||
-        (rc = qi_cluster_l2_offset(img, &v, ci >> g->l2_bits, &l2_off)) < 0)
+    if ((rc = qi_cluster_active_l2_offset(img, ci >> g->l2_bits, &l2_off)) < 0)
         return rc;
     if (!l2_off) {
         qi_format_decode_l2(g, img->data_file != NULL, 0, 0, &e);
@@ -583,7 +590,6 @@ static void discarded(const qi_image *img, const qi_l2_entry *e, int unused,
  * of a raw backing file), as QEMU's block status tells. */
 static int reads_zero(qi_image *img, uint64_t off, uint64_t len, bool *zero)
 {
-    qi_l1view v;
     int rc;
     *zero = true;
     if (!len)
@@ -592,11 +598,9 @@ static int reads_zero(qi_image *img, uint64_t off, uint64_t len, bool *zero)
         *zero = off >= img->size || qi_bio_is_hole(img->file, off, len) == 1;
         return 0;
     }
-    if ((rc = qi_cluster_view_active(img, &v)) < 0)
-        return rc;
     while (len && *zero) {
         qi_run r;
-        if ((rc = qi_cluster_run(img, &v, off, len, &r)) < 0)
+        if ((rc = qi_cluster_active_run(img, off, len, &r)) < 0)
             return rc;
         if (r.kind == QI_RUN_DATA || r.kind == QI_RUN_COMPRESSED) {
             *zero = false;
@@ -725,9 +729,7 @@ static int zero_request(qi_image *img, uint64_t off, uint64_t len, bool unmap,
         uint64_t ci = off >> g->cluster_bits, l2_off;
         bool z1, z2;
         qi_l2_entry e;
-        qi_l1view v;
-        if ((rc = qi_cluster_view_active(img, &v)) < 0 ||
-            (rc = qi_cluster_l2_offset(img, &v, ci >> g->l2_bits, &l2_off)) < 0)
+        if ((rc = qi_cluster_active_l2_offset(img, ci >> g->l2_bits, &l2_off)) < 0)
             return rc;
         if (l2_off &&
             (rc = qi_cluster_l2_entry(img, l2_off, (uint32_t)(ci & (g->l2_entries - 1)),

@@ -66,7 +66,7 @@ int main(void)
            tu_file_be(IMG, off + 8, 8) == 0 && tu_file_be(IMG, off + 88, 8) == 0,
            "the new table is cluster aligned, entry 0 kept, the rest zero");
     tap_ok(img->hdr.l1_size == 12 && img->hdr.l1_table_offset == off && img->l1 &&
-           img->l1[0] == e0 && img->l1[11] == 0, "the in-memory header and L1 follow");
+           img->l1->e[0] == e0 && img->l1->e[11] == 0, "the in-memory header and L1 follow");
     tap_ok(tu_file_be(IMG, 24, 8) == 100 << 20, "the size field is unchanged");
     tap_ok(qi_image_flush(img) == 0 && check_clean(), "qemu-img check is clean");
 

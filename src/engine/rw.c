@@ -721,7 +721,7 @@ static int zero_request(qi_image *img, uint64_t off, uint64_t len, bool unmap,
                         uint8_t *zeros)
 {
     const qi_geom *g = &img->g;
-    uint64_t us = 1ull << unit_bits(img), end = off + len;
+    uint64_t us = 1ull << unit_bits(img), end = off + len, req_off = off;
     uint64_t head = off & (us - 1);
     uint64_t tail = end == img->size ? 0 : ((end + us - 1) & ~(us - 1)) - end;
     int rc;
@@ -747,8 +747,8 @@ static int zero_request(qi_image *img, uint64_t off, uint64_t len, bool unmap,
         end = off + us;
     }
     rc = zeroize(img, off, end, unmap, zeros);
-    if (rc == QI_ENOTSUP)
-        rc = write_zeros(img, off, end - off < len ? end - off : len, zeros);
+    if (rc == QI_ENOTSUP)       /* QEMU's fallback: the request as it came */
+        rc = write_zeros(img, req_off, len, zeros);
     return rc;
 }
 

@@ -43,6 +43,40 @@ typedef struct qi_open_opts {
 int qi_image_open(qi_image **out, const char *path, const qi_open_opts *opts,
                   qi_err *err);
 
+/* Creating images (`qemu-img create -f qcow2` equivalents). */
+typedef enum qi_prealloc {
+    QI_PREALLOC_OFF = 0,   /* nothing allocated (default) */
+    QI_PREALLOC_METADATA,  /* L2 tables and data clusters allocated, not written */
+    QI_PREALLOC_FALLOC,    /* as metadata, plus fallocate of the data */
+    QI_PREALLOC_FULL       /* as metadata, plus zeros written to the data */
+} qi_prealloc;
+
+typedef struct qi_create_opts {
+    uint64_t size;              /* virtual size in bytes (a multiple of 512) */
+    int version;                /* 2 (compat=0.10) or 3 (compat=1.1); 0 = 3 */
+    uint32_t cluster_size;      /* 512 .. 2 MiB, a power of two; 0 = 65536 */
+    unsigned refcount_bits;     /* 1, 2, 4 .. 64; 0 = 16 */
+    const char *backing_file;   /* stored as given; NULL = none */
+    const char *backing_fmt;    /* "qcow2", "raw", ...; NULL = none */
+    const char *data_file;      /* external data file, created; NULL = none */
+    bool data_file_raw;
+    bool zstd;                  /* compression_type=zstd (else zlib) */
+    bool extended_l2;
+    bool lazy_refcounts;
+    qi_prealloc prealloc;
+} qi_create_opts;
+
+#define QI_CREATE_OPTS_INIT { 0, 0, 0, 0, NULL, NULL, NULL, false, false, false, false, QI_PREALLOC_OFF }
+
+/* Create the qcow2 image PATH (an existing file is truncated, as qemu-img
+ * create does) laid out as `qemu-img create` lays it out. Invalid
+ * combinations are refused with qemu-img's reason in ERR, before the file
+ * is touched. With OUT non-NULL, *OUT is the new image opened read-write
+ * with OPEN (may be NULL; QI_OPEN_RW is implied); else it is closed.
+ * Returns 0, QI_EINVAL, QI_ENOTSUP, QI_EIO, QI_ENOSPC, QI_ENOMEM. */
+int qi_image_create(qi_image **out, const char *path, const qi_create_opts *opts,
+                    const qi_open_opts *open, qi_err *err);
+
 /* Close and free; NULL is a no-op. Closes the backing chain too. A
  * writable image is flushed first; a caller that must know whether that
  * worked calls qi_image_flush before. */

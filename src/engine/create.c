@@ -181,8 +181,7 @@ static int lay_out(const spec *s, qi_layout *lo, uint64_t *fill_off, uint64_t *f
     if (s->prealloc == QI_PREALLOC_METADATA || (s->prealloc != QI_PREALLOC_OFF && o->data_file))
         return qi_layout_prealloc_metadata(lo, s->size);
     if (s->prealloc != QI_PREALLOC_OFF)
-        return qi_layout_prealloc_full(lo, s->size, o->backing_file != NULL, fill_off,
-                                       fill_len);
+        return qi_layout_prealloc_full(lo, s->size, false, fill_off, fill_len);
     if (o->data_file)
         lo->data_end = s->size;
     return 0;

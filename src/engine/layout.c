@@ -89,8 +89,12 @@ static int update(qi_layout *lo, uint64_t first, uint64_t n, int add)
     int rc = 0;
     for (k = 0; k < n; k++) {
         uint64_t idx = first + k, t = idx >> lo->rb_bits;
-        if (t != old_t && (rc = alloc_rb(lo, idx, &buf)) != 0)
+        if (t != old_t && (rc = alloc_rb(lo, idx, &buf)) != 0) {
+            /* search again from the same clusters: they may still be free */
+            if (rc == AGAIN && lo->free_idx > first)
+                lo->free_idx = first;
             break;
+        }
         old_t = t;
         uint64_t r = qi_format_refcount_get(buf, lo->order, idx & mask);
         if (add < 0 ? r == 0 : r == lo->refmax) {
@@ -432,7 +436,8 @@ int qi_layout_prealloc_metadata(qi_layout *lo, uint64_t size)
         off += cur;
     }
     if (size) {
-        uint64_t end = (host << lo->cbits) + cur;
+        /* the end of the last data cluster (QEMU extends to whole clusters) */
+        uint64_t end = (host << lo->cbits) + div_up(cur, lo->cs) * lo->cs;
         uint64_t *len = lo->data_file ? &lo->data_end : &lo->file_end;
         if (end > *len)
             *len = end;

@@ -42,6 +42,19 @@ static char *full_backing(const char *file, const char *base)
     return p;
 }
 
+/* Whether PATH starts with the qcow2 magic. */
+static bool is_qcow2(const char *path)
+{
+    unsigned char m[4] = { 0 };
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        if (fread(m, 1, 4, f) != 4)
+            m[0] = 0;
+        fclose(f);
+    }
+    return m[0] == 'Q' && m[1] == 'F' && m[2] == 'I' && m[3] == 0xfb;
+}
+
 /* Open the backing file as bdrv_img_create does (read-only, shared) to
  * check it and, without SIZE, take its size. */
 static int open_backing(cargs *a, const char *bfmt)
@@ -67,6 +80,12 @@ static int open_backing(cargs *a, const char *bfmt)
         free(path);
         return qi_cli_error("%s: Unknown driver '%s'\nCould not open backing image.",
                             a->file, bfmt);
+    }
+    if ((flags & (QI_OPEN_RAW | QI_OPEN_PROBE)) == 0 && !is_qcow2(path)) {
+        qi_cli_error("%s: Image is not in qcow2 format\nCould not open backing image.",
+                     a->file);
+        free(path);
+        return QI_CLI_ERR;
     }
     if (!(img = qi_cli_open(path, flags))) {
         free(path);
@@ -140,6 +159,7 @@ static int create_raw(const cargs *a)
     const qi_cli_opt *p = qi_cli_opts_get(&a->o, "preallocation");
     uint64_t size = qi_cli_opts_get(&a->o, "size")->num;
     int fd, rc = 0;
+    size = size > UINT64_MAX - 511 ? UINT64_MAX : (size + 511) & ~511ull; /* whole sectors */
     if (p && strcmp(p->val, "off") && strcmp(p->val, "falloc") && strcmp(p->val, "full"))
         return qi_cli_error("%s: Unsupported preallocation mode: %s", a->file, p->val);
     if ((fd = open(a->file, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)

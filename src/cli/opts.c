@@ -297,22 +297,37 @@ int qi_cli_opts_set(qi_cli_opts *o, const char *key, const char *val)
     return push(o, key, strlen(key), val, strlen(val));
 }
 
+static void print_one(FILE *f, const odesc *d, const qi_cli_opts *o, bool raw)
+{
+    const qi_cli_opt *e = qi_cli_opts_get(o, d->name);
+    if (e && (d->type == T_SIZE || d->type == T_NUM)) {
+        fprintf(f, " %s=%lld", d->name, (long long)e->num); /* QEMU prints PRId64 */
+    } else if (e && d->type == T_STR) {
+        fprintf(f, " %s=", d->name);   /* commas doubled, as given */
+        for (const char *p = e->val; *p; p++)
+            fputs(*p == ',' ? ",," : (char[]){ *p, 0 }, f);
+    } else if (e) {
+        fprintf(f, " %s=%s", d->name, e->val);
+    } else if (d->def && !raw) {
+        fprintf(f, " %s=%s", d->name, d->def);
+    }
+}
+
 void qi_cli_opts_print(FILE *f, const qi_cli_opts *o, const char *file, const char *fmt)
 {
+    /* the raw format lists its size first, then the file protocol's options */
+    static const char *const raw_order[] = { "size", "nocow", "preallocation",
+                                             "extent_size_hint" };
     bool raw = !strcmp(fmt, "raw");
     fprintf(f, "Formatting '%s', fmt=%s", file, fmt);
-    for (size_t i = 0; i < NTABLE; i++) {
-        const odesc *d = &table[i];
-        if (!(d->where & (raw ? F_RAW | F_FILE : F_QCOW2 | F_FILE)))
-            continue;
-        const qi_cli_opt *e = qi_cli_opts_get(o, d->name);
-        if (e && (d->type == T_SIZE || d->type == T_NUM))
-            fprintf(f, " %s=%lld", d->name, (long long)e->num); /* QEMU prints PRId64 */
-        else if (e)
-            fprintf(f, " %s=%s", d->name, e->val);
-        else if (d->def && !raw)
-            fprintf(f, " %s=%s", d->name, d->def);
+    if (raw) {
+        for (size_t i = 0; i < 4; i++)
+            print_one(f, find_desc(raw_order[i], true), o, true);
+        return;
     }
+    for (size_t i = 0; i < NTABLE; i++)
+        if (table[i].where & (F_QCOW2 | F_FILE))
+            print_one(f, &table[i], o, false);
 }
 
 static int by_name(const void *a, const void *b)

@@ -157,7 +157,7 @@ static int build_header(const spec *s, const qi_layout *lo, uint8_t *buf,
     h.compression_type = o->zstd ? 1 : 0;
     qi_header_names names = { o->backing_file, o->backing_fmt, o->data_file };
     if (qi_format_build_header(buf, s->cluster_size, &h, &names) < 0)
-        return qi_err_set(err, path, QI_ENOSPC, "header", 0,
+        return qi_err_set(err, path, QI_ENOSPC, "", QI_NO_OFFSET,
                           "Could not assign backing file '%s' with format '%s': "
                           "No space left on device", o->backing_file,
                           o->backing_fmt ? o->backing_fmt : "(null)");

@@ -436,8 +436,9 @@ int qi_layout_prealloc_metadata(qi_layout *lo, uint64_t size)
         off += cur;
     }
     if (size) {
-        /* the end of the last data cluster (QEMU extends to whole clusters) */
-        uint64_t end = (host << lo->cbits) + div_up(cur, lo->cs) * lo->cs;
+        /* the end of the last data (sub)cluster: QEMU extends to whole ones */
+        uint64_t unit = lo->l2e_size == 16 ? lo->cs / 32 : lo->cs;
+        uint64_t end = (host << lo->cbits) + div_up(cur, unit) * unit;
         uint64_t *len = lo->data_file ? &lo->data_end : &lo->file_end;
         if (end > *len)
             *len = end;

@@ -40,7 +40,9 @@ local GENERAL = [[
 qinspect session globals:
   img          the image opened on the command line (help(img))
   qinspect     the module: qinspect.open(path [, {rw=, force_share=, backing=, repair=}])
-               returns an image, or nil, message, code
+               returns an image, or nil, message, code;
+               qinspect.create(path, size [, opts]) makes a new qcow2 image as
+               qemu-img create does and returns it open read-write (help "create")
   hex(s)       hexdump of a string, e.g. hex(img:read(0, 512))
   pp(...)      pretty-print values
   help(obj)    methods and fields of an object, e.g. help(img.l1[0])
@@ -234,6 +236,23 @@ written. A crash in between leaves a valid image of the old size (with
 leaked clusters at most). The new range reads as zeros. Refused: external
 data files, persistent bitmaps, the dirty bit, a backing file longer than
 the image, snapshots in a compat 0.10 image, L1 tables beyond 32 MiB.]]
+
+T.create = [[
+Making an image: qinspect.create(path, size [, opts]), or qinspect create FILE SIZE
+Lays the image out byte for byte as qemu-img create (7.2) does and returns
+it open read-write. OPTS takes qemu-img's -o names:
+  compat = "0.10" | "1.1"        cluster_size = 512 .. 2097152 (a power of two)
+  refcount_bits = 1 .. 64        extended_l2 = true (clusters of 16 KiB or more)
+  lazy_refcounts = true          compression_type = "zlib" | "zstd"
+  data_file = "name"             data_file_raw = true (needs data_file)
+  preallocation = "off" | "metadata" | "falloc" | "full"
+  backing_file = "name"          backing_fmt = "qcow2" | "raw" | ...
+The size is rounded up to 512 bytes. Combinations qemu-img refuses raise a
+qinspect.error with qemu-img's reason (e.g. compat 0.10 with lazy refcounts,
+extended L2 entries with 4 KiB clusters, refcount_bits not a power of two).
+The header cluster is written last, after everything else is synced: a
+crash leaves a file that is no qcow2 image, or a complete one.
+  local new <close> = qinspect.create("new.qcow2", 1 << 30, {cluster_size = 4096})]]
 
 T.problems = nil -- generated from qinspect.problems below
 

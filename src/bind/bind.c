@@ -77,6 +77,7 @@ static int image_of(lua_State *L)
 
 static const luaL_Reg module_funcs[] = {
     { "open", qi_bind_open },
+    { "create", qi_bind_create },
     { "image_of", image_of },
     { NULL, NULL }
 };

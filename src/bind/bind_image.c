@@ -56,6 +56,113 @@ int qi_bind_open(lua_State *L)
     return 1;
 }
 
+/* One string option of qinspect.create's table at IDX (NULL if absent). */
+static const char *opt_string(lua_State *L, int idx, const char *key)
+{
+    const char *v = NULL;
+    int t = lua_getfield(L, idx, key);
+    if (t != LUA_TNIL) {
+        if (t != LUA_TSTRING)
+            luaL_error(L, "bad option '%s' to 'create' (string expected, got %s)", key,
+                       luaL_typename(L, -1));
+        v = lua_tostring(L, -1);
+    }
+    lua_pop(L, 1);   /* the table keeps the string alive */
+    return v;
+}
+
+static bool opt_bool(lua_State *L, int idx, const char *key)
+{
+    bool v = lua_getfield(L, idx, key) != LUA_TNIL && lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static lua_Integer opt_int(lua_State *L, int idx, const char *key, lua_Integer max)
+{
+    lua_Integer v = 0;
+    int isnum = 1;
+    if (lua_getfield(L, idx, key) != LUA_TNIL) {
+        v = lua_tointegerx(L, -1, &isnum);
+        if (!isnum || v <= 0 || v > max)
+            luaL_error(L, "bad option '%s' to 'create' (a positive integer up to %I "
+                       "expected)", key, max);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* The enum options, by their -o values. */
+static void create_enums(lua_State *L, int idx, qi_create_opts *c)
+{
+    static const char *const prealloc[] = { "off", "metadata", "falloc", "full", NULL };
+    const char *v;
+    if ((v = opt_string(L, idx, "compat"))) {
+        if (!strcmp(v, "0.10") || !strcmp(v, "v2"))
+            c->version = 2;
+        else if (!strcmp(v, "1.1") || !strcmp(v, "v3"))
+            c->version = 3;
+        else
+            luaL_error(L, "bad option 'compat' to 'create' (0.10 or 1.1 expected, got '%s')",
+                       v);
+    }
+    if ((v = opt_string(L, idx, "compression_type"))) {
+        if (strcmp(v, "zlib") && strcmp(v, "zstd"))
+            luaL_error(L, "bad option 'compression_type' to 'create' (zlib or zstd "
+                       "expected, got '%s')", v);
+        c->zstd = !strcmp(v, "zstd");
+    }
+    if ((v = opt_string(L, idx, "preallocation"))) {
+        int i;
+        for (i = 0; prealloc[i] && strcmp(v, prealloc[i]); i++)
+            ;
+        if (!prealloc[i])
+            luaL_error(L, "bad option 'preallocation' to 'create' (off, metadata, falloc "
+                       "or full expected, got '%s')", v);
+        c->prealloc = (qi_prealloc)i;
+    }
+}
+
+/* qinspect.create(path, size [, opts]) -> image opened read-write. OPTS
+ * takes the names of qemu-img create's -o options. Engine refusals raise
+ * a qinspect.error with qemu-img's reason. */
+int qi_bind_create(lua_State *L)
+{
+    static const char *const names[] = { "compat", "cluster_size", "refcount_bits",
+        "extended_l2", "lazy_refcounts", "compression_type", "data_file", "data_file_raw",
+        "preallocation", "backing_file", "backing_fmt", NULL };
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer size = luaL_checkinteger(L, 2);
+    qi_create_opts c = QI_CREATE_OPTS_INIT;
+    qi_bind_image *b;
+    qi_err err;
+    int rc;
+    luaL_argcheck(L, size >= 0, 2, "size must not be negative");
+    qi_bind_checkoptions(L, 3, names);
+    c.size = (uint64_t)size;
+    if (lua_istable(L, 3)) {
+        create_enums(L, 3, &c);
+        c.cluster_size = (uint32_t)opt_int(L, 3, "cluster_size", UINT32_MAX);
+        c.refcount_bits = (unsigned)opt_int(L, 3, "refcount_bits", 1024);
+        c.extended_l2 = opt_bool(L, 3, "extended_l2");
+        c.lazy_refcounts = opt_bool(L, 3, "lazy_refcounts");
+        c.data_file_raw = opt_bool(L, 3, "data_file_raw");
+        c.data_file = opt_string(L, 3, "data_file");
+        c.backing_file = opt_string(L, 3, "backing_file");
+        c.backing_fmt = opt_string(L, 3, "backing_fmt");
+    }
+    b = qi_bind_newbox(L);
+    rc = qi_image_create(&b->img, path, &c, NULL, &err);
+    if (rc < 0) {
+        b->img = NULL;
+        qi_bind_push_err(L, &err, rc);
+        return lua_error(L);
+    }
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 2);
+    return 1;
+}
+
 static int image_close(lua_State *L)
 {
     qi_bind_image *b = luaL_checkudata(L, 1, QI_MT_IMAGE);

@@ -121,6 +121,7 @@ const char *qi_bind_format_open_err(char *buf, size_t n, const qi_err *e,
 /* bind_image.c */
 void qi_bind_image_register(lua_State *L);
 int qi_bind_open(lua_State *L);
+int qi_bind_create(lua_State *L);
 
 /* bind_meta.c: header and snapshots */
 void qi_bind_meta_register(lua_State *L);

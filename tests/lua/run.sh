@@ -497,6 +497,7 @@ run_lua explain.lua basic "$S/basic.qcow2"
 run_lua help.lua basic "$S/basic.qcow2" 
 run_lua snapshots.lua basic "$S/basic.qcow2"
 run_lua objects.lua basic "$S/basic.qcow2"
+run_lua create.lua basic "$S/basic.qcow2"
 session_checks
 example_checks
 # a test file added to tests/lua but not to the list above would never run

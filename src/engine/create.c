@@ -191,7 +191,9 @@ static int lay_out(const spec *s, qi_layout *lo, uint64_t *fill_off, uint64_t *f
  * full writes zeros (as QEMU's file driver does for each mode). */
 static int fill(qi_bio *f, qi_prealloc mode, uint64_t off, uint64_t len, qi_err *err)
 {
-    static const uint8_t zero[1 << 16];
+    uint8_t *zero;
+    size_t chunk = len < (4u << 20) ? (size_t)len : (4u << 20);
+    int rc = 0;
     if (!len)
         return 0;
     if (mode == QI_PREALLOC_FALLOC) {
@@ -203,14 +205,15 @@ static int fill(qi_bio *f, qi_prealloc mode, uint64_t off, uint64_t len, qi_err 
             f->size = off + len;
         return 0;
     }
-    for (uint64_t done = 0; done < len;) {
-        size_t n = len - done < sizeof zero ? (size_t)(len - done) : sizeof zero;
-        int rc = qi_bio_pwrite(f, zero, n, off + done, err, "data");
-        if (rc < 0)
-            return rc;
+    if (!(zero = calloc(1, chunk)))
+        return qi_err_set(err, f->path, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
+    for (uint64_t done = 0; rc == 0 && done < len;) {
+        size_t n = len - done < chunk ? (size_t)(len - done) : chunk;
+        rc = qi_bio_pwrite(f, zero, n, off + done, err, "data");
         done += n;
     }
-    return 0;
+    free(zero);
+    return rc;
 }
 
 /* Crash table of the writes (the file is cut to 0 first, then):

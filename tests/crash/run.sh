@@ -289,4 +289,55 @@ f.seek(72); f.write(struct.pack('>Q', struct.unpack('>Q', d[72:80])[0] | 1))
 EOF
 scenario rebuildblk '' dirty-ok
 
+# ---- qinspect create: a crash leaves no qcow2 image, or the complete one ----
+# create_scenario NAME ARGS...: `qinspect create ARGS NAME.qcow2 SIZE...` (the
+# file name is the last but one argument given) stopped at each write, in
+# both modes. After each stop, either `qemu-img info -f qcow2` refuses the
+# file (no qcow2 magic: the header cluster, written last, is not there) or
+# the file is byte for byte the uninterrupted create's and `qemu-img check`
+# is clean. Also: the uninterrupted create equals qemu-img create's bytes.
+create_scenario() {
+    local name=$1 w n fmode fails why img
+    shift
+    case " ${CRASH_ONLY:-$name} " in *" $name "*) ;; *) return ;; esac
+    img=$name.qcow2
+    rm -f "$img"
+    qemu-img create -q "$@" "$img.ref" "${CREATE_SIZE:-64M}" || { t_fail "$name: setup"; return; }
+    w=$(QINSPECT_FAULT=1000000000 "$QINSPECT" create -q "$@" "$img" "${CREATE_SIZE:-64M}" 2>&1 |
+        sed -n 's/^qinspect: fault injection: \([0-9]*\) writes$/\1/p')
+    if [ -z "$w" ] || [ "$w" -lt 2 ] || ! cmp -s "$img" "$img.ref"; then
+        t_fail "$name: the uninterrupted create writes (W=$w) qemu-img create's bytes"
+        return
+    fi
+    cp "$img" "$img.full"
+    for fmode in "" ",drop"; do
+        fails=""
+        for n in $(seq 0 $((w - 1))); do
+            rm -f "$img"
+            QINSPECT_FAULT="$n$fmode" "$QINSPECT" create -q "$@" "$img" "${CREATE_SIZE:-64M}" \
+                >/dev/null 2>&1
+            if ! qemu-img info -f qcow2 "$img" >/dev/null 2>&1; then
+                why=""
+            elif ! cmp -s "$img" "$img.full"; then
+                why="a qcow2 image that is not the complete one"
+            elif ! qemu-img check -q "$img" >/dev/null 2>&1; then
+                why="qemu-img check is not clean"
+            else
+                why=""
+            fi
+            [ -n "$why" ] && fails="$fails
+N=$n: $why"
+        done
+        if [ -z "$fails" ]; then
+            t_ok "$name: a crash at each of the $w writes of create${fmode:+ (unsynced writes lost)} leaves no qcow2 image or the complete one"
+        else
+            t_fail "$name: a crash at each of the $w writes of create${fmode:+ (unsynced writes lost)} leaves no qcow2 image or the complete one"
+            printf '%s\n' "$fails" | sed '/^$/d' | head -12 | t_diag
+        fi
+    done
+}
+create_scenario create -f qcow2
+create_scenario creategrow -f qcow2 -o cluster_size=512,refcount_bits=64
+create_scenario createmeta -f qcow2 -o cluster_size=4096,preallocation=metadata
+CREATE_SIZE=9M create_scenario createfull -f qcow2 -o preallocation=full,cluster_size=2M
 t_done

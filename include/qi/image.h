@@ -161,8 +161,7 @@ int qi_image_discard(qi_image *img, uint64_t off, uint64_t len);
  * QI_ERDONLY; QI_EINVAL (shrinking, not a multiple of 512); QI_ENOSPC (the
  * L1 table would be beyond QEMU's 32 MiB limit); QI_ENOTSUP (an external
  * data file, persistent bitmaps, the dirty bit, a backing file longer than
- * the image, snapshots in a version 2 image, a raw image, an L1 table of
- * as many clusters as one refcount block covers); nothing is written on
+ * the image, snapshots in a version 2 image, a raw image); nothing is written on
  * any of these. QI_EIO,
  * QI_ECORRUPT, QI_ENOMEM. */
 int qi_image_resize(qi_image *img, uint64_t new_size);

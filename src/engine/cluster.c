@@ -437,13 +437,6 @@ int qi_cluster_grow_l1(qi_image *img, uint64_t min_entries, bool exact)
         return qi_fail(img, QI_ENOTSUP, "L1 table", old_off, "the L1 table would have "
                        "to grow to %" PRIu64 " entries", n);
     clusters = (8 * n + cs - 1) / cs;
-    /* qi_refcount_alloc finds a contiguous run only inside the range of one
-     * refcount block, past the block itself at its first cluster */
-    if (clusters >= img->g.refblock_entries)
-        return qi_fail(img, QI_ENOTSUP, "L1 table", old_off, "an L1 table of %" PRIu64
-                       " entries needs %" PRIu64 " contiguous clusters; the allocator "
-                       "places at most %" PRIu64 " (one refcount block's range) for now",
-                       n, clusters, img->g.refblock_entries - 1);
     if ((rc = qi_cluster_view_active(img, &v)) < 0)
         return rc;
     bytes = clusters * cs;

@@ -179,7 +179,7 @@ out:
 }
 
 /* Write a refcount block at BOFF for table entry TI (counting itself when
- * SELF: BOFF is the first cluster of its own range), then point the entry
+ * SELF: BOFF lies in its own range), then point the entry
  * at it. Order: block written and synced, then the entry written and
  * synced. */
 static int place_block(qi_image *img, uint64_t ti, uint64_t boff, bool self)
@@ -189,7 +189,8 @@ static int place_block(qi_image *img, uint64_t ti, uint64_t boff, bool self)
     if ((rc = qi_cache_get_empty(img->rb_cache, boff, &block, &img->err)) < 0)
         return rc;
     if (self)
-        qi_format_refcount_set(block, img->g.refcount_order, 0, 1);
+        qi_format_refcount_set(block, img->g.refcount_order,
+                               (boff >> img->g.cluster_bits) % img->g.refblock_entries, 1);
     qi_cache_put(img->rb_cache, block);
     cover(img, boff, img->g.cluster_size);
     if ((rc = qi_cache_flush(img->rb_cache, &img->err)) < 0)
@@ -306,11 +307,117 @@ int qi_refcount_set(qi_image *img, uint64_t cluster_index, uint64_t value, uint6
     return 0;
 }
 
+/* ---- runs longer than a refcount block's range (QEMU's way) ---- */
+
+/* The first run of N clusters with refcount 0 from FROM on; clusters of a
+ * range without a refcount block count as free (nothing counts them). */
+static int scan_run(qi_image *img, uint64_t from, uint64_t n, uint64_t *first)
+{
+    uint64_t ci = from, run = 0, limit = QI_MAX_OFFSET >> img->g.cluster_bits, r;
+    int rc;
+    while (run < n) {
+        if (ci >= limit)
+            return qi_fail(img, QI_ENOSPC, "refcount block", QI_NO_OFFSET,
+                           "no %" PRIu64 " free clusters below 2^56", n);
+        if ((rc = qi_refcount_get(img, ci, &r)) < 0)
+            return rc;
+        if (r)
+            run = 0;
+        else if (run++ == 0)
+            *first = ci;
+        ci++;
+    }
+    return 0;
+}
+
+/* Give range TI (no block yet) a refcount block at the first free cluster
+ * from *C on, as QEMU's alloc_refcount_block does: a block that lies in its
+ * own range counts itself; else its cluster is counted in the block of the
+ * range it lies in, and that count is on disk before the block. A free
+ * cluster in a range that has no block yet gives that range its block
+ * first. *C ends past the clusters used. Crash table (each block):
+ *   1. the count of the block's cluster, flushed (when not its own range)
+ *                                          crash: leaked cluster
+ *   2. the block, synced                   crash: unused space (or leak)
+ *   3. the table entry, synced             crash: consistent */
+static int place_after(qi_image *img, uint64_t ti, uint64_t *c)
+{
+    uint64_t e = img->g.refblock_entries, r, rb;
+    int rc;
+    for (;; (*c)++) {
+        uint64_t rt = *c / e;
+        if ((rc = qi_refcount_get(img, *c, &r)) < 0)
+            return rc;
+        if (r)
+            continue;
+        if (rt >= img->reftable_entries)
+            return qi_fail(img, QI_ENOSPC, "refcount table", QI_NO_OFFSET, "no table "
+                           "entry for the refcount block of cluster %" PRIu64, *c);
+        if ((rc = block_offset(img, rt, &rb)) < 0)
+            return rc;
+        if (!rb) {
+            if ((rc = place_block(img, rt, *c << img->g.cluster_bits, true)) < 0)
+                return rc;
+            if (rt == ti)
+                return (*c)++, 0;
+            continue;
+        }
+        if ((rc = qi_refcount_update(img, *c, 1)) < 0 ||
+            (rc = qi_cache_flush(img->rb_cache, &img->err)) < 0)
+            return rc;
+        cover(img, *c << img->g.cluster_bits, img->g.cluster_size);
+        rc = place_block(img, ti, *c << img->g.cluster_bits, false);
+        (*c)++;
+        return rc;
+    }
+}
+
+/* N contiguous clusters where N is at least a refcount block's range: the
+ * run is searched over ranges without blocks too, the table grows first if
+ * the blocks (placed just after the run) would need entries it lacks, then
+ * the missing blocks are placed after the run (place_after), then the
+ * run's refcounts are set. */
+static int alloc_long(qi_image *img, uint64_t n, uint64_t *off)
+{
+    uint64_t e = img->g.refblock_entries, first = 0, last_t, boff, c;
+    int rc;
+    for (;;) {
+        if ((rc = scan_run(img, img->free_hint, n, &first)) < 0)
+            return rc;
+        last_t = (first + n - 1) / e;
+        if (last_t + 1 < img->reftable_entries)
+            break;
+        /* the grown table goes past what is in use: maybe where the run
+         * was, so the run is searched again */
+        if ((rc = grow_table(img, last_t + 1)) < 0)
+            return rc;
+    }
+    c = first + n;
+    for (uint64_t ti = first / e; ti <= last_t; ti++) {
+        if ((rc = block_offset(img, ti, &boff)) < 0)
+            return rc;
+        if (!boff && (rc = place_after(img, ti, &c)) < 0)
+            return rc;
+    }
+    for (uint64_t i = 0; i < n; i++)
+        if ((rc = qi_refcount_update(img, first + i, 1)) < 0)
+            return rc;
+    if (first == img->free_hint)
+        img->free_hint = first + n;
+    *off = first << img->g.cluster_bits;
+    cover(img, *off, n << img->g.cluster_bits);
+    return 0;
+}
+
 int qi_refcount_alloc(qi_image *img, uint64_t n, uint64_t *off)
 {
     uint64_t ci = img->free_hint, first = 0, run = 0, limit = QI_MAX_OFFSET >> img->g.cluster_bits;
     int rc;
     *off = 0;
+    if ((rc = qi_refcount_load_table(img)) < 0)
+        return rc;
+    if (n >= img->g.refblock_entries)
+        return alloc_long(img, n, off);
     while (run < n) {
         uint64_t r, boff;
         if (ci >= limit)

@@ -33,7 +33,10 @@ int qi_refcount_set(qi_image *img, uint64_t cluster_index, uint64_t value, uint6
  * the lowest cluster that may be free; past the end of the file everything
  * is free. A refcount block needed on the way is placed at the first free
  * cluster of the range it covers and counts itself (self-describing), and
- * its refcount table entry is written at once, after the block:
+ * its refcount table entry is written at once, after the block (a run of a
+ * refcount block's range or more is found over ranges without blocks, and
+ * their blocks go right after it, QEMU's way: crash table at place_after
+ * in refcount.c):
  *   1. write the new block (its own refcount 1) and sync  crash: unused space
  *   2. write the refcount table entry and sync             crash: consistent
  * When the refcount table has no entry for that range, it grows first: a

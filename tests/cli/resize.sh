@@ -206,10 +206,14 @@ cp big512.qcow2 big512-oracle.qcow2
 refused big512 "1T with 512-byte clusters (beyond QEMU's L1 limit)" 'beyond the limit' \
     "$QINSPECT" resize big512.qcow2 1T
 oracle_fails "1T with 512-byte clusters" qemu-img resize big512-oracle.qcow2 1T
-# qemu-img can do this one (32 MiB of L1 in 512-byte clusters), qinspect's
-# allocator places at most one refcount block's range of contiguous clusters
-refused big512 "an L1 table larger than one refcount block's range (128G)" \
-    'contiguous clusters' "$QINSPECT" resize big512.qcow2 128G
+# L1 tables longer than one refcount block's range: the allocator finds
+# the run over ranges without blocks and places their blocks after it, as
+# QEMU does (16-bit refcounts: 256 clusters a block, the 128G table is
+# 65536 clusters; 64-bit: 64 clusters a block, and the table grows too)
+run_case big512 128G $((127 << 30)) 70000
+qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=64 long64.qcow2 1M
+qio -c 'write -P 0x13 0 200k' long64.qcow2
+run_case long64 2G $((2047 << 20)) 5000
 
 # features resize does not handle
 qemu-img create -q -f qcow2 -o data_file=ext.raw ext.qcow2 10M

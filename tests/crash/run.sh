@@ -255,6 +255,11 @@ scenario bitmaps 'img:write(70000, string.rep("i", 100000)) img:zero(1 << 20, 65
 qemu-img create -q -f qcow2 -o cluster_size=512 resize.base 1M
 qio -c 'write -P 0x81 0 200k' -c 'write -P 0x82 1000k 24k' resize.base
 scenario resize 'img:resize(8 << 20) img:write((5 << 20) + 1000, string.rep("r", 20000))'
+# an L1 table longer than a refcount block's range (64 clusters here): the
+# run is found over ranges without blocks, their blocks go after it
+qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=64 longrun.base 1M
+qio -c 'write -P 0x13 0 200k' longrun.base
+scenario longrun 'img:resize(256 << 20) img:write((200 << 20) + 1000, string.rep("r", 3000))'
 # ---- lazy refcounts and the dirty bit (criterion: dirty-ok) ----
 # allocating writes, then copy-on-write of clusters a snapshot shares and a
 # discard, on a lazy_refcounts image: L2 tables may reach the disk before

@@ -307,6 +307,21 @@ int qi_refcount_set(qi_image *img, uint64_t cluster_index, uint64_t value, uint6
     return 0;
 }
 
+/* Set the refcounts of the free run [FIRST, FIRST+N) to 1; *OFF = its
+ * byte offset; the end of file covers it. */
+static int take_run(qi_image *img, uint64_t first, uint64_t n, uint64_t *off)
+{
+    int rc;
+    for (uint64_t i = 0; i < n; i++)
+        if ((rc = qi_refcount_update(img, first + i, 1)) < 0)
+            return rc;
+    if (first == img->free_hint)
+        img->free_hint = first + n;
+    *off = first << img->g.cluster_bits;
+    cover(img, *off, n << img->g.cluster_bits);
+    return 0;
+}
+
 /* ---- runs longer than a refcount block's range (QEMU's way) ---- */
 
 /* The first run of N clusters with refcount 0 from FROM on; clusters of a
@@ -399,14 +414,7 @@ static int alloc_long(qi_image *img, uint64_t n, uint64_t *off)
         if (!boff && (rc = place_after(img, ti, &c)) < 0)
             return rc;
     }
-    for (uint64_t i = 0; i < n; i++)
-        if ((rc = qi_refcount_update(img, first + i, 1)) < 0)
-            return rc;
-    if (first == img->free_hint)
-        img->free_hint = first + n;
-    *off = first << img->g.cluster_bits;
-    cover(img, *off, n << img->g.cluster_bits);
-    return 0;
+    return take_run(img, first, n, off);
 }
 
 int qi_refcount_alloc(qi_image *img, uint64_t n, uint64_t *off)
@@ -437,14 +445,7 @@ int qi_refcount_alloc(qi_image *img, uint64_t n, uint64_t *off)
         }
         ci++;
     }
-    for (uint64_t i = 0; i < n; i++)
-        if ((rc = qi_refcount_update(img, first + i, 1)) < 0)
-            return rc;
-    if (first == img->free_hint)
-        img->free_hint = first + n;
-    *off = first << img->g.cluster_bits;
-    cover(img, *off, n << img->g.cluster_bits);
-    return 0;
+    return take_run(img, first, n, off);
 }
 
 int qi_refcount_free_later(qi_image *img, uint64_t off, uint64_t len)

@@ -281,7 +281,8 @@ int qi_image_create(qi_image **out, const char *path, const qi_create_opts *opts
                     "'qcow2' (try using a larger cluster size)");
     else if (rc < 0)
         rc = qi_err_set(err, path, rc, "", QI_NO_OFFSET,
-                        "the image's metadata does not fit in memory");
+                        "the new image's metadata is over 1 GiB (qinspect "
+                        "builds it in memory before writing)");
     if (rc == 0)
         rc = build_header(&s, &lo, hdr, path, err);
     if (rc == 0)

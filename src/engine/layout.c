@@ -38,9 +38,10 @@ static uint8_t *add_range(qi_layout *lo, uint64_t idx, size_t len)
         lo->r = r;
         lo->cap = cap;
     }
-    uint8_t *buf = qi_mem_calloc_capped(1, len, QI_MEM_CAP);
-    if (!buf)
+    uint8_t *buf;
+    if (lo->held + len > QI_LAYOUT_CAP || !(buf = qi_mem_calloc_capped(1, len, QI_MEM_CAP)))
         return NULL;
+    lo->held += len;
     lo->r[lo->n++] = (qi_layout_range){ off, len, buf };
     if (off + len > lo->file_end)
         lo->file_end = off + len;

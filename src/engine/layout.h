@@ -49,8 +49,12 @@ typedef struct qi_layout {
     uint64_t file_end;         /* file length: end of the last range or
                                 * truncation, whichever is further */
     uint64_t data_end;         /* length of the external data file */
-    uint64_t max_file;         /* cap on the metadata kept in memory */
+    uint64_t held;             /* bytes of all ranges (capped: QI_LAYOUT_CAP) */
 } qi_layout;
+
+/* Most metadata a layout keeps in memory (1 GiB: L2 tables of a 16 TiB
+ * image preallocated with 64 KiB clusters); more is QI_ENOMEM. */
+#define QI_LAYOUT_CAP ((uint64_t)1 << 30)
 
 /* Start an image as qcow2_co_create leaves it before its size is set:
  * header (cluster 0), refcount table (1), refcount block (2), the three

@@ -107,6 +107,7 @@ check-layers:
 bench: qinspect
 	bash ../shared/bench/compare.sh ./qinspect
 	bash bench/write.sh ./qinspect
+	bash bench/create.sh ./qinspect
 
 # Mutation testing (a development tool, not part of check): apply each
 # mutation of scripts/mutations.txt to a scratch copy and run its suites.

@@ -169,6 +169,22 @@ static int area_blocks(qi_layout *lo, uint8_t *table, uint8_t **rb, uint64_t are
     return 0;
 }
 
+/* Switch to the new refcount table (RANGE, SIZE entries, at cluster IDX,
+ * its blocks RB) and free the clusters of the old one, as QEMU does once
+ * the header points at the new table. */
+static void install_table(qi_layout *lo, uint8_t *range, uint8_t **rb, uint64_t size,
+                          uint64_t idx)
+{
+    uint64_t old_off = lo->rt_off, old_size = lo->rt_size;
+    free(lo->rb);
+    lo->rb = rb;
+    lo->rt = range;
+    lo->rt_size = size;
+    lo->rt_off = idx << lo->cbits;
+    max_rt_index(lo);
+    (void)update(lo, old_off >> lo->cbits, old_size * 8 >> lo->cbits, -1);
+}
+
 /* qcow2_refcount_area: a new refcount table and the refcount blocks it
  * lacks, self-describing, at cluster START; room for ADDITIONAL clusters
  * after them. NEW_T/NEW_BLOCK/NEW_BUF: a refcount block to enter (NEW_BLOCK
@@ -218,14 +234,7 @@ static int refcount_area(qi_layout *lo, uint64_t start, uint64_t additional, boo
     }
     memcpy(range, table, table_size * 8);
     free(table);
-    uint64_t old_off = lo->rt_off, old_size = lo->rt_size;
-    free(lo->rb);
-    lo->rb = rb;
-    lo->rt = range;
-    lo->rt_size = table_size;
-    lo->rt_off = table_idx << lo->cbits;
-    max_rt_index(lo);
-    (void)update(lo, old_off >> lo->cbits, old_size * 8 >> lo->cbits, -1);
+    install_table(lo, range, rb, table_size, table_idx);
     *end = table_idx + table_clusters;
     return 0;
 }

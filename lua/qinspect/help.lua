@@ -235,6 +235,24 @@ leaked clusters at most). The new range reads as zeros. Refused: external
 data files, persistent bitmaps, the dirty bit, a backing file longer than
 the image, snapshots in a compat 0.10 image, L1 tables beyond 32 MiB.]]
 
+T.snapshots = [[
+Internal snapshots: img.snapshots lists them; with -w
+  img:snapshot_create(name)         a snapshot of the current state; returns its id
+  img:snapshot_apply(id_or_name)    revert to a snapshot (id first, then name)
+  img:snapshot_delete(id_or_name)   delete a snapshot
+(qinspect snapshot -c/-a/-d from the shell.) They do what qemu-img snapshot
+7.2 does, byte for byte: create copies the active L1 table, gives every
+cluster it reaches one more reference (a compressed cluster: each host
+cluster it touches) and clears COPIED in the active tables; apply gives the
+snapshot's clusters a reference, makes its L1 entries the active ones and
+takes one from the old active clusters; delete writes the snapshot table
+without the entry and takes one reference from its clusters. Where a
+refcount returns to 1, COPIED is set again. Freed clusters are discarded
+(hole punched), as QEMU does. A crash at any write leaves at most leaked
+clusters. Refused before anything changes: a refcount that would exceed
+its width (1- and 2-bit refcounts), an external data file, a snapshot
+whose disk size is smaller than the image.]]
+
 T.problems = nil -- generated from qinspect.problems below
 
 local function problems_text()

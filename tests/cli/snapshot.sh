@@ -21,6 +21,8 @@
 #     snapshot was taken, and at the end of a case every remaining
 #     snapshot read with qemu-img convert -l equals the data written
 #     before it.
+# A snapshot of a larger virtual size is applied by growing the image (a
+# smaller one, which qemu-img shrinks to, is refused).
 # Errors: a refcount that would overflow (2-bit refcounts) is refused
 # before anything changes (qemu-img fails too, after leaking clusters); a
 # missing snapshot, a name that is only an id for -d, an image in use by
@@ -166,6 +168,25 @@ setup rb64 "refcount_bits=64" 64M "${data[@]}" && sequence rb64
 setup big "cluster_size=4096" 3G "write -P 0x31 0 64k" "write -P 0x32 2G 64k" &&
     { snap big c one; wr big "write -P 0x33 2G 4k"; snap big c two; snap big a one
       snap big d two; snaps_read big; }
+
+# a snapshot of another virtual size: qemu-img -a shrinks to a smaller
+# one (qinspect refuses that, the file unchanged); both grow to a larger one
+setup grow "cluster_size=65536" 64M "write -P 0x51 0 1M" && {
+    snap grow c small
+    for f in e q m; do qemu-img resize -q "grow.$f.qcow2" 128M || t_fail "grow: setup resize"; done
+    wr grow "write -P 0x52 100M 64k"
+    snap grow c large
+    cp grow.q.qcow2 grow.before.qcow2
+    out=$("$QINSPECT" snapshot -a small grow.q.qcow2 2>&1); rc=$?
+    if [ $rc -eq 1 ] && printf '%s' "$out" | grep -q "^qinspect: Could not apply snapshot 'small': Failed to load snapshot: .*shrinking is not supported"; then
+        t_ok "grow: applying a smaller snapshot is refused (exit 1, clear message)"
+    else
+        t_fail "grow: applying a smaller snapshot (exit $rc)"; echo "$out" | t_diag
+    fi
+    same_files "grow: the refused apply changed nothing" grow.q.qcow2 grow.before.qcow2
+    for f in e q m; do qemu-img snapshot -a small "grow.$f.qcow2" || t_fail "grow: setup -a small"; done
+    snap grow a large
+}
 
 # 2-bit refcounts hold 3: the third snapshot of a cluster would need 4
 setup rb2 "refcount_bits=2" 16M "write -P 0x41 0 256k" && {

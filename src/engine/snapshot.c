@@ -9,8 +9,13 @@
  * flags. The order of the writes is not QEMU's where QEMU's leaves a window
  * in which COPIED is set on a cluster whose refcount is above 1: here COPIED
  * is cleared before a refcount goes up and set only after a refcount that
- * went down to 1 is on disk (STYLE convention 7). Each operation's crash
- * table is at its function.
+ * went down to 1 is on disk (STYLE convention 7). qemu-img check counts a
+ * missing COPIED as a corruption too (it repairs it with -r all), and no
+ * order avoids a moment with one of the two kinds, since COPIED and the
+ * refcount live in different clusters: create (COPIED cleared, then the
+ * refcounts raised) and delete (refcounts down to 1, then COPIED set) take
+ * the safe kind (tests/crash: copied-ok); apply has no such moment. Each
+ * operation's crash table is at its function.
  *
  * A tree is every host cluster an L1 table reaches: its L2 tables, the
  * standard and zero-allocated data clusters they point at, and for a
@@ -543,17 +548,19 @@ static void new_entry(qi_image *img, const char *name, uint64_t l1_off, uint32_t
 }
 
 /* The snapshot's copy of the active L1 (entries as they are, COPIED
- * included, as QEMU copies them): its clusters allocated and counted
- * (synced), then exactly l1_size * 8 bytes written and synced. */
+ * included, as QEMU copies them): its clusters allocated, exactly
+ * l1_size * 8 bytes written, then the refcount blocks written and
+ * everything synced at once (nothing points at the copy yet: a crash
+ * leaves unused space or a leak, in either order). */
 static int copy_l1(qi_image *img, const qi_l1view *v, uint64_t *off)
 {
     uint64_t cs = img->g.cluster_size, bytes = 8ull * v->size;
     uint8_t *buf;
     int rc;
     *off = img->free_hint << img->g.cluster_bits;
-    if (bytes && (rc = qi_refcount_alloc(img, (bytes + cs - 1) / cs, off)) < 0)
-        return rc;
-    if ((rc = qi_cache_flush(img->rb_cache, &img->err)) < 0 || !bytes)
+    if (!bytes)
+        return 0;
+    if ((rc = qi_refcount_alloc(img, (bytes + cs - 1) / cs, off)) < 0)
         return rc;
     if (!(buf = qi_mem_alloc_capped(v->size, 8, QI_MAX_L1_ENTRIES * 8)))
         return qi_fail(img, QI_ENOMEM, "L1 table", v->l1_off, "out of memory");
@@ -561,21 +568,21 @@ static int copy_l1(qi_image *img, const qi_l1view *v, uint64_t *off)
         qi_put_be64(buf + 8ull * i, v->tab->e[i]);
     if ((rc = qi_bio_pwrite(img->file, buf, bytes, *off, &img->err,
                             "snapshot L1 table")) == 0)
-        rc = qi_bio_sync(img->file, &img->err);
+        rc = qi_cache_flush(img->rb_cache, &img->err);
     free(buf);
     return rc;
 }
 
 /* Crash table:
  *   0. the active tree collected, every refcount checked (nothing written)
- *   1. the snapshot's L1 copy: clusters allocated (refcount 1, synced),
- *      the copy written and synced             crash: leaked clusters
+ *   1. the snapshot's L1 copy: clusters allocated (refcount 1), the copy
+ *      written, both synced                    crash: leaked clusters
  *   2. COPIED cleared in the active L2 tables (synced after the refcount
  *      blocks), then in the active L1 (written whole, synced)
  *                                              crash: consistent (COPIED
  *                                              missing is allowed), leaks
  *   3. every cluster of the active tree +1 per reference, refcount blocks
- *      synced                                  crash: leaks (refcounts
+ *      synced with the new table's allocation  crash: leaks (refcounts
  *                                              above the references)
  *   4. the snapshot table with the new entry (write_table: allocate,
  *      write, header switch, old table -1)     crash: leaks, or consistent
@@ -609,9 +616,8 @@ int qi_snapshot_create(qi_image *img, const char *name)
     if ((rc = fix_tree(img, &v, true, false)) < 0 || (rc = sync_tables(img)) < 0 ||
         (rc = write_l1(img, v.tab, v.tab->e, v.size, true)) < 0)
         goto out;
-    /* 3 */
-    if ((rc = add_refs(img, &r, +1)) < 0 ||
-        (rc = qi_cache_flush(img->rb_cache, &img->err)) < 0)
+    /* 3 (synced with the new table's allocation, step 1 of write_table) */
+    if ((rc = add_refs(img, &r, +1)) < 0)
         goto out;
     /* 4 */
     new_entry(img, name, l1_off, v.size, &s, id, sizeof id);
@@ -641,6 +647,20 @@ static int prepare_apply(qi_image *img, uint64_t size, uint32_t l1_size)
     if (size > img->size && (rc = qi_image_resize(img, size)) < 0)
         return rc;
     return qi_cluster_grow_l1(img, l1_size, true);
+}
+
+/* A copy of the entries of view AV in T (a table of its own, freed by
+ * the caller with free(T->e)); AV is put and becomes a view of T. */
+static int keep_entries(qi_image *img, qi_l1view *av, qi_l1tab *t)
+{
+    *t = (qi_l1tab){ .size = av->size, .off = av->l1_off, .refs = 1 };
+    if (av->size && !(t->e = qi_mem_alloc_capped(av->size, 8, QI_MAX_L1_ENTRIES * 8)))
+        return qi_fail(img, QI_ENOMEM, "L1 table", av->l1_off, "out of memory");
+    if (av->size)
+        memcpy(t->e, av->tab->e, 8ull * av->size);
+    qi_cluster_view_put(img, av);
+    *av = (qi_l1view){ .tab = t, .size = t->size, .l1_off = t->off };
+    return 0;
 }
 
 /* Crash table (QEMU's qcow2_snapshot_goto, with COPIED set last):
@@ -684,16 +704,8 @@ int qi_snapshot_apply(qi_image *img, const char *id_or_name)
         (rc = write_l1(img, sv.tab, sv.tab->e, sv.size, false)) < 0)
         goto out;
     /* 4: the old active entries are kept in OLD (the table changes in place) */
-    old = (qi_l1tab){ .size = av.size, .off = av.l1_off, .refs = 1 };
-    if (av.size && !(old.e = qi_mem_alloc_capped(av.size, 8, QI_MAX_L1_ENTRIES * 8))) {
-        rc = qi_fail(img, QI_ENOMEM, "L1 table", av.l1_off, "out of memory");
-        goto out;
-    }
-    if (av.size)
-        memcpy(old.e, av.tab->e, 8ull * av.size);
-    qi_cluster_view_put(img, &av);
-    av = (qi_l1view){ .tab = &old, .size = old.size, .l1_off = old.off };
-    if ((rc = write_active_l1(img, sv.tab->e, sv.size, true)) < 0)
+    if ((rc = keep_entries(img, &av, &old)) < 0 ||
+        (rc = write_active_l1(img, sv.tab->e, sv.size, true)) < 0)
         goto out;
     /* 5 */
     if ((rc = add_refs(img, &ro, -1)) < 0 ||

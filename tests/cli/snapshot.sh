@@ -155,8 +155,12 @@ sequence() {
     snap "$c" d four
 }
 
+# half random, half zero: compressed clusters of about half a cluster, so
+# that some span two host clusters (a reference in each)
+{ head -c 32768 /dev/urandom; head -c 32768 /dev/zero; } >half.rnd
+cat half.rnd half.rnd half.rnd half.rnd >rnd256k
 data=("write -P 0x11 0 1M" "write -c -P 0x12 2M 64k" "write -c -P 0x13 2176k 64k"
-      "write -z 5M 128k" "write -P 0x14 6M 3k")
+      "write -z 5M 128k" "write -P 0x14 6M 3k" "write -c -s rnd256k 8M 256k")
 
 setup std "cluster_size=65536" 64M "${data[@]}" && sequence std
 setup v2 "compat=0.10" 64M "${data[@]}" && sequence v2

@@ -321,7 +321,6 @@ f.seek(72); f.write(struct.pack('>Q', struct.unpack('>Q', d[72:80])[0] | 1))
 EOF
 scenario rebuildblk '' dirty-ok
 
-t_done
 
 # ---- internal snapshots (snapshot.c) ----
 # Each: every cluster of the active view old or new (clusters.py), and every
@@ -357,3 +356,5 @@ snapbase snapd1 cluster_size=65536 &&
 # a version 2 image: create, apply and delete in one session
 snapbase snapv2 compat=0.10 &&
     scenario snapv2 'img:snapshot_create("three") img:snapshot_apply("one") img:snapshot_delete("two")' "$SNAPCHK" copied-ok
+
+t_done

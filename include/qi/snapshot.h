@@ -49,9 +49,10 @@ int qi_snapshot_create(qi_image *img, const char *name);
  * one is QI_ENOTSUP), the active L1 grows to the snapshot's L1 size if it
  * is smaller, the snapshot's clusters gain a reference, the active L1
  * takes the snapshot's entries, the old active state's clusters lose one
- * (freed at 0), and COPIED is set again where a refcount is 1. Returns 0,
- * QI_ENOENT, QI_ENOTSUP, QI_ENOSPC, QI_ERDONLY, QI_ECORRUPT, QI_EIO,
- * QI_ENOMEM. */
+ * (freed at 0), and COPIED is set again where a refcount is 1. An image
+ * with persistent bitmaps is refused (QI_EBUSY), as QEMU refuses it.
+ * Returns 0, QI_ENOENT, QI_EBUSY, QI_ENOTSUP, QI_ENOSPC, QI_ERDONLY,
+ * QI_ECORRUPT, QI_EIO, QI_ENOMEM. */
 int qi_snapshot_apply(qi_image *img, const char *id_or_name);
 
 /* Delete snapshot ID_OR_NAME (id first, then name): the snapshot table is

@@ -108,6 +108,9 @@ static int run_op(qi_image *img, int action, const char *name)
         rc = qi_snapshot_find(img, name, QI_SNAP_BY_ID | QI_SNAP_BY_NAME, &idx);
         if (rc == QI_ENOENT)
             return qi_cli_error("%s: No such file or directory", prefix);
+        if (rc == 0 && (qi_meta_bitmaps(img, &idx), idx))
+            return qi_cli_error("Could not apply snapshot '%s': Device has active dirty "
+                                "bitmaps", name);
         if (rc == 0)
             rc = qi_snapshot_apply(img, name);
         break;

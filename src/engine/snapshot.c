@@ -689,6 +689,11 @@ int qi_snapshot_apply(qi_image *img, const char *id_or_name)
     if ((rc = can_write(img)) < 0 ||
         (rc = qi_snapshot_find(img, id_or_name, QI_SNAP_BY_ID | QI_SNAP_BY_NAME, &idx)) < 0)
         return rc;
+    /* QEMU's bdrv_snapshot_goto refuses while any bitmap is loaded */
+    if (img->n_bitmaps)
+        return qi_fail(img, QI_EBUSY, "", QI_NO_OFFSET, "Device has active dirty bitmaps "
+                       "(QEMU refuses to apply a snapshot to an image with persistent "
+                       "bitmaps: they would not match the reverted data)");
     size = img->snaps[idx].has_disk_size ? img->snaps[idx].disk_size : img->size;
     if ((rc = qi_cluster_view_snapshot(img, idx, &sv)) < 0)
         return rc;

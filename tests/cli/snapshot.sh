@@ -258,6 +258,14 @@ setup errs "cluster_size=65536" 16M "write -P 1 0 64k" && {
     t_kill $holder
 }
 
+# persistent bitmaps: QEMU refuses to apply a snapshot
+if qemu-img create -q -f qcow2 bm.qcow2 16M && qemu-img bitmap --add bm.qcow2 b0 &&
+    qemu-img snapshot -c one bm.qcow2; then
+    err_same "persistent bitmaps: apply refused as qemu-img" bm.qcow2 -a one
+else
+    t_fail "bitmaps: setup"
+fi
+
 # qemu-img gives only the errno; qinspect adds its reason after it
 if qemu-img create -q -f qcow2 -o data_file=df.raw df.qcow2 16M; then
     cp df.qcow2 err.before

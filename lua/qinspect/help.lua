@@ -251,7 +251,8 @@ refcount returns to 1, COPIED is set again. Freed clusters are discarded
 (hole punched), as QEMU does. A crash at any write leaves at most leaked
 clusters. Refused before anything changes: a refcount that would exceed
 its width (1- and 2-bit refcounts), an external data file, a snapshot
-whose disk size is smaller than the image.]]
+whose disk size is smaller than the image, applying a snapshot while the
+image has persistent bitmaps (QEMU refuses that too).]]
 
 T.problems = nil -- generated from qinspect.problems below
 

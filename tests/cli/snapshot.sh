@@ -246,11 +246,15 @@ setup errs "cluster_size=65536" 16M "write -P 1 0 64k" && {
     qemu-io -f qcow2 -c 'sleep 60000' errs.e.qcow2 >/dev/null 2>&1 &
     holder=$!
     t_bg $holder
-    # wait (up to 20 s on a busy machine) until qemu-io holds its locks
-    for i in $(seq 100); do
-        qemu-img snapshot -l errs.e.qcow2 >/dev/null 2>&1 || break
+    # wait (up to 60 s on a busy machine) until the kernel shows qemu-io's
+    # OFD locks; polling with qemu-img would race (its own shared lock can
+    # make a qemu-io that is still starting fail to get "write": edges.sh)
+    ino=$(stat -c %i errs.e.qcow2)
+    for i in $(seq 300); do
+        grep -q "OFDLCK.*:$ino " /proc/locks && break
         sleep 0.2
     done
+    grep -q "OFDLCK.*:$ino " /proc/locks || t_fail "errs: setup: qemu-io never held its lock"
     cp errs.e.qcow2 err.before
     out=$("$QINSPECT" snapshot -c x errs.e.qcow2 2>&1); rc=$?
     if [ $rc -eq 1 ] && printf '%s' "$out" | grep -q 'Failed to get "write" lock'; then

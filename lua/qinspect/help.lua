@@ -253,6 +253,24 @@ extended L2 entries with 4 KiB clusters, refcount_bits not a power of two).
 The header cluster is written last, after everything else is synced: a
 crash leaves a file that is no qcow2 image, or a complete one.
   local new <close> = qinspect.create("new.qcow2", 1 << 30, {cluster_size = 4096})]]
+T.snapshots = T.snapshots .. "\n\n" .. [[
+Internal snapshots: img.snapshots lists them; with -w
+  img:snapshot_create(name)         a snapshot of the current state; returns its id
+  img:snapshot_apply(id_or_name)    revert to a snapshot (id first, then name)
+  img:snapshot_delete(id_or_name)   delete a snapshot
+(qinspect snapshot -c/-a/-d from the shell.) They do what qemu-img snapshot
+7.2 does, byte for byte: create copies the active L1 table, gives every
+cluster it reaches one more reference (a compressed cluster: each host
+cluster it touches) and clears COPIED in the active tables; apply gives the
+snapshot's clusters a reference, makes its L1 entries the active ones and
+takes one from the old active clusters; delete writes the snapshot table
+without the entry and takes one reference from its clusters. Where a
+refcount returns to 1, COPIED is set again. Freed clusters are discarded
+(hole punched), as QEMU does. A crash at any write leaves at most leaked
+clusters. Refused before anything changes: a refcount that would exceed
+its width (1- and 2-bit refcounts), an external data file, a snapshot
+whose disk size is smaller than the image, applying a snapshot while the
+image has persistent bitmaps (QEMU refuses that too).]]
 
 T.problems = nil -- generated from qinspect.problems below
 

@@ -86,6 +86,13 @@ int qi_bio_sync(qi_bio *b, qi_err *err);
  * QI_EIO, QI_ENOSPC. */
 int qi_bio_truncate(qi_bio *b, uint64_t size, qi_err *err);
 
+/* Discard [OFF, OFF+LEN) as QEMU's file layer does for a freed cluster:
+ * a hole punched (zeros written where the file system cannot), the file
+ * length kept (nothing past the end of the file is touched). Counted as
+ * a write by the fault injection. Returns 0, QI_ERDONLY, QI_EIO. */
+int qi_bio_discard(qi_bio *b, uint64_t off, uint64_t len, qi_err *err,
+                   const char *structure);
+
 /* Fault injection for the crash tests (SQLite's test6.c idea). Process-wide,
  * over every writable handle:
  *   qi_bio_fault_arm(N, drop): the first N writes (pwrite or truncate) are

@@ -76,6 +76,8 @@ struct qi_image {
                                              * it (sets this to NULL) once the
                                              * header is on disk */
         uint64_t size;                      /* QI_HDR_SIZE: virtual size */
+        uint32_t nb_snapshots;              /* QI_HDR_SNAPSHOTS */
+        uint64_t snapshots_offset;
     } hdr_req;
     int (*commit_header)(struct qi_image *img);
     bool lazy_dirty;            /* this session set the dirty bit for lazy
@@ -125,6 +127,9 @@ int qi_image_write_state(qi_image *img);
 #define QI_HDR_SIZE     0x8u    /* virtual size */
 #define QI_HDR_DIRTY    0x10u   /* set the dirty bit (incompatible bit 0) */
 #define QI_HDR_CLEAN    0x20u   /* clear the dirty bit (everything synced) */
+#define QI_HDR_SNAPSHOTS 0x40u  /* nb_snapshots and snapshots_offset: the new
+                                 * table (written and synced by the caller)
+                                 * is read again into img->snaps */
 
 /* Record a corruption in IMG's error slot; returns QI_ECORRUPT. */
 #define qi_corrupt(img, st, off, ...) \

@@ -713,6 +713,7 @@ static void drop_derived(qi_image *img)
     img->reftable_entries = 0;
     img->cbuf_off = 0;
     img->free_hint = 0;
+    img->free_byte_offset = 0;
     img->meta_prealloc = -1;
 }
 

@@ -240,6 +240,16 @@ int qi_refcount_attach_block(qi_image *img, uint64_t ti, uint64_t off)
     return place_block(img, ti, off, false);
 }
 
+/* Cluster CLUSTER_INDEX is free now: the allocator may take it, and
+ * compressed writes no longer pack data into it. */
+static void freed(qi_image *img, uint64_t cluster_index)
+{
+    if (cluster_index < img->free_hint)
+        img->free_hint = cluster_index;
+    if (img->free_byte_offset >> img->g.cluster_bits == cluster_index)
+        img->free_byte_offset = 0;
+}
+
 int qi_refcount_update(qi_image *img, uint64_t cluster_index, int64_t delta)
 {
     uint64_t ti = cluster_index / img->g.refblock_entries;
@@ -271,8 +281,8 @@ int qi_refcount_update(qi_image *img, uint64_t cluster_index, int64_t delta)
     if (rc == 0) {
         qi_format_refcount_set(block, img->g.refcount_order, bi, old + (uint64_t)delta);
         qi_cache_mark_dirty(img->rb_cache, block);
-        if (old + (uint64_t)delta == 0 && cluster_index < img->free_hint)
-            img->free_hint = cluster_index;
+        if (old + (uint64_t)delta == 0)
+            freed(img, cluster_index);
     }
     qi_cache_put(img->rb_cache, block);
     return rc;
@@ -301,8 +311,8 @@ int qi_refcount_set(qi_image *img, uint64_t cluster_index, uint64_t value, uint6
                            cluster_index % img->g.refblock_entries, value);
     qi_cache_mark_dirty(img->rb_cache, block);
     qi_cache_put(img->rb_cache, block);
-    if (value == 0 && cluster_index < img->free_hint)
-        img->free_hint = cluster_index;
+    if (value == 0)
+        freed(img, cluster_index);
     return 0;
 }
 

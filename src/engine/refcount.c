@@ -319,6 +319,7 @@ int qi_refcount_set(qi_image *img, uint64_t cluster_index, uint64_t value, uint6
 int qi_refcount_alloc(qi_image *img, uint64_t n, uint64_t *off)
 {
     uint64_t ci = img->free_hint, first = 0, run = 0, limit = QI_MAX_OFFSET >> img->g.cluster_bits;
+    uint64_t lowest_free = UINT64_MAX;  /* first free cluster the scan met */
     int rc;
     *off = 0;
     while (run < n) {
@@ -337,14 +338,17 @@ int qi_refcount_alloc(qi_image *img, uint64_t n, uint64_t *off)
             run = 0;
         } else if (run++ == 0) {
             first = ci;
+            if (lowest_free == UINT64_MAX)
+                lowest_free = ci;
         }
         ci++;
     }
     for (uint64_t i = 0; i < n; i++)
         if ((rc = qi_refcount_update(img, first + i, 1)) < 0)
             return rc;
-    if (first == img->free_hint)
-        img->free_hint = first + n;
+    /* everything the scan passed before LOWEST_FREE is in use (a refcount
+     * block placed on the way, say): the next scan starts after it */
+    img->free_hint = lowest_free == first ? first + n : lowest_free;
     *off = first << img->g.cluster_bits;
     cover(img, *off, n << img->g.cluster_bits);
     return 0;

@@ -25,6 +25,12 @@ typedef struct qi_image qi_image;
                                    * (incompatible bit 1) opens read-write for
                                    * raw edits; guest writes are refused until
                                    * the bit is clear */
+#define QI_OPEN_UNSAFE      0x80u /* with QI_OPEN_RW: no fdatasync at all, as
+                                   * qemu-img convert's default cache=unsafe
+                                   * for its new image: writes keep their
+                                   * order, so a crash of the process leaves
+                                   * what it leaves otherwise, but a crash of
+                                   * the machine may lose any of them */
 
 #define QI_MAX_BACKING_DEPTH 64
 

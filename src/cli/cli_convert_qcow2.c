@@ -433,6 +433,7 @@ static int create_target(qconv *q)
     const qi_cli_convert_args *a = q->a;
     qi_cli_opts o = QI_CLI_OPTS_INIT;
     qi_create_opts c = QI_CREATE_OPTS_INIT;
+    qi_open_opts oo = { QI_OPEN_RW | QI_OPEN_UNSAFE, 0, 0 };
     qi_err err = { 0 };
     char msg[512] = "";
     int rc = QI_CLI_ERR;
@@ -452,7 +453,7 @@ static int create_target(qconv *q)
                           "without backing file", a->dst);
         goto out;
     }
-    if (qi_image_create(&q->dst, a->dst, &c, NULL, &err) < 0) {
+    if (qi_image_create(&q->dst, a->dst, &c, &oo, &err) < 0) {
         rc = qi_cli_error("%s: error while converting qcow2: %s", a->dst, err.message);
         goto out;
     }
@@ -466,7 +467,7 @@ out:
 static int open_target(qconv *q)
 {
     if (q->a->no_create) {
-        if (!(q->dst = qi_cli_open(q->a->dst, QI_OPEN_RW)))
+        if (!(q->dst = qi_cli_open(q->a->dst, QI_OPEN_RW | QI_OPEN_UNSAFE | QI_OPEN_PROBE)))
             return QI_CLI_ERR;
         q->zero_init = false;
         return QI_CLI_OK;

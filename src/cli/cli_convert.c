@@ -360,11 +360,11 @@ static int parse_opt(int ch, const char *arg, qi_cli_convert_args *a, unsigned *
     switch (ch) {
     case 'f':
         if (qi_cli_parse_format(arg, flags) < 0)
-            return qi_cli_error("Unknown file format '%s'", arg);
+            return qi_cli_usage_error("convert", "Unknown file format '%s' (raw or qcow2)", arg);
         return QI_CLI_OK;
     case 'O':
         if (strcmp(arg, "qcow2") && strcmp(arg, "raw"))
-            return qi_cli_error("Unknown file format '%s'", arg);
+            return qi_cli_usage_error("convert", "Unknown file format '%s' (raw or qcow2)", arg);
         a->qcow2 = !strcmp(arg, "qcow2");
         return QI_CLI_OK;
     case 'U': *flags |= QI_OPEN_FORCE_SHARE; return QI_CLI_OK;

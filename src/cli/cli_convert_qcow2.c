@@ -10,8 +10,8 @@
  *    without backing file (it reads zeros already); otherwise (-n, -B)
  *    they are zeroed (zero clusters);
  *  - data is written in runs of -S blocks that are not all zero (default
- *    4 KiB; -S 0 writes everything the source maps as data), so a target
- *    cluster is allocated when one of its blocks holds data;
+ *    4 KiB), so a target cluster is allocated when one of its blocks holds
+ *    data; -S 0 writes everything, zeros included (fully allocated);
  *  - -c: each target cluster that is not all zero is compressed and stored
  *    with qi_image_write_compressed (uncompressed when it does not shrink).
  *    Worker threads (-m, default the online CPUs) compress; the main thread
@@ -142,44 +142,54 @@ static int put_zero(qconv *q, uint64_t off, uint64_t n)
     int rc;
     if (q->zero_init || !n)
         return QI_CLI_OK;
-    if ((rc = qi_image_zero(q->dst, off, n, false)) < 0)
+    /* qemu-img lets the target unmap unless -S 0 asked for allocation */
+    if ((rc = qi_image_zero(q->dst, off, n, q->a->sparse != 0)) < 0)
         return dst_error(q, rc);
     return QI_CLI_OK;
 }
 
 /* ---- uncompressed output ---- */
 
+/* Bytes [FROM, TO) of BUF (guest offset OFF): written, or zeroed if ZERO. */
+static int put_run(qconv *q, const uint8_t *buf, uint64_t off, size_t from, size_t to,
+                   bool zero)
+{
+    int rc;
+    if (to <= from)
+        return QI_CLI_OK;
+    if (zero)
+        return put_zero(q, off + from, to - from);
+    if ((rc = qi_image_write(q->dst, buf + from, off + from, to - from)) < 0)
+        return dst_error(q, rc);
+    return QI_CLI_OK;
+}
+
 /* Write the N bytes of BUF at OFF: runs of -S blocks that are not all
- * zero (blocks aligned to guest offsets); the zero blocks between them are
- * zeroed where the target does not read zeros already. */
+ * zero (blocks aligned to guest offsets); the runs of zero blocks between
+ * them are zeroed, each with one request, where the target does not read
+ * zeros already (qemu-img's write_zeroes). */
 static int write_runs(qconv *q, const uint8_t *buf, uint64_t off, size_t n)
 {
     size_t bs = q->a->sparse, i = 0, run = 0;
-    bool in_data = false;
+    bool run_zero = false;
     int rc;
     if (!bs)
         return (rc = qi_image_write(q->dst, buf, off, n)) < 0 ? dst_error(q, rc) : QI_CLI_OK;
-    while (i <= n) {
-        size_t blen = i < n ? bs - (size_t)((off + i) % bs) : 0;
+    while (i < n) {
+        size_t blen = bs - (size_t)((off + i) % bs);
         bool zero;
         if (blen > n - i)
             blen = n - i;
-        zero = i == n || is_zero(buf + i, blen);
-        if (zero && in_data) {
-            if ((rc = qi_image_write(q->dst, buf + run, off + run, i - run)) < 0)
-                return dst_error(q, rc);
-            in_data = false;
-        } else if (!zero && !in_data) {
-            run = i;
-            in_data = true;
-        }
-        if (zero && i < n && (rc = put_zero(q, off + i, blen)) != QI_CLI_OK)
+        zero = is_zero(buf + i, blen);
+        if (i > run && zero != run_zero && (rc = put_run(q, buf, off, run, i, run_zero)) != QI_CLI_OK)
             return rc;
-        if (i == n)
-            break;
+        if (i == run || zero != run_zero) {
+            run = i;
+            run_zero = zero;
+        }
         i += blen;
     }
-    return QI_CLI_OK;
+    return put_run(q, buf, off, run, n, run_zero);
 }
 
 static int copy_plain(qconv *q, uint64_t start, uint64_t end)
@@ -218,7 +228,7 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&q->mu);
         for (size_t k = 0; k * q->cs < s->n; k++) {
             const uint8_t *in = s->in + k * q->cs;
-            if (is_zero(in, q->cs))
+            if (q->a->sparse && is_zero(in, q->cs))
                 s->clen[k] = -1;
             else
                 s->clen[k] = bad ? QI_ENOMEM : qi_compressor_run(c, in, s->out + k * q->cs);
@@ -384,7 +394,8 @@ static int map_cb(void *payload, const qi_map_ext *e)
     uint64_t cs = q->cs, start, end;
     if (q->top_only && e->depth > 0)
         return 0;
-    if (e->zero || !e->data) {
+    /* -S 0 writes zeros as data too (qemu-img: fully allocated output) */
+    if ((e->zero || !e->data) && (q->a->sparse || q->top_only)) {
         if (!e->zero && q->top_only)
             return 0;
         /* a whole-cluster zero range outside the pending span */

@@ -455,10 +455,10 @@ static int create_target(qconv *q)
         goto out;
     }
     c.size = q->size;
-    if (a->backing) {
+    if (a->backing)
         c.backing_file = a->backing;
+    if (a->backing_fmt)
         c.backing_fmt = a->backing_fmt;
-    }
     if (c.backing_fmt && !c.backing_file) {
         rc = qi_cli_error("%s: error while converting qcow2: Backing format cannot be used "
                           "without backing file", a->dst);

@@ -33,8 +33,9 @@ const qi_cli_cmd qi_cli_commands[] = {
       "snapshot -l [-f FMT] [-U] FILE",
       "list internal snapshots as qemu-img snapshot -l" },
     { "convert", qi_cli_convert, QI_CMD_NEEDS_IMAGE,
-      "convert [-f FMT] [-O raw] [-U] [-S SIZE] [-l SNAPSHOT] SRC DST",
-      "write the guest view of SRC to DST as a sparse raw file" },
+      "convert [-f FMT] [-O raw|qcow2] [-o OPTS] [-c] [-m N] [-B FILE [-F FMT]] [-n] [-U]\n"
+      "            [-S SIZE] [-l SNAPSHOT] [-p] [-q] [-W] SRC DST",
+      "write the guest view of SRC to DST: a sparse raw file or a qcow2 image (-c compressed)" },
     { "resize", qi_cli_resize, QI_CMD_NEEDS_IMAGE | QI_CMD_NEEDS_WRITE,
       "resize [-f FMT] [-q] FILE [+]SIZE",
       "grow the virtual size as qemu-img resize (grow only)" },

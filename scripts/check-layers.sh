@@ -15,9 +15,9 @@ layer_of() {  # engine module (header or source base name) -> layer number
     case $1 in
         err|mem|endian|hashtab|hash|bio|format|compress) echo 0 ;;
         cache) echo 1 ;;
-        refcount|image) echo 2 ;;   # image.h is the shared state header
+        refcount|image|layout) echo 2 ;;   # image.h is the shared state header
         cluster|dedupidx|bitmap) echo 3 ;;   # bitmap: persistent dirty bitmaps
-        rw|cwrite|map|meta|refwalk|rebuild) echo 4 ;;
+        rw|cwrite|map|meta|refwalk|rebuild|create) echo 4 ;;
         check|repair|problem|snapshot|dedup) echo 5 ;;
         *) echo 9 ;;
     esac

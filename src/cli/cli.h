@@ -37,6 +37,7 @@ int qi_cli_map(int argc, char **argv);
 int qi_cli_snapshot(int argc, char **argv);
 int qi_cli_convert(int argc, char **argv);
 int qi_cli_resize(int argc, char **argv);     /* cli_resize.c */
+int qi_cli_create(int argc, char **argv);     /* cli_create.c */
 
 /* Print "qinspect: " and the formatted message on stderr, one line.
  * Returns QI_CLI_ERR. (main.c) */
@@ -67,8 +68,11 @@ int qi_cli_parse_format(const char *fmt, unsigned *flags);
 /* Parse "human"/"json" for --output; returns 0 human, 1 json, -1 bad. (main.c) */
 int qi_cli_parse_output(const char *s);
 
-/* Parse an unsigned size with an optional k/M/G/T suffix (powers of 1024)
- * as qemu-img accepts; returns 0 or -1. (main.c) */
+/* Parse a size as qemu-img does (QEMU's qemu_strtosz): a decimal number,
+ * or 0x hex, with an optional b/k/M/G/T/P/E suffix (any case, powers of
+ * 1024); a decimal fraction with a suffix other than b ("1.5G"), rounded
+ * to the nearest byte; leading white space. Returns 0, -1 (not a size) or
+ * -2 (2^64 or more). (main.c) */
 int qi_cli_parse_size(const char *s, uint64_t *out);
 
 /* QEMU's size_to_str: "%0.3g" with B/KiB/MiB/... chosen so that the

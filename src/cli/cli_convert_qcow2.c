@@ -294,10 +294,10 @@ static int queue(qconv *q, uint64_t off, size_t n)
         memset(s->in + n, 0, q->cs - n % q->cs);  /* QEMU pads the last cluster */
     if ((rc = read_src(q, s->in, off, n)) != QI_CLI_OK)
         return rc;
+    pthread_mutex_lock(&q->mu);  /* workers read seq under the lock */
     s->off = off;
     s->n = n;
     s->seq = q->seq_fill++;
-    pthread_mutex_lock(&q->mu);
     s->state = SLOT_READY;
     pthread_cond_broadcast(&q->work);
     pthread_mutex_unlock(&q->mu);

@@ -36,6 +36,9 @@ const qi_cli_cmd qi_cli_commands[] = {
       "convert [-f FMT] [-O raw|qcow2] [-o OPTS] [-c] [-m N] [-B FILE [-F FMT]] [-n] [-U]\n"
       "            [-S SIZE] [-l SNAPSHOT] [-p] [-q] [-W] SRC DST",
       "write the guest view of SRC to DST: a sparse raw file or a qcow2 image (-c compressed)" },
+    { "create", qi_cli_create, 0,
+      "create [-f qcow2|raw] [-o OPTS] [-b BACKING [-F FMT]] [-u] [-q] FILE [SIZE]",
+      "make a new image as qemu-img create does" },
     { "resize", qi_cli_resize, QI_CMD_NEEDS_IMAGE | QI_CMD_NEEDS_WRITE,
       "resize [-f FMT] [-q] FILE [+]SIZE",
       "grow the virtual size as qemu-img resize (grow only)" },
@@ -147,31 +150,80 @@ int qi_cli_parse_output(const char *s)
     return -1;
 }
 
-int qi_cli_parse_size(const char *s, uint64_t *out)
+static uint64_t suffix_mul(char c)
+{
+    static const char suf[] = "bkmgtpe";
+    const char *p = c ? strchr(suf, c | 0x20) : NULL;
+    return p ? (uint64_t)1 << (10 * (p - suf)) : 0;
+}
+
+/* The fraction after the integer part at S ('.' first): its value times
+ * 2^64 in *VALF; returns the end of it. "5." is 5 with no fraction. An
+ * exponent is refused (NULL). */
+static const char *parse_fraction(const char *s, uint64_t *valf)
 {
     char *end;
-    unsigned shift = 0;
-    if (!*s || *s == '-')
+    size_t n = strspn(s + 1, "0123456789");
+    if (n == 0)
+        return s + 1;
+    errno = 0;
+    double f = strtod(s, &end);
+    if (errno || end != s + 1 + n)
+        return NULL;
+    /* f < 1; f * 2^64 rounds up to 2^64 only for fractions of 1 - 2^-54 and
+     * more, which are kept just below */
+    *valf = f * 0x1p64 >= 0x1p64 ? UINT64_MAX : (uint64_t)(f * 0x1p64);
+    return end;
+}
+
+int qi_cli_parse_size(const char *s, uint64_t *out)
+{
+    const char *p = s;
+    char *end;
+    uint64_t valf = 0, mul;
+    bool hex = false;
+    while (*p == ' ' || (*p >= '\t' && *p <= '\r'))
+        p++;
+    if (*p == '-')
         return -1;
     errno = 0;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (errno || end == s)
+    unsigned long long v = strtoull(p, &end, 10);
+    if (end == p)
         return -1;
-    switch (*end) {
-    case '\0': case 'b': case 'B': break;
-    case 'k': case 'K': shift = 10; break;
-    case 'm': case 'M': shift = 20; break;
-    case 'g': case 'G': shift = 30; break;
-    case 't': case 'T': shift = 40; break;
-    case 'p': case 'P': shift = 50; break;
-    case 'e': case 'E': shift = 60; break;
-    default: return -1;
+    if (errno)
+        return -2;
+    if (v == 0 && (*end == 'x' || *end == 'X')) {
+        errno = 0;
+        v = strtoull(p, &end, 16);
+        if (errno)
+            return -2;
+        if (*end == '.')
+            return -1;
+        hex = true;
+    } else if (*end == '.') {
+        const char *f = parse_fraction(end, &valf);
+        if (!f)
+            return -1;
+        end = (char *)f;
     }
-    if (*end && end[1])
+    if ((mul = suffix_mul(*end)) != 0) {
+        if (hex && mul > 1)
+            fprintf(stderr, "qinspect: warning: Using a multiplier suffix on hex numbers "
+                    "is deprecated: %s\n", s);
+        end++;
+    } else {
+        mul = 1;
+    }
+    if (*end)
         return -1;
-    if (shift && v > (UINT64_MAX >> shift))
-        return -1;
-    *out = (uint64_t)v << shift;
+    if (mul == 1 && valf)
+        return -1; /* a fraction needs a unit */
+    /* exact: 64.64 fixed point times the unit, rounding 0.5 up */
+    unsigned __int128 r = (unsigned __int128)v * mul +
+                          (((unsigned __int128)valf * mul + ((uint64_t)1 << 63)) >> 64);
+    if (r >> 64)
+        return -2;
+    *out = (uint64_t)r;
     return 0;
 }
 

@@ -94,8 +94,8 @@ lockfail:
                       "cannot lock: %s", strerror(errno));
 }
 
-int qi_bio_open(qi_bio **out, const char *path, bool writable, int lock,
-                qi_err *err)
+static int open_as(qi_bio **out, const char *path, bool writable, int oflags,
+                   int lock, qi_err *err)
 {
     qi_bio *b = NULL;
     struct stat st;
@@ -105,7 +105,7 @@ int qi_bio_open(qi_bio **out, const char *path, bool writable, int lock,
         free(b);
         return qi_err_set(err, path, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
     }
-    b->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    b->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | oflags, 0644);
     if (b->fd < 0) {
         rc = qi_err_set(err, path, errno == ENOENT ? QI_ENOENT : QI_EIO, "",
                         QI_NO_OFFSET, "cannot open: %s", strerror(errno));
@@ -145,6 +145,17 @@ int qi_bio_open(qi_bio **out, const char *path, bool writable, int lock,
 fail:
     qi_bio_close(b);
     return rc;
+}
+
+int qi_bio_open(qi_bio **out, const char *path, bool writable, int lock,
+                qi_err *err)
+{
+    return open_as(out, path, writable, 0, lock, err);
+}
+
+int qi_bio_create(qi_bio **out, const char *path, qi_err *err)
+{
+    return open_as(out, path, true, O_CREAT, QI_LOCK_WRITE, err);
 }
 
 static void free_undo(qi_bio *b)

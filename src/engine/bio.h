@@ -38,6 +38,12 @@ enum { QI_LOCK_NONE = 0, QI_LOCK_READ, QI_LOCK_SHARED_READ, QI_LOCK_WRITE };
 int qi_bio_open(qi_bio **out, const char *path, bool writable, int lock,
                 qi_err *err);
 
+/* Open PATH read-write, creating it (mode 0644 less the umask) if it does
+ * not exist, with the write lock of QI_LOCK_WRITE. The file is not cut:
+ * the caller truncates it (a write the fault injection sees). Same
+ * returns as qi_bio_open. */
+int qi_bio_create(qi_bio **out, const char *path, qi_err *err);
+
 /* Close and free; NULL is a no-op. Locks go away with the descriptor. */
 void qi_bio_close(qi_bio *b);
 

@@ -436,3 +436,110 @@ const char *qi_format_builtin_feature(int type, int bit)
         return "raw external data";
     return NULL;
 }
+
+void qi_format_put_entry(uint8_t *table, uint64_t index, uint64_t value)
+{
+    qi_put_be64(table + 8 * index, value);
+}
+
+uint64_t qi_format_get_entry(const uint8_t *table, uint64_t index)
+{
+    return qi_be64(table + 8 * index);
+}
+
+/* One header extension: type, length, data padded to 8 bytes. */
+static size_t put_ext(uint8_t *p, size_t room, uint32_t type, const void *data,
+                      size_t len)
+{
+    size_t need = 8 + ((len + 7) & ~(size_t)7);
+    if (need > room)
+        return 0;
+    qi_put_be32(p, type);
+    qi_put_be32(p + 4, (uint32_t)len);
+    if (len)
+        memcpy(p + 8, data, len);
+    return need;
+}
+
+/* QEMU's feature name table, in its order. */
+static size_t put_feature_table(uint8_t *p, size_t room)
+{
+    static const struct { uint8_t type, bit; } f[] = {
+        { 0, 0 }, { 0, 1 }, { 0, 2 }, { 0, 3 }, { 0, 4 }, { 1, 0 }, { 2, 0 }, { 2, 1 },
+    };
+    uint8_t table[sizeof f / sizeof f[0] * 48];
+    memset(table, 0, sizeof table);
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        const char *name = qi_format_builtin_feature(f[i].type, f[i].bit);
+        table[48 * i] = f[i].type;
+        table[48 * i + 1] = f[i].bit;
+        memcpy(table + 48 * i + 2, name, strlen(name));
+    }
+    return put_ext(p, room, 0x6803f857u, table, sizeof table);
+}
+
+static void put_fields(uint8_t *b, const qi_header *h)
+{
+    qi_put_be32(b, QI_MAGIC);
+    qi_put_be32(b + 4, h->version);
+    qi_put_be64(b + 8, h->backing_file_offset);
+    qi_put_be32(b + 16, h->backing_file_size);
+    qi_put_be32(b + 20, h->cluster_bits);
+    qi_put_be64(b + 24, h->size);
+    qi_put_be32(b + 32, h->crypt_method);
+    qi_put_be32(b + 36, h->l1_size);
+    qi_put_be64(b + 40, h->l1_table_offset);
+    qi_put_be64(b + 48, h->refcount_table_offset);
+    qi_put_be32(b + 56, h->refcount_table_clusters);
+    qi_put_be32(b + 60, h->nb_snapshots);
+    qi_put_be64(b + 64, h->snapshots_offset);
+    if (h->version < 3)
+        return;
+    qi_put_be64(b + 72, h->incompatible_features);
+    qi_put_be64(b + 80, h->compatible_features);
+    qi_put_be64(b + 88, h->autoclear_features);
+    qi_put_be32(b + 96, h->refcount_order);
+    qi_put_be32(b + 100, h->header_length);
+    b[104] = h->compression_type;
+}
+
+int qi_format_build_header(uint8_t *buf, size_t len, qi_header *h,
+                           const qi_header_names *names)
+{
+    size_t pos = h->version < 3 ? 72 : 112, n;
+    memset(buf, 0, len);
+    if (h->version >= 3)
+        h->header_length = 112;
+    if (names->backing_fmt) {
+        if (!(n = put_ext(buf + pos, len - pos, 0xe2792acau, names->backing_fmt,
+                          strlen(names->backing_fmt))))
+            return -1;
+        pos += n;
+    }
+    if (names->data_file) {
+        if (!(n = put_ext(buf + pos, len - pos, 0x44415441u, names->data_file,
+                          strlen(names->data_file))))
+            return -1;
+        pos += n;
+    }
+    if (h->version >= 3 && len > 4096) {   /* QEMU leaves it out up to 4 KiB */
+        if (!(n = put_feature_table(buf + pos, len - pos)))
+            return -1;
+        pos += n;
+    }
+    if (!(n = put_ext(buf + pos, len - pos, 0, NULL, 0)))
+        return -1;
+    pos += n;
+    h->backing_file_offset = 0;
+    h->backing_file_size = 0;
+    if (names->backing_file) {
+        size_t bl = strlen(names->backing_file);
+        if (bl > len - pos)
+            return -1;
+        memcpy(buf + pos, names->backing_file, bl);
+        h->backing_file_offset = pos;
+        h->backing_file_size = (uint32_t)bl;
+    }
+    put_fields(buf, h);
+    return 0;
+}

@@ -118,6 +118,27 @@ int qi_format_parse_bitmap(const uint8_t *buf, size_t avail, uint64_t off,
                            const char *path, qi_bitmap *b, size_t *consumed,
                            qi_err *err);
 
+/* Big-endian 64-bit table entry INDEX of TABLE (L1, L2, reftable). */
+void qi_format_put_entry(uint8_t *table, uint64_t index, uint64_t value);
+uint64_t qi_format_get_entry(const uint8_t *table, uint64_t index);
+
+/* The names a header cluster carries (NULL: none). */
+typedef struct qi_header_names {
+    const char *backing_file;
+    const char *backing_fmt;
+    const char *data_file;
+} qi_header_names;
+
+/* Lay out the header cluster BUF (LEN = the cluster size) as QEMU's
+ * qcow2_update_header does: the fields of H (version 2: 72 bytes; 3: 112,
+ * header_length set), then the extensions in QEMU's order (backing format,
+ * external data file name, the feature name table for version 3 with
+ * clusters above 4 KiB), the end marker, and the backing file name after
+ * them (H's backing_file_offset/size set). Returns 0, or -1 when the names
+ * do not fit the cluster (QEMU's ENOSPC). */
+int qi_format_build_header(uint8_t *buf, size_t len, qi_header *h,
+                           const qi_header_names *names);
+
 /* QEMU's built-in feature names (type 0/1/2), NULL if unknown. */
 const char *qi_format_builtin_feature(int type, int bit);
 

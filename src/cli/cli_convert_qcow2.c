@@ -277,7 +277,9 @@ static int drain_one(qconv *q)
         pthread_cond_wait(&q->done, &q->mu);
     pthread_mutex_unlock(&q->mu);
     rc = write_slot(q, s);
+    pthread_mutex_lock(&q->mu);  /* workers look at every slot's state */
     s->state = SLOT_EMPTY;
+    pthread_mutex_unlock(&q->mu);
     q->seq_write++;
     return rc;
 }

@@ -174,6 +174,26 @@ t_check "destination a directory: exit 1, the reason named" eval \
 rc=$?
 t_check "-l of a missing snapshot: exit 1, named" eval '[ $rc = 1 ] && grep -q nosuch err.txt'
 
+# a source that fails mid-way (a compressed cluster that does not inflate):
+# exit 1 naming it, no hang with the threads; the target stays (as qemu-img)
+cp q.zlib bad.qcow2
+python3 - <<'EOF'
+import struct
+f = open('bad.qcow2', 'r+b'); h = f.read(104)
+f.seek(struct.unpack('>Q', h[40:48])[0]); l2 = struct.unpack('>Q', f.read(8))[0] & 0x00fffffffffffe00
+f.seek(l2 + 8); e = struct.unpack('>Q', f.read(8))[0]   # cluster 1: compressed
+assert e >> 62 == 1
+f.seek(e & ((1 << 54) - 1)); f.write(b'\xff' * 64)
+EOF
+rm -f out.qcow2
+timeout 120 "$QINSPECT" convert -c -O qcow2 bad.qcow2 out.qcow2 2>err.txt
+rc=$?
+t_check "unreadable source cluster: exit 1, the cluster named" eval \
+    '[ $rc = 1 ] && grep -q "compressed cluster at offset" err.txt'
+qemu-img convert -c -O qcow2 bad.qcow2 q.bad 2>/dev/null
+t_check "unreadable source cluster: the target is left, as qemu-img leaves it" \
+    eval '[ -e out.qcow2 ] && [ -e q.bad ]'
+
 # ---- -p: progress on a terminal only ----
 out=$("$QINSPECT" convert -p -O qcow2 s.raw p1.qcow2)
 t_check "-p with stdout not a terminal prints nothing" test -z "$out"

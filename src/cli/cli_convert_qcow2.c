@@ -470,7 +470,9 @@ static int create_target(qconv *q)
         rc = qi_cli_error("%s: error while converting qcow2: %s", a->dst, err.message);
         goto out;
     }
+    /* -B or -o backing_file=: qemu-img's target_has_backing */
     q->zero_init = !c.backing_file;
+    q->top_only = c.backing_file != NULL;
     rc = QI_CLI_OK;
 out:
     qi_cli_opts_free(&o);
@@ -483,6 +485,7 @@ static int open_target(qconv *q)
         if (!(q->dst = qi_cli_open(q->a->dst, QI_OPEN_RW | QI_OPEN_UNSAFE | QI_OPEN_PROBE)))
             return QI_CLI_ERR;
         q->zero_init = false;
+        q->top_only = q->a->backing != NULL;
         return QI_CLI_OK;
     }
     return create_target(q);
@@ -499,7 +502,6 @@ int qi_cli_convert_qcow2(const qi_cli_convert_args *a, qi_image *src, int snap,
     q.cs = qi_image_cluster_size(q.dst);
     h = qi_meta_header(q.dst);
     q.ctype = h ? h->compression_type : QI_COMPRESSION_ZLIB;
-    q.top_only = a->backing != NULL;
     q.show = a->progress && !a->quiet && isatty(STDOUT_FILENO);
     q.t0 = q.last = now();
     if (q.cs == 0)

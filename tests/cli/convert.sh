@@ -108,6 +108,8 @@ t_check "backed: backing file and format in the header" eval \
     'qemu-img info --output=json i.backed | grep -q "\"backing-filename\": \"base.qcow2\"" &&
      qemu-img info --output=json i.backed | grep -q "\"backing-filename-format\": \"qcow2\""'
 REF=ov.qcow2 same backed-c ov.qcow2 -O qcow2 -c -B base.qcow2 -F qcow2
+# -o backing_file= is -B to qemu-img (target_has_backing)
+REF=ov.qcow2 same backed-o ov.qcow2 -O qcow2 -o backing_file=base.qcow2,backing_fmt=qcow2
 # -l: a snapshot's view
 REF=q.snap same snap sn.qcow2 -O qcow2 -l s1
 REF=q.snap-name same snap-name sn.qcow2 -O qcow2 -l snapshot.name=s1

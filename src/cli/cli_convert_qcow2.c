@@ -21,6 +21,8 @@
  *    it has written what that slot held before (s - SLOTS), so memory stays
  *    bounded and the writes stay in order;
  *  - -p: a progress line on a terminal (percent, rate, time left);
+ *  - the target is opened QI_OPEN_UNSAFE (no fdatasync), as qemu-img's
+ *    default cache=unsafe for the image it converts to;
  *  - on failure the target is left as it is (qemu-img does the same).
  * Calls: include/qi, opts.h, cli.h, POSIX threads. */
 #include <errno.h>

@@ -146,7 +146,14 @@ compressed cluster may start in the same sector. With 64 KiB clusters x is
 54 (count in bits 54-61); with 512-byte clusters x is 61. A compressed
 cluster adds one reference to every host cluster its byte range touches,
 never carries COPIED, and in extended L2 has a zero bitmap. The stream is
-raw deflate (compression_type 0) or zstd (1).]]
+raw deflate (compression_type 0) or zstd (1).
+img:write_compressed(offset, data) (-w) writes one guest cluster compressed
+as QEMU does: data is a whole cluster (or the last one, up to the virtual
+size) at a cluster-aligned offset of a cluster with no host cluster; the
+stream is packed right after the previous one written in this session when
+it fits that host cluster (or runs on into the next one), and a cluster
+that does not compress below cluster_size - 1 bytes is written
+uncompressed. `qinspect convert -c` uses the same path.]]
 
 T.subclusters = [[
 Subclusters (extended L2 entries, incompatible feature bit 4)

@@ -13,8 +13,9 @@
  * and writing overlap: a writer thread scans and writes one buffer while
  * the main thread reads the next (two buffers; the main thread only reuses
  * a buffer after the writer has finished with it, and it alone calls the
- * engine). Only raw output exists for now; qcow2 output needs the write
- * engine. Calls: include/qi, cli.h helpers, POSIX file I/O and threads. */
+ * engine). qcow2 output is cli_convert_qcow2.c; this file parses the
+ * options for both. Calls: include/qi, cli.h helpers, POSIX file I/O and
+ * threads. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -26,6 +27,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "convert.h"
 
 #define CHUNK (4u << 20)      /* largest span read at once */
 #define GAP (64u << 10)       /* zero gaps up to this size are read along */
@@ -336,97 +338,181 @@ static int convert(conv *c)
     return rc;
 }
 
-static int parse_args(int argc, char **argv, conv *c, unsigned *flags, const char **snap)
+/* Join -o arguments with ',' as qemu-img does. */
+static int add_opts(qi_cli_convert_args *a, const char *arg)
+{
+    size_t old = a->opts ? strlen(a->opts) + 1 : 0;
+    char *p = realloc(a->opts, old + strlen(arg) + 1);
+    if (!p)
+        return qi_cli_error("out of memory");
+    if (old)
+        p[old - 1] = ',';
+    strcpy(p + old, arg);
+    a->opts = p;
+    return QI_CLI_OK;
+}
+
+static int parse_opt(int ch, const char *arg, qi_cli_convert_args *a, unsigned *flags)
+{
+    uint64_t v;
+    char *end;
+    long m;
+    switch (ch) {
+    case 'f':
+        if (qi_cli_parse_format(arg, flags) < 0)
+            return qi_cli_usage_error("convert", "Unknown file format '%s' (raw or qcow2)", arg);
+        return QI_CLI_OK;
+    case 'O':
+        if (strcmp(arg, "qcow2") && strcmp(arg, "raw"))
+            return qi_cli_usage_error("convert", "Unknown file format '%s' (raw or qcow2)", arg);
+        a->qcow2 = !strcmp(arg, "qcow2");
+        return QI_CLI_OK;
+    case 'U': *flags |= QI_OPEN_FORCE_SHARE; return QI_CLI_OK;
+    case 'l': a->snap = arg; return QI_CLI_OK;
+    case 'B': a->backing = arg; return QI_CLI_OK;
+    case 'F': a->backing_fmt = arg; return QI_CLI_OK;
+    case 'o': return add_opts(a, arg);
+    case 'c': a->compress = true; return QI_CLI_OK;
+    case 'p': a->progress = true; return QI_CLI_OK;
+    case 'q': a->quiet = true; return QI_CLI_OK;
+    case 'n': a->no_create = true; return QI_CLI_OK;
+    case 'W': return QI_CLI_OK;   /* writes in guest order are allowed out of order too */
+    case 'S':
+        if (qi_cli_parse_size(arg, &v) < 0)
+            return qi_cli_error("Invalid buffer size for sparse output specified. You may use "
+                                "k, M, G, T, P or E suffixes for\nqinspect: kilobytes, "
+                                "megabytes, gigabytes, terabytes, petabytes and exabytes.");
+        if (v % 512 || v > (16u << 20))
+            return qi_cli_error("Invalid buffer size for sparse output specified. Valid sizes "
+                                "are multiples of 512 up to 16777216. Select 0 to disable "
+                                "sparse detection (fully allocates output).");
+        a->sparse = v;
+        return QI_CLI_OK;
+    case 'm':
+        errno = 0;
+        m = strtol(arg, &end, 10);
+        if (errno || *end || end == arg || m < 1 || m > 16)
+            return qi_cli_error("Invalid number of coroutines. Allowed number of coroutines "
+                                "is between 1 and 16");
+        a->threads = (unsigned)m;
+        return QI_CLI_OK;
+    }
+    return QI_CLI_USAGE;
+}
+
+static int parse_args(int argc, char **argv, qi_cli_convert_args *a, unsigned *flags)
 {
     static const struct option lopts[] = {
         { "force-share", no_argument, NULL, 'U' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    uint64_t sparse;
-    int ch;
+    int ch, rc;
     optind = 0;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":hf:O:Ul:S:co:pqnW", lopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":hf:O:Ul:S:co:pqnWm:B:F:", lopts, NULL)) != -1) {
         switch (ch) {
-        case 'f':
-            if (qi_cli_parse_format(optarg, flags) < 0)
-                return qi_cli_usage_error("convert", "unknown format '%s' (raw or qcow2)", optarg);
-            break;
-        case 'O':
-            if (!strcmp(optarg, "qcow2"))
-                return qi_cli_error("convert: -O qcow2 is not supported yet: needs write support");
-            if (strcmp(optarg, "raw"))
-                return qi_cli_usage_error("convert", "unknown output format '%s' (raw)", optarg);
-            break;
-        case 'U': *flags |= QI_OPEN_FORCE_SHARE; break;
-        case 'l': *snap = optarg; break;
-        case 'S':
-            if (qi_cli_parse_size(optarg, &sparse) < 0 || sparse % 512 || sparse > CHUNK)
-                return qi_cli_usage_error("convert", "invalid -S size '%s'", optarg);
-            c->sparse = (size_t)sparse;
-            break;
-        case 'c':
-            return qi_cli_error("convert: -c is not supported yet: compressed output needs "
-                                "-O qcow2 and write support");
-        case 'o':
-            return qi_cli_error("convert: -o is not supported yet: raw output has no options");
-        case 'n':
-            return qi_cli_error("convert: -n is not supported yet");
-        case 'p': case 'q': case 'W': break;
         case 'h':
-            qi_cli_help("convert", "  -l SNAPSHOT  snapshot.name=NAME, snapshot.id=ID or ID_OR_NAME\n"
-                                   "  -S SIZE      hole granularity (default 4k, 0 = no holes)\n");
+            qi_cli_help("convert",
+                "  -O FMT       output format: raw (default) or qcow2\n"
+                "  -o OPTS      qcow2 options as qemu-img create -o (cluster_size=,\n"
+                "               compression_type=zlib|zstd, compat=, refcount_bits=, ...)\n"
+                "  -c           compressed clusters (qcow2), compressed by -m threads\n"
+                "  -m N         compressing threads, 1..16 (default: online CPUs)\n"
+                "  -B FILE      new image with backing FILE (-F FMT): only the source's\n"
+                "               own clusters are copied\n"
+                "  -n           write into the existing DST (not created)\n"
+                "  -l SNAPSHOT  snapshot.name=NAME, snapshot.id=ID or ID_OR_NAME\n"
+                "  -S SIZE      hole granularity (default 4k, 0 = no holes)\n"
+                "  -p           progress on a terminal; -q quiet; -W accepted\n");
             return -1;
         case ':': return qi_cli_usage_error("convert", "option '%s' needs an argument", argv[optind - 1]);
-        default: return qi_cli_usage_error("convert", "unknown option '%s'", argv[optind - 1]);
+        case '?': return qi_cli_usage_error("convert", "unknown option '%s'", argv[optind - 1]);
+        default:
+            if ((rc = parse_opt(ch, optarg, a, flags)) != QI_CLI_OK)
+                return rc;
         }
     }
     if (argc - optind != 2)
         return qi_cli_usage_error("convert", "expected SRC and DST arguments");
-    c->src = argv[optind];
-    c->dst = argv[optind + 1];
+    a->src = argv[optind];
+    a->dst = argv[optind + 1];
+    return QI_CLI_OK;
+}
+
+/* The combinations qemu-img convert refuses, with its messages. */
+static int check_args(const qi_cli_convert_args *a)
+{
+    if (a->no_create && a->opts)
+        return qi_cli_error("-o has no effect when skipping image creation");
+    if (a->backing && !a->qcow2)
+        return qi_cli_error("Backing file not supported for file format 'raw'");
+    if (a->compress && !a->qcow2)
+        return qi_cli_error("Compression not supported for this file format");
+    if (a->backing && !a->backing_fmt && !a->no_create)
+        return qi_cli_error("Use of backing file requires explicit backing format");
+    if (!a->qcow2 && a->no_create)
+        return qi_cli_error("convert: -n with raw output is not supported yet");
+    return QI_CLI_OK;
+}
+
+/* Index of the snapshot SPEC of C->img into C->snap; the size converted is
+ * at most the snapshot's disk size. */
+static int pick_snapshot(conv *c, const char *spec, uint64_t *full)
+{
+    uint32_t n = 0;
+    const qi_snapshot *sn;
+    if ((c->snap = find_snapshot(c->img, spec)) < 0)
+        return qi_cli_error("%s: snapshot '%s' not found", c->src, spec);
+    /* qemu-img keeps the current virtual size; past the snapshot's own
+     * disk size nothing is mapped, so that part stays a hole */
+    sn = qi_meta_snapshots(c->img, &n);
+    *full = c->size;
+    if (sn[c->snap].has_disk_size && sn[c->snap].disk_size < c->size)
+        c->size = sn[c->snap].disk_size;
     return QI_CLI_OK;
 }
 
 int qi_cli_convert(int argc, char **argv)
 {
     conv c = { .fd = -1, .sparse = BLOCK, .snap = -1 };
+    qi_cli_convert_args a = { .sparse = BLOCK };
     unsigned flags = QI_OPEN_PROBE;
-    const char *snap = NULL;
-    int rc = parse_args(argc, argv, &c, &flags, &snap);
-    if (rc < 0)
+    uint64_t full = 0;
+    int rc = parse_args(argc, argv, &a, &flags);
+    if (rc < 0) {
+        free(a.opts);
         return QI_CLI_OK; /* --help */
-    if (rc != QI_CLI_OK)
-        return rc;
-    if (!(c.img = qi_cli_open(c.src, flags)))
-        return QI_CLI_ERR;
-    c.size = qi_image_size(c.img);
-    if (snap) {
-        uint32_t n = 0;
-        const qi_snapshot *sn;
-        if ((c.snap = find_snapshot(c.img, snap)) < 0) {
-            rc = qi_cli_error("%s: snapshot '%s' not found", c.src, snap);
-            goto out;
-        }
-        /* qemu-img keeps the current virtual size; past the snapshot's own
-         * disk size nothing is mapped, so that part stays a hole */
-        sn = qi_meta_snapshots(c.img, &n);
-        if (sn[c.snap].has_disk_size && sn[c.snap].disk_size < c.size) {
-            uint64_t full = c.size;
-            c.size = sn[c.snap].disk_size;
-            rc = convert(&c);
-            if (rc == QI_CLI_OK && ftruncate(c.fd, (off_t)full) < 0)
-                rc = qi_cli_error("%s: cannot set size: %s", c.dst, strerror(errno));
-            goto out;
-        }
+    }
+    if (rc != QI_CLI_OK || (rc = check_args(&a)) != QI_CLI_OK)
+        goto out;
+    c.src = a.src;
+    c.dst = a.dst;
+    c.sparse = (size_t)a.sparse;
+    if (!(c.img = qi_cli_open(c.src, flags))) {
+        rc = QI_CLI_ERR;
+        goto out;
+    }
+    c.size = full = qi_image_size(c.img);
+    if (a.snap && (rc = pick_snapshot(&c, a.snap, &full)) != QI_CLI_OK)
+        goto out;
+    if (a.qcow2) {
+        rc = qi_cli_convert_qcow2(&a, c.img, c.snap, full, c.size);
+        goto out;
+    }
+    if (a.opts) {
+        rc = qi_cli_error("convert: -o is not supported with raw output yet");
+        goto out;
     }
     rc = convert(&c);
+    if (rc == QI_CLI_OK && full > c.size && ftruncate(c.fd, (off_t)full) < 0)
+        rc = qi_cli_error("%s: cannot set size: %s", c.dst, strerror(errno));
 out:
     if (c.fd >= 0 && close(c.fd) < 0 && rc == QI_CLI_OK)
         rc = qi_cli_error("%s: close failed: %s", c.dst, strerror(errno));
     free(c.bufs[0]);
     free(c.bufs[1]);
+    free(a.opts);
     qi_image_close(c.img);
     return rc;
 }

@@ -33,8 +33,9 @@ const qi_cli_cmd qi_cli_commands[] = {
       "snapshot -l|-c NAME|-a NAME|-d NAME [-f FMT] [-U] [-q] FILE",
       "list, create, apply or delete internal snapshots as qemu-img snapshot" },
     { "convert", qi_cli_convert, QI_CMD_NEEDS_IMAGE,
-      "convert [-f FMT] [-O raw] [-U] [-S SIZE] [-l SNAPSHOT] SRC DST",
-      "write the guest view of SRC to DST as a sparse raw file" },
+      "convert [-f FMT] [-O raw|qcow2] [-o OPTS] [-c] [-m N] [-B FILE [-F FMT]] [-n] [-U]\n"
+      "            [-S SIZE] [-l SNAPSHOT] [-p] [-q] [-W] SRC DST",
+      "write the guest view of SRC to DST: a sparse raw file or a qcow2 image (-c compressed)" },
     { "create", qi_cli_create, 0,
       "create [-f qcow2|raw] [-o OPTS] [-b BACKING [-F FMT]] [-u] [-q] FILE [SIZE]",
       "make a new image as qemu-img create does" },

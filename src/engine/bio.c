@@ -303,7 +303,7 @@ int qi_bio_sync(qi_bio *b, qi_err *err)
     if (fault.armed && fault.tripped)
         return qi_err_set(err, b->path, QI_EIO, "", QI_NO_OFFSET,
                           "injected crash after %" PRIu64 " writes", fault.limit);
-    if (fdatasync(b->fd) < 0)
+    if (!b->nosync && fdatasync(b->fd) < 0)
         return write_errno(b, QI_NO_OFFSET, err, "", "fdatasync");
     b->unsynced = false;
     free_undo(b);

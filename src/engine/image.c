@@ -492,6 +492,9 @@ static int open_data_file(qi_image *img, const qi_open_opts *o)
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
     rc = qi_bio_open(&img->data_file, full, (o->flags & QI_OPEN_RW) != 0,
                      lock_mode(o, true), &img->err);
+    if (rc == 0)
+        img->data_file->nosync = (o->flags & (QI_OPEN_RW | QI_OPEN_UNSAFE)) ==
+                                 (QI_OPEN_RW | QI_OPEN_UNSAFE);
     if (rc < 0) {
         /* the reason is in img->err: copy it out before formatting over it */
         char why[sizeof img->err.message];
@@ -627,6 +630,7 @@ static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
     if ((rc = qi_bio_open(&img->file, path, img->writable, lock_mode(o, !above),
                           &img->err)) < 0)
         goto fail;
+    img->file->nosync = img->writable && (o->flags & QI_OPEN_UNSAFE);
     me = (chain){ above, img->file->dev, img->file->ino, above ? above->depth + 1 : 0 };
     for (const chain *c = above; c; c = c->next)
         if (c->dev == me.dev && c->ino == me.ino) {
@@ -746,6 +750,7 @@ static void drop_derived(qi_image *img)
     img->reftable_entries = 0;
     img->cbuf_off = 0;
     img->free_hint = 0;
+    img->free_byte_offset = 0;
     img->meta_prealloc = -1;
 }
 

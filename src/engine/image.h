@@ -57,6 +57,11 @@ struct qi_image {
 
     /* writing */
     uint64_t free_hint;         /* lowest host cluster that may be free */
+    uint64_t free_byte_offset;  /* compressed writes: the next byte free for
+                                 * packing, inside a host cluster holding
+                                 * compressed data of this session; 0 none
+                                 * (cwrite.c; refcount.c clears it when that
+                                 * cluster's refcount drops to 0) */
     uint64_t *pending_free;     /* host clusters losing a reference once the
                                  * L2 entries that dropped it are on disk */
     size_t n_pending, cap_pending;

@@ -227,6 +227,31 @@ qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=64 grow.base 4M
 qio -c 'write -P 0x61 0 1975k' grow.base
 scenario grow 'img:write(3 << 20, string.rep("h", 8000))'
 
+# compressed writes (img:write_compressed, QEMU's write_compressed): byte
+# packing after the previous compressed cluster, data running on into the
+# next host cluster, the uncompressed fallback (random data), a plain zero
+# cluster as target. MIX(seed): a cluster of 28000 repeated bytes and 37536
+# random ones (about 38 KB compressed, so the next one spans two clusters).
+CW_LIB='local function rnd(n, s) math.randomseed(s) local t = {} for i = 1, n do t[i] = string.char(math.random(0, 255)) end return table.concat(t) end
+local function mix(s, cs) cs = cs or 65536 local h = cs * 28000 // 65536 return string.rep(rnd(7, s), h // 7 + 1):sub(1, h) .. rnd(cs - h, s + 1) end '
+qemu-img create -q -f qcow2 cwrite.base 16M
+qio -c 'write -P 0x71 0 128k' -c 'write -z 1M 64k' cwrite.base
+scenario cwrite "$CW_LIB"'img:write_compressed(256 << 10, mix(1)) img:write_compressed(320 << 10, mix(2))
+img:write_compressed(384 << 10, rnd(65536, 3)) img:write_compressed(448 << 10, string.rep("z", 65536))
+img:write_compressed(1 << 20, mix(4)) img:write_compressed(15 << 20, mix(5))'
+# 512-byte clusters: two compressed clusters share a host cluster or span
+# two, and a new refcount block is needed on the way (as scenario small)
+qemu-img create -q -f qcow2 -o cluster_size=512 cwsmall.base 2M
+qio -c 'write -P 0x61 0 110k' cwsmall.base
+scenario cwsmall "$CW_LIB"'for i = 0, 23 do img:write_compressed(200192 + 512 * i, mix(10 + i, 512)) end'
+# zstd with extended L2 entries, into an L2 table a snapshot shares (the
+# table is copied first); the compressed entry's bitmap is zero
+qemu-img create -q -f qcow2 -o compression_type=zstd,extended_l2=on cwzstd.base 16M
+qio -c 'write -P 0x81 0 256k' cwzstd.base
+qemu-img snapshot -c s1 cwzstd.base
+scenario cwzstd "$CW_LIB"'img:write_compressed(512 << 10, mix(20)) img:write_compressed(576 << 10, mix(21))
+img:write_compressed(16 << 20 - 65536, string.rep("q", 65536))'
+
 # zero (keeping and unmapping) and discard over data, compressed and
 # shared clusters
 qemu-img create -q -f qcow2 zdisc.base 16M

@@ -7,6 +7,9 @@
 #   RUNS=3     timed pairs per row
 #   ONLY=RE    run only the rows whose name matches the extended regex RE
 #   BENCH_DIR  fixture directory (default: fixtures.sh's)
+#   SYNC=0     do not sync before each run of a row that writes a file
+#   BASE=BIN   also time another qinspect build (e.g. main's) in the same
+#              rounds: extra columns with its median and its ratio to qemu-img
 #
 # Each row: one untimed run of each tool (warms the page cache and gives the
 # results that the verify column compares), then RUNS pairs run alternately,
@@ -35,9 +38,17 @@ trap 'rm -rf "$W"' EXIT
 # 0.6 ms per command, so the 4K loop is kept shorter)
 if [ "$QUICK" = 1 ]; then WRITE_MB="64k:128 4k:16"; else WRITE_MB="64k:1024 4k:256"; fi
 
-fmt='%-20s %9s %9s %8s %7s %7s  %s\n'
-printf "$fmt" workload qinspect qemu-img ratio 'q RSS' 'b RSS' verify
-printf "$fmt" '' '(med s)' '(med s)' '(q/b)' '(MiB)' '(MiB)' ''
+BASE=${BASE:-}
+case $BASE in '' | /*) ;; *) BASE=$PWD/$BASE ;; esac
+if [ -n "$BASE" ]; then
+    fmt='%-20s %9s %9s %8s %7s %7s %9s %8s  %s\n'
+    printf "$fmt" workload qinspect qemu-img ratio 'q RSS' 'b RSS' base 'ratio' verify
+    printf "$fmt" '' '(med s)' '(med s)' '(q/b)' '(MiB)' '(MiB)' '(med s)' '(base/b)' ''
+else
+    fmt='%-20s %9s %9s %8s %7s %7s  %s\n'
+    printf "$fmt" workload qinspect qemu-img ratio 'q RSS' 'b RSS' verify
+    printf "$fmt" '' '(med s)' '(med s)' '(q/b)' '(MiB)' '(MiB)' ''
+fi
 
 # timed NAME OUTFILE CMD... : run once; sets T (seconds), R (KiB), RC
 timed() {
@@ -53,7 +64,14 @@ timed() {
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
     if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 maxkib() { printf '%s\n' "$@" | sort -g | tail -n 1 | awk '{ printf "%.1f", $1 / 1024 }'; }
-line() { printf "$fmt" "$@"; }
+# line NAME Q B RATIO QRSS BRSS VERIFY [BASE BASERATIO]
+line() {
+    if [ -n "$BASE" ]; then
+        printf "$fmt" "$1" "$2" "$3" "$4" "$5" "$6" "${8:--}" "${9:--}" "$7"
+    else
+        printf "$fmt" "$1" "$2" "$3" "$4" "$5" "$6" "$7"
+    fi
+}
 
 # probe CMD...: does this build have the command? (run on tiny fixtures in $W/p)
 probe() {
@@ -69,6 +87,7 @@ probe() {
 PREP=true
 row() {
     local name=$1 pr=$2 ver=$3 i tq=() tb=() rq=() rb=() ratio=() v prep=$PREP
+    local tx=() rx=() xc=("$BASE" "${QC[@]:1}") bm=()
     PREP=true
     [[ $name =~ $ONLY ]] || return 0
     if ! $pr; then line "$name" n/a - - - - "n/a (not in this build)"; return; fi
@@ -85,10 +104,15 @@ row() {
         $prep q; timed q /dev/null "${QC[@]}"; tq+=("$T"); rq+=("$R")
         $prep b; timed b /dev/null "${BC[@]}"; tb+=("$T"); rb+=("$R")
         ratio+=("$(awk -v a="$T" -v b="${tq[i]}" 'BEGIN { printf "%.4f", (a > 0 ? b / a : 0) }')")
+        if [ -n "$BASE" ]; then
+            $prep q; timed x /dev/null "${xc[@]}"; tx+=("$T")
+            rx+=("$(awk -v a="${tb[i]}" -v b="$T" 'BEGIN { printf "%.4f", (a > 0 ? b / a : 0) }')")
+        fi
     done
+    [ -n "$BASE" ] && bm=("$(printf '%.3f' "$(median "${tx[@]}")")" "$(printf '%.3f' "$(median "${rx[@]}")")")
     line "$name" "$(printf '%.3f' "$(median "${tq[@]}")")" "$(printf '%.3f' "$(median "${tb[@]}")")" \
         "$(printf '%.3f' "$(median "${ratio[@]}")")" "$(maxkib "${rq[@]}")" \
-        "$(maxkib "${rb[@]}")" "$v"
+        "$(maxkib "${rb[@]}")" "$v" "${bm[@]}"
 }
 
 # ---- verifications ----
@@ -195,7 +219,9 @@ p_snapshot() {
 p_write() { probe "$Q" -w -e "img:write(0, 'x')" tiny.qcow2; }
 
 # ---- rows ----
-prep_outputs() { rm -f "$W/$1.img"; }
+# outputs are removed and the dirty pages of earlier runs written back
+# (untimed), so that every run starts with the same writeback backlog
+prep_outputs() { rm -f "$W/$1.img"; [ "${SYNC:-1}" = 0 ] || sync; }
 prep_snapshot() { cp "$F/c.qcow2" "$W/$1.img"; }
 prep_write() { rm -f "$W/$1.img"; qemu-img create -q -f qcow2 "$W/$1.img" 2G; }
 

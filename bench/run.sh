@@ -13,9 +13,10 @@
 #
 # Each row: one untimed run of each tool (warms the page cache and gives the
 # results that the verify column compares), then RUNS pairs run alternately,
-# qinspect first. Columns: both medians (wall seconds), the median over the
+# the tools taking turns at going first. Columns: both medians (wall seconds), the median over the
 # pairs of t(qinspect)/t(qemu-img) (below 1: qinspect is faster), the peak RSS
-# of each (GNU time, MiB, largest over the runs), and verify: whether
+# of each (GNU time, MiB, largest over the runs), the median ratio of CPU time
+# (user + system; steadier than wall time on a busy machine), and verify: whether
 # qinspect's result is the same as qemu-img's (JSON fields, qemu-img compare of
 # the outputs, qemu-img check of qcow2 outputs).
 # A row whose qinspect command this build does not have (a probe on a tiny
@@ -41,37 +42,39 @@ if [ "$QUICK" = 1 ]; then WRITE_MB="64k:128 4k:16"; else WRITE_MB="64k:1024 4k:2
 BASE=${BASE:-}
 case $BASE in '' | /*) ;; *) BASE=$PWD/$BASE ;; esac
 if [ -n "$BASE" ]; then
-    fmt='%-20s %9s %9s %8s %7s %7s %9s %8s  %s\n'
-    printf "$fmt" workload qinspect qemu-img ratio 'q RSS' 'b RSS' base 'ratio' verify
-    printf "$fmt" '' '(med s)' '(med s)' '(q/b)' '(MiB)' '(MiB)' '(med s)' '(base/b)' ''
+    fmt='%-20s %9s %9s %8s %7s %7s %6s %9s %8s  %s\n'
+    printf "$fmt" workload qinspect qemu-img ratio 'q RSS' 'b RSS' 'CPU' base 'ratio' verify
+    printf "$fmt" '' '(med s)' '(med s)' '(q/b)' '(MiB)' '(MiB)' '(q/b)' '(med s)' '(base/b)' ''
 else
-    fmt='%-20s %9s %9s %8s %7s %7s  %s\n'
-    printf "$fmt" workload qinspect qemu-img ratio 'q RSS' 'b RSS' verify
-    printf "$fmt" '' '(med s)' '(med s)' '(q/b)' '(MiB)' '(MiB)' ''
+    fmt='%-20s %9s %9s %8s %7s %7s %6s  %s\n'
+    printf "$fmt" workload qinspect qemu-img ratio 'q RSS' 'b RSS' 'CPU' verify
+    printf "$fmt" '' '(med s)' '(med s)' '(q/b)' '(MiB)' '(MiB)' '(q/b)' ''
 fi
 
-# timed NAME OUTFILE CMD... : run once; sets T (seconds), R (KiB), RC
+# timed NAME OUTFILE CMD... : run once; sets T (wall seconds), C (CPU
+# seconds, user + system), R (peak RSS, KiB), RC
 timed() {
     local name=$1 out=$2 t0 t1; shift 2
     t0=$EPOCHREALTIME
-    /usr/bin/time -f '%M' -o "$W/$name.rss" "$@" >"$out" 2>"$W/$name.err"
+    /usr/bin/time -f '%M %U %S' -o "$W/$name.rss" "$@" >"$out" 2>"$W/$name.err"
     RC=$?
     t1=$EPOCHREALTIME
     T=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')
-    R=$(tail -n 1 "$W/$name.rss")
-    case $R in '' | *[!0-9]*) R=0 ;; esac
+    read -r R C <<<"$(tail -n 1 "$W/$name.rss" | awk '{ print $1, $2 + $3 }')"
+    case $R in '' | *[!0-9]*) R=0 C=0 ;; esac
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
     if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 maxkib() { printf '%s\n' "$@" | sort -g | tail -n 1 | awk '{ printf "%.1f", $1 / 1024 }'; }
-# line NAME Q B RATIO QRSS BRSS VERIFY [BASE BASERATIO]
+# line NAME Q B RATIO QRSS BRSS CPURATIO VERIFY [BASE BASERATIO]
 line() {
     if [ -n "$BASE" ]; then
-        printf "$fmt" "$1" "$2" "$3" "$4" "$5" "$6" "${8:--}" "${9:--}" "$7"
+        printf "$fmt" "$1" "$2" "$3" "$4" "$5" "$6" "$7" "${9:--}" "${10:--}" "$8"
     else
-        printf "$fmt" "$1" "$2" "$3" "$4" "$5" "$6" "$7"
+        printf "$fmt" "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8"
     fi
 }
+ratio_of() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", (b > 0 ? a / b : 0) }'; }
 
 # probe CMD...: does this build have the command? (run on tiny fixtures in $W/p)
 probe() {
@@ -87,32 +90,39 @@ probe() {
 PREP=true
 row() {
     local name=$1 pr=$2 ver=$3 i tq=() tb=() rq=() rb=() ratio=() v prep=$PREP
-    local tx=() rx=() xc=("$BASE" "${QC[@]:1}") bm=()
+    local tx=() rx=() xc=("$BASE" "${QC[@]:1}") bm=() cq=() cb=() cr=()
     PREP=true
     [[ $name =~ $ONLY ]] || return 0
-    if ! $pr; then line "$name" n/a - - - - "n/a (not in this build)"; return; fi
+    if ! $pr; then line "$name" n/a - - - - - "n/a (not in this build)"; return; fi
     $prep b; timed b "$W/b.out" "${BC[@]}"
     if [ "$RC" -ne 0 ]; then
-        line "$name" - - - - - "qemu-img failed (exit $RC): $(head -c 100 "$W/b.err")"; return
+        line "$name" - - - - - - "qemu-img failed (exit $RC): $(head -c 100 "$W/b.err")"; return
     fi
     $prep q; timed q "$W/q.out" "${QC[@]}"
     if [ "$RC" -ne 0 ]; then
-        line "$name" FAIL - - - - "exit $RC: $(head -n 1 "$W/q.err" | cut -c1-100)"; return
+        line "$name" FAIL - - - - - "exit $RC: $(head -n 1 "$W/q.err" | cut -c1-100)"; return
     fi
     v=$($ver)
+    local who=(q b) k
+    [ -n "$BASE" ] && who+=(x)
     for ((i = 0; i < RUNS; i++)); do
-        $prep q; timed q /dev/null "${QC[@]}"; tq+=("$T"); rq+=("$R")
-        $prep b; timed b /dev/null "${BC[@]}"; tb+=("$T"); rb+=("$R")
-        ratio+=("$(awk -v a="$T" -v b="${tq[i]}" 'BEGIN { printf "%.4f", (a > 0 ? b / a : 0) }')")
-        if [ -n "$BASE" ]; then
-            $prep q; timed x /dev/null "${xc[@]}"; tx+=("$T")
-            rx+=("$(awk -v a="${tb[i]}" -v b="$T" 'BEGIN { printf "%.4f", (a > 0 ? b / a : 0) }')")
-        fi
+        # the tools take turns at going first (a run can slow the next one)
+        for ((k = 0; k < ${#who[@]}; k++)); do
+            case ${who[(i + k) % ${#who[@]}]} in
+            q) $prep q; timed q /dev/null "${QC[@]}"; tq+=("$T"); rq+=("$R"); cq+=("$C") ;;
+            b) $prep b; timed b /dev/null "${BC[@]}"; tb+=("$T"); rb+=("$R"); cb+=("$C") ;;
+            x) $prep q; timed x /dev/null "${xc[@]}"; tx+=("$T") ;;
+            esac
+        done
+        ratio+=("$(ratio_of "${tq[i]}" "${tb[i]}")")
+        # CPU times come in 10 ms steps: no ratio for shorter runs
+        awk -v b="${cb[i]}" 'BEGIN { exit !(b >= 0.05) }' && cr+=("$(ratio_of "${cq[i]}" "${cb[i]}")")
+        [ -n "$BASE" ] && rx+=("$(ratio_of "${tx[i]}" "${tb[i]}")")
     done
     [ -n "$BASE" ] && bm=("$(printf '%.3f' "$(median "${tx[@]}")")" "$(printf '%.3f' "$(median "${rx[@]}")")")
     line "$name" "$(printf '%.3f' "$(median "${tq[@]}")")" "$(printf '%.3f' "$(median "${tb[@]}")")" \
         "$(printf '%.3f' "$(median "${ratio[@]}")")" "$(maxkib "${rq[@]}")" \
-        "$(maxkib "${rb[@]}")" "$v" "${bm[@]}"
+        "$(maxkib "${rb[@]}")" "$([ ${#cr[@]} -gt 0 ] && printf '%.2f' "$(median "${cr[@]}")" || echo -)" "$v" "${bm[@]}"
 }
 
 # ---- verifications ----

@@ -31,6 +31,9 @@ RUNS=${RUNS:-3}
 ONLY=${ONLY:-.}
 QUICK=${QUICK:-0}
 export QUICK
+for tool in qemu-img qemu-io python3 /usr/bin/time; do
+    command -v "$tool" >/dev/null || { echo "bench/run.sh: $tool is needed (GNU time: package time)" >&2; exit 1; }
+done
 F=$(bash "$HERE/fixtures.sh" ${BENCH_DIR:+"$BENCH_DIR"}) || { echo "fixtures failed" >&2; exit 1; }
 W=$(mktemp -d "$F/run.XXXXXX")
 trap 'rm -rf "$W"' EXIT

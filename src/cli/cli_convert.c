@@ -7,15 +7,15 @@
  * few, large requests: the allocation map (qi_image_map) says which ranges
  * read as zeros, and those are never read; the remaining ranges are
  * gathered into spans of up to CHUNK bytes (small zero gaps between data
- * runs are read along, as that is cheaper than another request), read with
- * one qi_image_read each, and written with one pwrite per run of 4 KiB
- * blocks that are not all zero (qemu-img convert's default -S 4k). Reading
- * and writing overlap: a writer thread scans and writes one buffer while
- * the main thread reads the next (two buffers; the main thread only reuses
- * a buffer after the writer has finished with it, and it alone calls the
- * engine). qcow2 output is cli_convert_qcow2.c; this file parses the
- * options for both. Calls: include/qi, cli.h helpers, POSIX file I/O and
- * threads. */
+ * runs are read along, as that is cheaper than another request), read in
+ * pieces of PIECE bytes with one qi_image_read each, and written with one
+ * pwrite per run of 4 KiB blocks that are not all zero (qemu-img convert's
+ * default -S 4k). Reading and writing overlap: a writer thread scans and
+ * writes the pieces the main thread has read while the main thread reads
+ * the next ones (a ring of pieces; the main thread only reuses a piece
+ * after the writer has finished with it, and it alone calls the engine).
+ * qcow2 output is cli_convert_qcow2.c; this file parses the options for
+ * both. Calls: include/qi, cli.h helpers, POSIX file I/O and threads. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -29,23 +29,33 @@
 #include "cli.h"
 #include "convert.h"
 
-#define CHUNK (4u << 20)      /* largest span read at once */
+#define CHUNK (4u << 20)      /* largest span; two buffers of this size */
 #define GAP (64u << 10)       /* zero gaps up to this size are read along */
 #define BLOCK 4096u           /* sparse detection granularity (-S 4k) */
 #define CONV_CB_STOP 1
 
-/* Hand-off slot between the reader (main thread) and the writer thread. */
+/* Hand-off between the reader (main thread) and the writer thread: the two
+ * CHUNK buffers are cut into NPIECE pieces of up to PIECE bytes, used in
+ * turn as a ring. The reader fills the piece after the last one queued and
+ * waits only when every piece is queued; the writer takes them in order. A
+ * piece small enough to stay in the writer's cache makes its second pass
+ * (the zero scan and the copy into the page cache) cheap. */
+#define PIECE (256u << 10)    /* bytes read into one piece */
+#define NPIECE (2 * (CHUNK / PIECE))
+typedef struct wjob {
+    uint64_t off;
+    size_t n;
+} wjob;
 typedef struct wslot {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool running;             /* the thread exists */
-    bool busy;                /* a job is queued or being written */
     bool quit;
     bool failed;              /* a write failed (message printed) */
-    const uint8_t *buf;
-    uint64_t off;
-    size_t n;
+    bool reader_waits, writer_waits; /* who sleeps on cv */
+    unsigned head, tail;      /* pieces head..tail-1 are queued, head in use */
+    wjob job[NPIECE];
 } wslot;
 
 typedef struct conv {
@@ -53,7 +63,7 @@ typedef struct conv {
     const char *src, *dst;
     int fd;
     uint8_t *bufs[2];
-    int cur;                  /* buffer the reader fills next */
+    size_t piece;             /* piece size: PIECE, or CHUNK for a large -S */
     wslot w;
     uint64_t size;            /* guest bytes to convert */
     size_t sparse;            /* block size for hole detection, 0 = none */
@@ -124,35 +134,56 @@ static int write_sparse(conv *c, const uint8_t *buf, uint64_t off, size_t n)
     return 0;
 }
 
+/* Address of ring piece I. */
+static uint8_t *piece_buf(const conv *c, unsigned i)
+{
+    size_t per = CHUNK / c->piece;
+    i %= (unsigned)(2 * per);
+    return c->bufs[i / per] + (i % per) * c->piece;
+}
+
+static unsigned ring_size(const conv *c)
+{
+    return (unsigned)(2 * (CHUNK / c->piece));
+}
+
 static void *writer_main(void *arg)
 {
     conv *c = arg;
     wslot *w = &c->w;
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (!w->busy && !w->quit)
+        while (w->head == w->tail && !w->quit) {
+            w->writer_waits = true;
             pthread_cond_wait(&w->cv, &w->mu);
-        if (!w->busy)
+            w->writer_waits = false;
+        }
+        if (w->head == w->tail)
             break;
+        wjob j = w->job[w->head % NPIECE];
         bool skip = w->failed; /* after a failure, only drain */
         pthread_mutex_unlock(&w->mu);
-        bool bad = !skip && write_sparse(c, w->buf, w->off, w->n) < 0;
+        bool bad = !skip && write_sparse(c, piece_buf(c, w->head), j.off, j.n) < 0;
         pthread_mutex_lock(&w->mu);
         w->failed |= bad;
-        w->busy = false;
-        pthread_cond_broadcast(&w->cv);
+        w->head++;
+        if (w->reader_waits)
+            pthread_cond_signal(&w->cv);
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
 }
 
-/* Wait until the writer is idle; returns -1 if a write failed. */
-static int writer_wait(wslot *w)
+/* Wait until at most LEFT pieces are queued; returns -1 if a write failed. */
+static int writer_wait(wslot *w, unsigned left)
 {
     bool failed;
     pthread_mutex_lock(&w->mu);
-    while (w->busy)
+    while (w->tail - w->head > left) {
+        w->reader_waits = true;
         pthread_cond_wait(&w->cv, &w->mu);
+        w->reader_waits = false;
+    }
     failed = w->failed;
     pthread_mutex_unlock(&w->mu);
     return failed ? -1 : 0;
@@ -182,10 +213,10 @@ static int writer_stop(conv *c)
     int rc;
     if (!w->running)
         return w->failed ? -1 : 0;
-    rc = writer_wait(w);
+    rc = writer_wait(w, 0);
     pthread_mutex_lock(&w->mu);
     w->quit = true;
-    pthread_cond_broadcast(&w->cv);
+    pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
     pthread_cond_destroy(&w->cv);
@@ -194,35 +225,33 @@ static int writer_stop(conv *c)
     return rc;
 }
 
-/* Queue bufs[cur] (N bytes for guest offset OFF) for writing and switch
- * the reader to the other buffer once the writer is done with it. */
+/* Queue the piece the reader just filled (N bytes for guest offset OFF) and
+ * make sure the next one is free. */
 static int submit(conv *c, uint64_t off, size_t n)
 {
     wslot *w = &c->w;
     if (!w->running) {
-        if (write_sparse(c, c->bufs[c->cur], off, n) < 0)
+        if (write_sparse(c, piece_buf(c, w->tail), off, n) < 0)
             return w->failed = true, -1;
         return 0;
     }
-    if (writer_wait(w) < 0)
-        return -1;
     pthread_mutex_lock(&w->mu);
-    w->buf = c->bufs[c->cur];
-    w->off = off;
-    w->n = n;
-    w->busy = true;
-    pthread_cond_broadcast(&w->cv);
+    w->job[w->tail % NPIECE] = (wjob){ off, n };
+    w->tail++;
+    if (w->writer_waits)
+        pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
-    c->cur ^= 1;
-    return 0;
+    return writer_wait(w, ring_size(c) - 1);
 }
 
-/* Read and write [START, END) in CHUNK pieces. */
+/* Read and write [START, END) piece by piece. */
 static int copy_range(conv *c, uint64_t start, uint64_t end)
 {
+    if (!c->piece)
+        c->piece = c->sparse > PIECE ? CHUNK : PIECE;
     while (start < end) {
-        size_t n = end - start < CHUNK ? (size_t)(end - start) : CHUNK;
-        uint8_t *buf = c->bufs[c->cur];
+        size_t n = end - start < c->piece ? (size_t)(end - start) : c->piece;
+        uint8_t *buf = piece_buf(c, c->w.tail);
         int rc = c->snap < 0 ? qi_image_read(c->img, buf, start, n)
                              : qi_image_read_snapshot(c->img, (uint32_t)c->snap, buf,
                                                       start, n);

@@ -134,6 +134,32 @@ t_check "map -f raw of a qcow2 file equals qemu-img" same_stdout map -f raw img.
 t_check "convert -S 0 (no holes) gives the same bytes as qemu-img" same_convert img.qcow2 -S 0
 t_check "convert -S 64k gives the same bytes as qemu-img" same_convert img.qcow2 -S 64k
 expect_rc "convert -S 1000 (not a sector multiple): exit 1 (as qemu-img)" 1 convert -S 1000 img.qcow2 out.raw
+
+# ---- convert of more data than the writer's ring of pieces holds ----
+# 28 MiB of data (over 100 pieces of 256 KiB, so the ring wraps several
+# times), a zero cluster, a compressed cluster, and an all-zero 4 KiB block
+# inside allocated data that must stay a hole, as in qemu-img's output.
+data_extents() { # FILE: the file's data extents (SEEK_DATA/SEEK_HOLE)
+    python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY); end = os.fstat(fd).st_size; off = 0
+while off < end:
+    try:
+        d = os.lseek(fd, off, os.SEEK_DATA)
+    except OSError:
+        break
+    h = os.lseek(fd, d, os.SEEK_HOLE); print(d, h); off = h' "$1"
+}
+same_sparse_convert() { # SRC: same bytes and the same data extents as qemu-img
+    rm -f q.raw e.raw
+    "$QINSPECT" convert -O raw "$1" q.raw && qemu-img convert -O raw "$1" e.raw &&
+        cmp q.raw e.raw && [ "$(data_extents q.raw)" = "$(data_extents e.raw)" ] &&
+        [ "$(data_extents e.raw | wc -l)" -gt 3 ]
+}
+qemu-img create -q -f qcow2 big.qcow2 48M
+qemu-io -f qcow2 -c 'write -q -P 0x11 0 20M' -c 'write -q -z 3M 64k' \
+    -c 'write -q -P 0 8M 4k' -c 'write -q -c -P 0x22 30M 64k' \
+    -c 'write -q -P 0x33 32M 8M' -c 'write -q -P 0x44 47M 12k' big.qcow2 >/dev/null
+t_check "convert of 28 MiB: same bytes and holes as qemu-img" same_sparse_convert big.qcow2
 expect_rc "map --compressed" 0 map --output=json --compressed img.qcow2
 t_check "map --compressed adds the key" grep -q '"compressed": false' out.txt
 

@@ -194,19 +194,64 @@ static int write_runs(qconv *q, const uint8_t *buf, uint64_t off, size_t n)
     return put_run(q, buf, off, run, n, run_zero);
 }
 
+/* A read of the source on its own thread, so that it overlaps the write of
+ * the previous chunk (qemu-img overlaps them with its parallel requests).
+ * Only this thread touches the source image meanwhile, only the main
+ * thread the target; errors are reported by the main thread after join. */
+typedef struct readjob {
+    qconv *q;
+    uint8_t *buf;
+    uint64_t off;
+    size_t n;
+    int rc;
+} readjob;
+
+static void *read_main(void *arg)
+{
+    readjob *j = arg;
+    qconv *q = j->q;
+    j->rc = q->snap < 0 ? qi_image_read(q->src, j->buf, j->off, j->n)
+                        : qi_image_read_snapshot(q->src, (uint32_t)q->snap, j->buf, j->off, j->n);
+    return NULL;
+}
+
+/* Copy [START, END) in CHUNK pieces through two buffers: chunk k+1 is read
+ * on a thread while chunk k is written. */
 static int copy_plain(qconv *q, uint64_t start, uint64_t end)
 {
-    int rc;
-    while (start < end) {
-        size_t n = end - start < CHUNK ? (size_t)(end - start) : CHUNK;
-        if ((rc = read_src(q, q->buf, start, n)) != QI_CLI_OK ||
-            (rc = write_runs(q, q->buf, start, n)) != QI_CLI_OK)
+    uint8_t *bufs[2] = { q->buf, q->buf + CHUNK };
+    size_t n = end - start < CHUNK ? (size_t)(end - start) : CHUNK;
+    int cur = 0, rc;
+    if (start >= end)
+        return QI_CLI_OK;
+    if ((rc = read_src(q, bufs[0], start, n)) != QI_CLI_OK)
+        return rc;
+    for (;;) {
+        uint64_t next = start + n;
+        readjob j = { q, bufs[!cur], next, 0, 0 };
+        pthread_t t;
+        bool ahead = false;
+        if (next < end) {
+            j.n = end - next < CHUNK ? (size_t)(end - next) : CHUNK;
+            ahead = pthread_create(&t, NULL, read_main, &j) == 0;
+        }
+        rc = write_runs(q, bufs[cur], start, n);
+        if (ahead)
+            pthread_join(t, NULL);
+        if (rc != QI_CLI_OK)
             return rc;
-        start += n;
         q->done_bytes += n;
-        progress(q, start, false);
+        progress(q, next, false);
+        if (next >= end)
+            return QI_CLI_OK;
+        if (!ahead)
+            read_main(&j);
+        if (j.rc < 0)
+            return qi_cli_engine_error(qi_image_error(q->src), j.rc);
+        start = next;
+        n = j.n;
+        cur = !cur;
     }
-    return QI_CLI_OK;
 }
 
 /* ---- compressed output ---- */
@@ -510,7 +555,7 @@ int qi_cli_convert_qcow2(const qi_cli_convert_args *a, qi_image *src, int snap,
         rc = qi_cli_error("%s: not a qcow2 image", a->dst);
     else if (a->compress)
         rc = pipeline_start(&q);
-    else if (!(q.buf = malloc(CHUNK)))
+    else if (!(q.buf = malloc(2 * (size_t)CHUNK)))
         rc = qi_cli_error("out of memory");
     if (rc == QI_CLI_OK)
         rc = copy_all(&q);

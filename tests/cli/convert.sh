@@ -196,6 +196,27 @@ qemu-img convert -c -O qcow2 bad.qcow2 q.bad 2>/dev/null
 t_check "unreadable source cluster: the target is left, as qemu-img leaves it" \
     eval '[ -e out.qcow2 ] && [ -e q.bad ]'
 
+# the same without -c, the bad cluster in the second 2 MiB chunk of one
+# span: it is read on the read-ahead thread while the first is written
+qemu-img create -q -f qcow2 bad2.qcow2 8M
+qemu-io -f qcow2 -c 'write -q -P 0x31 0 3M' -c 'write -q -c -P 0x32 3M 64k' \
+    -c 'write -q -P 0x33 3136k 1M' bad2.qcow2 >/dev/null
+python3 - <<'EOF2'
+import struct
+f = open('bad2.qcow2', 'r+b'); h = f.read(104)
+f.seek(struct.unpack('>Q', h[40:48])[0]); l2 = struct.unpack('>Q', f.read(8))[0] & 0x00fffffffffffe00
+f.seek(l2 + 48 * 8); e = struct.unpack('>Q', f.read(8))[0]   # cluster 48 (3 MiB): compressed
+assert e >> 62 == 1
+f.seek(e & ((1 << 54) - 1)); f.write(b'\xff' * 64)
+EOF2
+rm -f out2.qcow2
+timeout 120 "$QINSPECT" convert -O qcow2 bad2.qcow2 out2.qcow2 2>err.txt
+rc=$?
+t_check "unreadable cluster read ahead (no -c): exit 1, the cluster named" eval \
+    '[ $rc = 1 ] && grep -q "compressed cluster at offset" err.txt'
+"$QINSPECT" convert -O qcow2 s.raw ra.qcow2 && qemu-img compare -q s.raw ra.qcow2
+t_check "a source of several chunks converts with read-ahead: the same data" test $? = 0
+
 # ---- -p: progress on a terminal only ----
 out=$("$QINSPECT" convert -p -O qcow2 s.raw p1.qcow2)
 t_check "-p with stdout not a terminal prints nothing" test -z "$out"

@@ -407,6 +407,62 @@ static int write_cluster(qi_image *img, uint64_t ci, uint32_t in, const uint8_t 
     return drop_old(img, &e, host);
 }
 
+#define RUN_MAX (256u << 20)   /* bytes of one write_run at most */
+
+/* How many whole guest clusters from CI on (at most MAX, all in the L2
+ * table at *L2_OFF) map no host cluster at all (unallocated or zero
+ * without a host cluster): a write over them copies nothing and drops
+ * nothing, so they can share one allocation and one write (write_run). */
+static int fresh_run(qi_image *img, uint64_t ci, uint64_t max, uint64_t *l2_off, uint32_t *n)
+{
+    const qi_geom *g = &img->g;
+    uint32_t l2i = (uint32_t)(ci & (g->l2_entries - 1));
+    qi_l2_entry e;
+    int rc;
+    *n = 0;
+    if (max > g->l2_entries - l2i)
+        max = g->l2_entries - l2i;
+    if ((rc = qi_cluster_l2_for_write(img, ci >> g->l2_bits, l2_off)) < 0)
+        return rc;
+    while (*n < max) {
+        if ((rc = qi_cluster_l2_entry(img, *l2_off, l2i + *n, &e)) < 0)
+            return rc;
+        if (e.type != QI_CLUSTER_UNALLOCATED && e.type != QI_CLUSTER_ZERO_PLAIN)
+            break;
+        (*n)++;
+    }
+    return 0;
+}
+
+/* Write N whole clusters of DATA over guest clusters CI.. that fresh_run
+ * found without host clusters: write_cluster's steps for each (its crash
+ * table holds), on one contiguous run of host clusters:
+ *   1. allocate the run (refcounts 1, in the refcount cache)
+ *   2. one write of the N clusters             crash: leak at most
+ *   3. data barrier; the N L2 entries -> run | COPIED (written after the
+ *      refcount blocks and the barrier)          crash: consistent
+ * Nothing was mapped before, so nothing is dropped. */
+static int write_run(qi_image *img, uint64_t ci, const uint8_t *data, uint64_t l2_off,
+                     uint32_t n)
+{
+    const qi_geom *g = &img->g;
+    uint32_t l2i = (uint32_t)(ci & (g->l2_entries - 1));
+    uint64_t host, bitmap = g->extl2 ? units_mask(0, 31) : 0;
+    int rc;
+    if ((rc = qi_refcount_alloc(img, n, &host)) < 0 ||
+        (rc = qi_bio_pwrite(img->data, data, (size_t)n << g->cluster_bits, host, &img->err,
+                            "data cluster")) < 0)
+        return rc;
+    qi_cache_barrier(img->l2_cache, img->data);
+    for (uint32_t k = 0; k < n; k++) {
+        uint64_t raw = qi_format_encode_l2(host + ((uint64_t)k << g->cluster_bits), true, false);
+        if ((rc = qi_cluster_set_l2_ext(img, l2_off, l2i + k, raw, bitmap)) < 0)
+            return rc;
+    }
+    img->cbuf_off = 0;
+    return 0;
+}
+
 /* Lazy refcounts (compatible bit 0; docs section 13 rule 8): before the
  * first change of a session, the dirty bit is set with a synchronous
  * header write; from then on (image.c drops the cache dependency) L2 tables
@@ -488,10 +544,21 @@ int qi_image_write(qi_image *img, const void *buf, uint64_t off, size_t len)
     if (!(scratch = malloc(img->g.cluster_size)))
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
     while (len && rc == 0) {
-        uint64_t ci = off >> img->g.cluster_bits;
+        uint64_t ci = off >> img->g.cluster_bits, l2_off;
         uint32_t in = (uint32_t)(off & (img->g.cluster_size - 1));
         uint32_t n = img->g.cluster_size - in < len ? img->g.cluster_size - in : (uint32_t)len;
-        rc = write_cluster(img, ci, in, p, n, scratch);
+        uint32_t run = 0;
+        /* whole clusters without host clusters: one allocation, one write */
+        if (!in && !img->data_file && len >> img->g.cluster_bits >= 2 &&
+            (rc = fresh_run(img, ci, (len < RUN_MAX ? len : RUN_MAX) >> img->g.cluster_bits,
+                            &l2_off, &run)) < 0)
+            break;
+        if (run >= 2) {
+            n = run << img->g.cluster_bits;
+            rc = write_run(img, ci, p, l2_off, run);
+        } else {
+            rc = write_cluster(img, ci, in, p, n, scratch);
+        }
         p += n;
         off += n;
         len -= n;

@@ -186,6 +186,17 @@ N=$n: $out"
 qemu-img create -q -f qcow2 alloc.base 16M
 scenario alloc 'img:write(70000, string.rep("a", 200000))'
 
+# whole-cluster runs (write_run: one allocation and one write for clusters
+# without a host cluster), broken by an allocated cluster and a zero-alloc
+# one, past a refcount block's range (4 KiB clusters, 2048 per block), and
+# over zero subclusters with extended L2
+qemu-img create -q -f qcow2 -o cluster_size=4096 runs.base 32M
+qio -c 'write -P 0x21 40k 4k' -c 'write -P 0x22 60k 4k' -c 'write -z 60k 4k' -c 'write -z 100k 8k' runs.base
+scenario runs 'img:write(0, string.rep("r", 9 << 20)) img:write(12 << 20, string.rep("s", 8192))'
+qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=32k runsx.base 8M
+qio -c 'write -z 64k 64k' -c 'write -P 0x23 200k 4k' runsx.base
+scenario runsx 'img:write(32768, string.rep("t", 1 << 20))'
+
 # writes in place (clusters already ours, COPIED set)
 qemu-img create -q -f qcow2 inplace.base 16M
 qio -c 'write -P 0x11 0 1M' inplace.base

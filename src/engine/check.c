@@ -58,7 +58,8 @@ typedef struct ck {
     int64_t block_index;        /* its reftable index, -1 none */
     uint8_t *tab;               /* L1/L2 table buffer */
     bool dedup;
-    uint64_t next_contig;       /* fragmentation: next contiguous offset */
+    uint64_t next_contig;       /* fragmentation in this L2 table: the
+                                 * offset that would be contiguous */
 } ck;
 
 /* Append a finding to V; QEMU_FMT (may be NULL) is the line qemu-img
@@ -150,8 +151,21 @@ static int inc(ck *c, uint64_t off, uint64_t size)
 {
     uint32_t cb = c->img->g.cluster_bits;
     int rc;
+    uint64_t fsize = c->img->file->size, end;
     if (!size)
         return 0;
+    /* the last cluster may be partly past the end of the file; a region
+     * reaching a whole cluster or more past it is not counted (QEMU 7.2) */
+    if (__builtin_add_overflow(off, size, &end) ||
+        (end > fsize && end - fsize >= c->img->g.cluster_size)) {
+        qi_finding *f = finding(c, QI_PROB_PAST_EOF, "reference", off, "ERROR: counting "
+                                "reference for region exceeding the end of the file by one "
+                                "cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64,
+                                off, size);
+        if (f)
+            f->found = off;
+        return 0;
+    }
     uint64_t last = (off + size - 1) >> cb;
     for (uint64_t k = off >> cb; k <= last; k++) {
         if (k >= c->n && (rc = grow(c, k)) < 0)
@@ -268,13 +282,16 @@ static int l2_data(ck *c, const qi_l2_entry *e, uint64_t site, uint64_t guest, b
     }
     if (c->img->data_file)
         return 0;
-    if (off >= c->img->file->size &&
-        (f = finding(c, QI_PROB_PAST_EOF, "L2 entry", site, NULL))) {
+    size_t before = c->res->n_findings;
+    int rc = inc(c, off, g->cluster_size);
+    if (c->res->n_findings > before) {   /* past EOF: name the entry */
+        f = &c->res->findings[before];
+        f->structure = "L2 entry";
+        f->offset = site;
         f->guest_offset = guest;
         f->guest_length = g->cluster_size;
-        f->found = off;
     }
-    return inc(c, off, g->cluster_size);
+    return rc;
 }
 
 static int l2_compressed(ck *c, const qi_l2_entry *e, uint64_t site, bool active)
@@ -311,6 +328,7 @@ static int walk_l2(ck *c, uint64_t l2_off, uint64_t guest0, bool active)
     int rc;
     if ((rc = read_padded(c, c->tab, bytes, l2_off, "L2 table")) < 0)
         return rc;
+    c->next_contig = 0;     /* QEMU counts fragmentation per L2 table */
     for (uint32_t i = 0; i < g->l2_entries; i++) {
         const uint8_t *p = c->tab + (uint64_t)i * g->l2_entry_size;
         uint64_t raw = qi_be64(p), bm = g->extl2 ? qi_be64(p + 8) : 0;
@@ -381,7 +399,8 @@ static int walk_l1(ck *c, uint64_t off, uint32_t size, bool active)
                     PRIx64 ": Table is not cluster aligned; L1 entry corrupted", l2);
         if (active && l2)
             check_copied(c, true, i, site, raw, l2, guest);
-        if (l2 && (rc = walk_l2(c, l2, guest, active)) < 0) {
+        /* QEMU walks the table of any nonzero entry, even at offset 0 */
+        if ((rc = walk_l2(c, l2, guest, active)) < 0) {
             finding(c, QI_PROB_READ_ERROR, "L2 table", l2, "ERROR: I/O error in "
                     "check_refcounts_l2");
             c->res->check_errors++;

@@ -58,6 +58,7 @@ typedef struct ck {
     int64_t block_index;        /* its reftable index, -1 none */
     uint8_t *tab;               /* L1/L2 table buffer */
     bool dedup;
+    bool copied_rule;           /* this L2 table is judged by the COPIED rule */
     uint64_t next_contig;       /* fragmentation in this L2 table: the
                                  * offset that would be contiguous */
 } ck;
@@ -350,7 +351,7 @@ static int walk_l2(ck *c, uint64_t l2_off, uint64_t guest0, bool active)
             break;
         case QI_CLUSTER_NORMAL: case QI_CLUSTER_ZERO_ALLOC:
             rc = l2_data(c, &e, site, guest, active);
-            if (active && rc == 0)
+            if (c->copied_rule && rc == 0)
                 check_copied(c, false, i, site, raw, raw & QI_L2E_OFFSET_MASK, guest);
             break;
         case QI_CLUSTER_UNALLOCATED:
@@ -399,7 +400,9 @@ static int walk_l1(ck *c, uint64_t off, uint32_t size, bool active)
                     PRIx64 ": Table is not cluster aligned; L1 entry corrupted", l2);
         if (active && l2)
             check_copied(c, true, i, site, raw, l2, guest);
-        /* QEMU walks the table of any nonzero entry, even at offset 0 */
+        /* QEMU walks the table of any nonzero entry, even at offset 0,
+         * but its COPIED pass skips an entry without an offset */
+        c->copied_rule = active && l2;
         if ((rc = walk_l2(c, l2, guest, active)) < 0) {
             finding(c, QI_PROB_READ_ERROR, "L2 table", l2, "ERROR: I/O error in "
                     "check_refcounts_l2");

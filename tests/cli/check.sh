@@ -8,7 +8,8 @@
 # is normalised) and the JSON counters must agree (qemu-img leaves zero
 # counters out, qinspect prints every key: an absent key must be 0 here).
 # Also: every contract key present, -r refused without touching the file.
-. "$(dirname "$0")/lib.sh"
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"
 
 # hdr IMG FIELD: header fields (qcow2 spec §2)
 hdr() {
@@ -176,11 +177,12 @@ done
 # the dirty bit with lazy refcounts: a write, then the process dies
 rm -f lz.qcow2
 qemu-img create -q -f qcow2 -o lazy_refcounts=on lz.qcow2 8M
-qemu-io -c 'write -P 1 0 256k' -c 'sigraise 9' lz.qcow2 >/dev/null 2>&1
+sh -c "qemu-io -c 'write -P 1 0 256k' -c 'sigraise 9' lz.qcow2" >/dev/null 2>&1
+t_check "lazy image is dirty" python3 -c "import struct;h=open('lz.qcow2','rb').read(80);assert struct.unpack('>Q',h[72:80])[0] & 1"
 same_check "dirty bit, lazy refcounts" lz.qcow2
 
 # tests/bad's crafted images
-python3 "$(dirname "$0")/../bad/cases.py" bad >/dev/null 2>&1
+python3 "$HERE/../bad/cases.py" bad >/dev/null 2>&1
 for e in bad/*/expect; do
     [ -f "$e" ] || continue
     file=$(sed -n 's/^file=//p' "$e")

@@ -125,6 +125,8 @@ static int run_check(const char *path, unsigned flags, int json, bool quiet)
         print_human(&res, quiet);
     if (rc < 0)
         qi_cli_engine_error(qi_image_error(img), rc);
+    else if (res.check_errors)
+        fprintf(stderr, "qinspect: Check failed\n");  /* qemu-img's last line */
     status = exit_status(rc, &res);
     qi_check_result_free(&res);
     qi_image_close(img);
@@ -144,7 +146,9 @@ int qi_cli_check(int argc, char **argv)
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    unsigned flags = QI_OPEN_NO_BACKING | QI_OPEN_PROBE;
+    /* qemu-img check opens the backing chain too: a missing backing file
+     * fails the check (exit 1) */
+    unsigned flags = QI_OPEN_PROBE;
     int json = 0, c;
     bool quiet = false;
 

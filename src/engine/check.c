@@ -58,6 +58,7 @@ typedef struct ck {
     int64_t block_index;        /* its reftable index, -1 none */
     uint8_t *tab;               /* L1/L2 table buffer */
     bool dedup;
+    unsigned told_unaligned;    /* unaligned refcount blocks met in compare */
     bool copied_rule;           /* this L2 table is judged by the COPIED rule */
     uint64_t next_contig;       /* fragmentation in this L2 table: the
                                  * offset that would be contiguous */
@@ -469,10 +470,15 @@ static int compare(ck *c, uint64_t *highest)
         if ((rc = disk_refcount(c, k, &disk)) < 0)
             return rc;
         if (rc == 1) {
-            qi_finding *f = finding(c, QI_PROB_READ_ERROR, "refcount block", k << cb,
-                                    "Can't get refcount for cluster %" PRIu64 ": "
-                                    "Input/output error", k);
-            (void)f;
+            uint64_t i = k / c->img->g.refblock_entries;
+            if (!c->told_unaligned++)   /* QEMU signals the corruption once */
+                finding(c, QI_PROB_READ_ERROR, "refcount table entry",
+                        c->img->hdr.refcount_table_offset + 8 * i, "qcow2: Image is "
+                        "corrupt: Refblock offset %#" PRIx64 " unaligned (reftable index: "
+                        "%#" PRIx64 "); further non-fatal corruption events will be "
+                        "suppressed", (uint64_t)(c->reftable[i] & QI_REFT_OFFSET_MASK), i);
+            finding(c, QI_PROB_READ_ERROR, "refcount block", k << cb, "Can't get refcount "
+                    "for cluster %" PRIu64 ": Input/output error", k);
             c->res->check_errors++;
             continue;
         }

@@ -199,13 +199,13 @@ for e in bad/*/expect; do
     timeout -s KILL 20 qemu-img info "$file" >/dev/null 2>&1 || continue   # qemu-img refuses it
     timeout -s KILL 10 qemu-img check "$file" >/dev/null 2>&1; st=$?
     if [ $st = 124 ] || [ $st = 137 ]; then
-        t_ok "tests/bad $name # SKIP qemu-img check does not finish on it"
+        echo "# tests/bad $name not compared: qemu-img check does not finish on it"
         continue
     fi
     if ! msg=$("$QINSPECT" info --backing-chain "$file" 2>&1 >/dev/null) &&
         timeout -s KILL 10 qemu-img info --backing-chain "$file" >/dev/null 2>&1; then
         # the open is stricter than QEMU's here: issue 9, not the check
-        t_ok "tests/bad $name # SKIP qinspect's open refuses it (issue 9): ${msg##*: }"
+        echo "# tests/bad $name not compared: qinspect's open refuses it (issue 9): ${msg##*: }"
         continue
     fi
     same_check "tests/bad $name" "$file"

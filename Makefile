@@ -1,5 +1,6 @@
 # qinspect build.  `make` builds ./qinspect; `make check` builds the
-# ASan+UBSan variant and runs every test; `make bench` compares with qemu-img.
+# ASan+UBSan variant and runs every test; `make bench` compares with qemu-img
+# (bench/run.sh; QUICK=1 for a short run).
 PKG_CONFIG ?= pkg-config
 PKGS = lua5.4 readline zlib libzstd
 CC ?= cc
@@ -104,10 +105,10 @@ unit-asan:
 check-layers:
 	sh scripts/check-layers.sh
 
+# Side by side with qemu-img on fixtures made by bench/fixtures.sh (kept in
+# $TMPDIR between runs). QUICK=1: small fixtures; RUNS=N pairs; ONLY=REGEX rows.
 bench: qinspect
-	bash ../shared/bench/compare.sh ./qinspect
-	bash bench/write.sh ./qinspect
-	bash bench/create.sh ./qinspect
+	QUICK=$(QUICK) bash bench/run.sh ./qinspect
 
 # Mutation testing (a development tool, not part of check): apply each
 # mutation of scripts/mutations.txt to a scratch copy and run its suites.

@@ -25,6 +25,12 @@ typedef struct qi_image qi_image;
                                    * (incompatible bit 1) opens read-write for
                                    * raw edits; guest writes are refused until
                                    * the bit is clear */
+#define QI_OPEN_UNSAFE      0x80u /* with QI_OPEN_RW: no fdatasync at all, as
+                                   * qemu-img convert's default cache=unsafe
+                                   * for its new image: writes keep their
+                                   * order, so a crash of the process leaves
+                                   * what it leaves otherwise, but a crash of
+                                   * the machine may lose any of them */
 
 #define QI_MAX_BACKING_DEPTH 64
 
@@ -136,6 +142,22 @@ int qi_image_read_snapshot(qi_image *img, uint32_t snap, void *buf,
  * QI_EINVAL (beyond the size), QI_ENOTSUP (a feature writes do not handle
  * yet; nothing written), QI_ECORRUPT, QI_EIO, QI_ENOSPC, QI_ENOMEM. */
 int qi_image_write(qi_image *img, const void *buf, uint64_t off, size_t len);
+
+/* A compressed write of guest cluster OFF (cluster aligned), as QEMU's
+ * write_compressed: DATA holds the LEN bytes of the cluster (a whole
+ * cluster, or the last one of the image cut at the virtual size), CDATA the
+ * CLEN bytes qi_compressor_run (qi/compress.h) made of it (zero padded to a
+ * cluster), for the image's compression type and cluster size. CLEN 0 (it
+ * did not shrink) writes DATA uncompressed, as qi_image_write. The
+ * compressed bytes are packed after the previous compressed cluster of this
+ * session in the same host cluster where they fit; the L2 entry becomes the
+ * compressed descriptor. The guest cluster must have no host cluster
+ * (unallocated or a plain zero cluster; QI_EINVAL otherwise, nothing
+ * written). Same ordering as qi_image_write. Returns 0, QI_ERDONLY,
+ * QI_EINVAL, QI_ENOTSUP (external data file), QI_ECORRUPT, QI_EIO,
+ * QI_ENOSPC, QI_ENOMEM. */
+int qi_image_write_compressed(qi_image *img, uint64_t off, const void *data, size_t len,
+                              const void *cdata, size_t clen);
 
 /* Make [OFF, OFF+LEN) read as zeros. Whole clusters of a version 3 image
  * get the zero flag as QEMU sets it (keeping their host cluster unless

@@ -11,5 +11,6 @@
 #include "qi/image.h"
 #include "qi/meta.h"
 #include "qi/check.h"
+#include "qi/snapshot.h"
 
 #endif

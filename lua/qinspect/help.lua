@@ -146,7 +146,14 @@ compressed cluster may start in the same sector. With 64 KiB clusters x is
 54 (count in bits 54-61); with 512-byte clusters x is 61. A compressed
 cluster adds one reference to every host cluster its byte range touches,
 never carries COPIED, and in extended L2 has a zero bitmap. The stream is
-raw deflate (compression_type 0) or zstd (1).]]
+raw deflate (compression_type 0) or zstd (1).
+img:write_compressed(offset, data) (-w) writes one guest cluster compressed
+as QEMU does: data is a whole cluster (or the last one, up to the virtual
+size) at a cluster-aligned offset of a cluster with no host cluster; the
+stream is packed right after the previous one written in this session when
+it fits that host cluster (or runs on into the next one), and a cluster
+that does not compress below cluster_size - 1 bytes is written
+uncompressed. `qinspect convert -c` uses the same path.]]
 
 T.subclusters = [[
 Subclusters (extended L2 entries, incompatible feature bit 4)
@@ -253,6 +260,24 @@ extended L2 entries with 4 KiB clusters, refcount_bits not a power of two).
 The header cluster is written last, after everything else is synced: a
 crash leaves a file that is no qcow2 image, or a complete one.
   local new <close> = qinspect.create("new.qcow2", 1 << 30, {cluster_size = 4096})]]
+T.snapshots = T.snapshots .. "\n\n" .. [[
+Internal snapshots: img.snapshots lists them; with -w
+  img:snapshot_create(name)         a snapshot of the current state; returns its id
+  img:snapshot_apply(id_or_name)    revert to a snapshot (id first, then name)
+  img:snapshot_delete(id_or_name)   delete a snapshot
+(qinspect snapshot -c/-a/-d from the shell.) They do what qemu-img snapshot
+7.2 does, byte for byte: create copies the active L1 table, gives every
+cluster it reaches one more reference (a compressed cluster: each host
+cluster it touches) and clears COPIED in the active tables; apply gives the
+snapshot's clusters a reference, makes its L1 entries the active ones and
+takes one from the old active clusters; delete writes the snapshot table
+without the entry and takes one reference from its clusters. Where a
+refcount returns to 1, COPIED is set again. Freed clusters are discarded
+(hole punched), as QEMU does. A crash at any write leaves at most leaked
+clusters. Refused before anything changes: a refcount that would exceed
+its width (1- and 2-bit refcounts), an external data file, a snapshot
+whose disk size is smaller than the image, applying a snapshot while the
+image has persistent bitmaps (QEMU refuses that too).]]
 
 T.check = [[
 Checking an image: img:check{}, or qinspect check FILE (read-only)

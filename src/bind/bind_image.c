@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "qi/compress.h"
 #include "qi/trace.h"
 #include "bind_int.h"
 
@@ -576,6 +577,52 @@ static int m_write(lua_State *L)
     return 0;
 }
 
+/* Compress DATA (LEN bytes, zero padded to a cluster) for IMG into OUT
+ * (cluster - 1 bytes): the length, 0 when it does not shrink, or QI_E*. */
+static long compress_for(qi_image *img, const char *data, size_t len, uint8_t *in,
+                         uint8_t *out)
+{
+    const qi_header *h = qi_meta_header(img);
+    qi_compressor *c = NULL;
+    uint32_t cs = qi_image_cluster_size(img);
+    long n;
+    int rc = qi_compressor_new(&c, h ? h->compression_type : 0, cs);
+    if (rc < 0)
+        return rc;
+    memset(in, 0, cs);
+    memcpy(in, data, len);
+    n = qi_compressor_run(c, in, out);
+    qi_compressor_free(c);
+    return n;
+}
+
+/* img:write_compressed(offset, data): a compressed write of one guest
+ * cluster (DATA: a whole cluster, or the last one up to the virtual size),
+ * as QEMU's: packed after the previous compressed cluster, or written
+ * uncompressed when compression does not shrink it. Only to a cluster
+ * without a host cluster. */
+static int m_write_compressed(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image(L, 1);
+    uint64_t off = qi_bind_checkoffset(L, 2);
+    size_t len;
+    const char *data = luaL_checklstring(L, 3, &len);
+    uint32_t cs = qi_image_cluster_size(img);
+    uint8_t *in, *out;
+    long n;
+    int rc;
+    if (!qi_image_writable(img))
+        return luaL_error(L, "image opened read-only; reopen with -w");
+    luaL_argcheck(L, cs && len >= 1 && len <= cs, 3, "data must be one cluster or less");
+    in = lua_newuserdatauv(L, 2 * (size_t)cs, 0);
+    out = in + cs;
+    if ((n = compress_for(img, data, len, in, out)) < 0)
+        return luaL_error(L, "compression failed: %s", qi_strerror((int)n));
+    if ((rc = qi_image_write_compressed(img, off, data, len, out, (size_t)n)) < 0)
+        return qi_bind_raise(L, img, rc);
+    return 0;
+}
+
 /* img:zero(offset, length [, {unmap=bool}]): make the range read as zeros
  * (zero flag on whole clusters, zero bytes on pieces). */
 static int m_zero(lua_State *L)
@@ -775,6 +822,7 @@ static int m_flush(lua_State *L)
 static const luaL_Reg image_methods[] = {
     { "read", m_read },
     { "write", m_write },
+    { "write_compressed", m_write_compressed },
     { "zero", m_zero },
     { "discard", m_discard },
     { "resize", m_resize },
@@ -784,6 +832,9 @@ static const luaL_Reg image_methods[] = {
     { "set_refcount", m_set_refcount },
     { "edits", m_edits },
     { "read_snapshot", m_read_snapshot },
+    { "snapshot_create", qi_bind_snapshot_create },
+    { "snapshot_apply", qi_bind_snapshot_apply },
+    { "snapshot_delete", qi_bind_snapshot_delete },
     { "l2_for", m_l2_for },
     { "refcount", m_refcount },
     { "owners", qi_bind_owners },

@@ -123,6 +123,11 @@ void qi_bind_image_register(lua_State *L);
 int qi_bind_open(lua_State *L);
 int qi_bind_create(lua_State *L);
 
+/* bind_snapshot.c: img:snapshot_create/apply/delete */
+int qi_bind_snapshot_create(lua_State *L);
+int qi_bind_snapshot_apply(lua_State *L);
+int qi_bind_snapshot_delete(lua_State *L);
+
 /* bind_meta.c: header and snapshots */
 void qi_bind_meta_register(lua_State *L);
 void qi_bind_push_header(lua_State *L, int image_idx);

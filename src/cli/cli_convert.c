@@ -7,14 +7,15 @@
  * few, large requests: the allocation map (qi_image_map) says which ranges
  * read as zeros, and those are never read; the remaining ranges are
  * gathered into spans of up to CHUNK bytes (small zero gaps between data
- * runs are read along, as that is cheaper than another request), read with
- * one qi_image_read each, and written with one pwrite per run of 4 KiB
- * blocks that are not all zero (qemu-img convert's default -S 4k). Reading
- * and writing overlap: a writer thread scans and writes one buffer while
- * the main thread reads the next (two buffers; the main thread only reuses
- * a buffer after the writer has finished with it, and it alone calls the
- * engine). Only raw output exists for now; qcow2 output needs the write
- * engine. Calls: include/qi, cli.h helpers, POSIX file I/O and threads. */
+ * runs are read along, as that is cheaper than another request), read in
+ * pieces of PIECE bytes with one qi_image_read each, and written with one
+ * pwrite per run of 4 KiB blocks that are not all zero (qemu-img convert's
+ * default -S 4k). Reading and writing overlap: a writer thread scans and
+ * writes the pieces the main thread has read while the main thread reads
+ * the next ones (a ring of pieces; the main thread only reuses a piece
+ * after the writer has finished with it, and it alone calls the engine).
+ * qcow2 output is cli_convert_qcow2.c; this file parses the options for
+ * both. Calls: include/qi, cli.h helpers, POSIX file I/O and threads. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -26,24 +27,35 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "convert.h"
 
-#define CHUNK (4u << 20)      /* largest span read at once */
+#define CHUNK (4u << 20)      /* largest span; two buffers of this size */
 #define GAP (64u << 10)       /* zero gaps up to this size are read along */
 #define BLOCK 4096u           /* sparse detection granularity (-S 4k) */
 #define CONV_CB_STOP 1
 
-/* Hand-off slot between the reader (main thread) and the writer thread. */
+/* Hand-off between the reader (main thread) and the writer thread: the two
+ * CHUNK buffers are cut into NPIECE pieces of up to PIECE bytes, used in
+ * turn as a ring. The reader fills the piece after the last one queued and
+ * waits only when every piece is queued; the writer takes them in order. A
+ * piece small enough to stay in the writer's cache makes its second pass
+ * (the zero scan and the copy into the page cache) cheap. */
+#define PIECE (256u << 10)    /* bytes read into one piece */
+#define NPIECE (2 * (CHUNK / PIECE))
+typedef struct wjob {
+    uint64_t off;
+    size_t n;
+} wjob;
 typedef struct wslot {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool running;             /* the thread exists */
-    bool busy;                /* a job is queued or being written */
     bool quit;
     bool failed;              /* a write failed (message printed) */
-    const uint8_t *buf;
-    uint64_t off;
-    size_t n;
+    bool reader_waits, writer_waits; /* who sleeps on cv */
+    unsigned head, tail;      /* pieces head..tail-1 are queued, head in use */
+    wjob job[NPIECE];
 } wslot;
 
 typedef struct conv {
@@ -51,7 +63,7 @@ typedef struct conv {
     const char *src, *dst;
     int fd;
     uint8_t *bufs[2];
-    int cur;                  /* buffer the reader fills next */
+    size_t piece;             /* piece size: PIECE, or CHUNK for a large -S */
     wslot w;
     uint64_t size;            /* guest bytes to convert */
     size_t sparse;            /* block size for hole detection, 0 = none */
@@ -122,35 +134,56 @@ static int write_sparse(conv *c, const uint8_t *buf, uint64_t off, size_t n)
     return 0;
 }
 
+/* Address of ring piece I. */
+static uint8_t *piece_buf(const conv *c, unsigned i)
+{
+    size_t per = CHUNK / c->piece;
+    i %= (unsigned)(2 * per);
+    return c->bufs[i / per] + (i % per) * c->piece;
+}
+
+static unsigned ring_size(const conv *c)
+{
+    return (unsigned)(2 * (CHUNK / c->piece));
+}
+
 static void *writer_main(void *arg)
 {
     conv *c = arg;
     wslot *w = &c->w;
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (!w->busy && !w->quit)
+        while (w->head == w->tail && !w->quit) {
+            w->writer_waits = true;
             pthread_cond_wait(&w->cv, &w->mu);
-        if (!w->busy)
+            w->writer_waits = false;
+        }
+        if (w->head == w->tail)
             break;
+        wjob j = w->job[w->head % NPIECE];
         bool skip = w->failed; /* after a failure, only drain */
         pthread_mutex_unlock(&w->mu);
-        bool bad = !skip && write_sparse(c, w->buf, w->off, w->n) < 0;
+        bool bad = !skip && write_sparse(c, piece_buf(c, w->head), j.off, j.n) < 0;
         pthread_mutex_lock(&w->mu);
         w->failed |= bad;
-        w->busy = false;
-        pthread_cond_broadcast(&w->cv);
+        w->head++;
+        if (w->reader_waits)
+            pthread_cond_signal(&w->cv);
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
 }
 
-/* Wait until the writer is idle; returns -1 if a write failed. */
-static int writer_wait(wslot *w)
+/* Wait until at most LEFT pieces are queued; returns -1 if a write failed. */
+static int writer_wait(wslot *w, unsigned left)
 {
     bool failed;
     pthread_mutex_lock(&w->mu);
-    while (w->busy)
+    while (w->tail - w->head > left) {
+        w->reader_waits = true;
         pthread_cond_wait(&w->cv, &w->mu);
+        w->reader_waits = false;
+    }
     failed = w->failed;
     pthread_mutex_unlock(&w->mu);
     return failed ? -1 : 0;
@@ -180,10 +213,10 @@ static int writer_stop(conv *c)
     int rc;
     if (!w->running)
         return w->failed ? -1 : 0;
-    rc = writer_wait(w);
+    rc = writer_wait(w, 0);
     pthread_mutex_lock(&w->mu);
     w->quit = true;
-    pthread_cond_broadcast(&w->cv);
+    pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
     pthread_cond_destroy(&w->cv);
@@ -192,35 +225,33 @@ static int writer_stop(conv *c)
     return rc;
 }
 
-/* Queue bufs[cur] (N bytes for guest offset OFF) for writing and switch
- * the reader to the other buffer once the writer is done with it. */
+/* Queue the piece the reader just filled (N bytes for guest offset OFF) and
+ * make sure the next one is free. */
 static int submit(conv *c, uint64_t off, size_t n)
 {
     wslot *w = &c->w;
     if (!w->running) {
-        if (write_sparse(c, c->bufs[c->cur], off, n) < 0)
+        if (write_sparse(c, piece_buf(c, w->tail), off, n) < 0)
             return w->failed = true, -1;
         return 0;
     }
-    if (writer_wait(w) < 0)
-        return -1;
     pthread_mutex_lock(&w->mu);
-    w->buf = c->bufs[c->cur];
-    w->off = off;
-    w->n = n;
-    w->busy = true;
-    pthread_cond_broadcast(&w->cv);
+    w->job[w->tail % NPIECE] = (wjob){ off, n };
+    w->tail++;
+    if (w->writer_waits)
+        pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
-    c->cur ^= 1;
-    return 0;
+    return writer_wait(w, ring_size(c) - 1);
 }
 
-/* Read and write [START, END) in CHUNK pieces. */
+/* Read and write [START, END) piece by piece. */
 static int copy_range(conv *c, uint64_t start, uint64_t end)
 {
+    if (!c->piece)
+        c->piece = c->sparse > PIECE ? CHUNK : PIECE;
     while (start < end) {
-        size_t n = end - start < CHUNK ? (size_t)(end - start) : CHUNK;
-        uint8_t *buf = c->bufs[c->cur];
+        size_t n = end - start < c->piece ? (size_t)(end - start) : c->piece;
+        uint8_t *buf = piece_buf(c, c->w.tail);
         int rc = c->snap < 0 ? qi_image_read(c->img, buf, start, n)
                              : qi_image_read_snapshot(c->img, (uint32_t)c->snap, buf,
                                                       start, n);
@@ -336,97 +367,181 @@ static int convert(conv *c)
     return rc;
 }
 
-static int parse_args(int argc, char **argv, conv *c, unsigned *flags, const char **snap)
+/* Join -o arguments with ',' as qemu-img does. */
+static int add_opts(qi_cli_convert_args *a, const char *arg)
+{
+    size_t old = a->opts ? strlen(a->opts) + 1 : 0;
+    char *p = realloc(a->opts, old + strlen(arg) + 1);
+    if (!p)
+        return qi_cli_error("out of memory");
+    if (old)
+        p[old - 1] = ',';
+    strcpy(p + old, arg);
+    a->opts = p;
+    return QI_CLI_OK;
+}
+
+static int parse_opt(int ch, const char *arg, qi_cli_convert_args *a, unsigned *flags)
+{
+    uint64_t v;
+    char *end;
+    long m;
+    switch (ch) {
+    case 'f':
+        if (qi_cli_parse_format(arg, flags) < 0)
+            return qi_cli_usage_error("convert", "Unknown file format '%s' (raw or qcow2)", arg);
+        return QI_CLI_OK;
+    case 'O':
+        if (strcmp(arg, "qcow2") && strcmp(arg, "raw"))
+            return qi_cli_usage_error("convert", "Unknown file format '%s' (raw or qcow2)", arg);
+        a->qcow2 = !strcmp(arg, "qcow2");
+        return QI_CLI_OK;
+    case 'U': *flags |= QI_OPEN_FORCE_SHARE; return QI_CLI_OK;
+    case 'l': a->snap = arg; return QI_CLI_OK;
+    case 'B': a->backing = arg; return QI_CLI_OK;
+    case 'F': a->backing_fmt = arg; return QI_CLI_OK;
+    case 'o': return add_opts(a, arg);
+    case 'c': a->compress = true; return QI_CLI_OK;
+    case 'p': a->progress = true; return QI_CLI_OK;
+    case 'q': a->quiet = true; return QI_CLI_OK;
+    case 'n': a->no_create = true; return QI_CLI_OK;
+    case 'W': return QI_CLI_OK;   /* writes in guest order are allowed out of order too */
+    case 'S':
+        if (qi_cli_parse_size(arg, &v) < 0)
+            return qi_cli_error("Invalid buffer size for sparse output specified. You may use "
+                                "k, M, G, T, P or E suffixes for\nqinspect: kilobytes, "
+                                "megabytes, gigabytes, terabytes, petabytes and exabytes.");
+        if (v % 512 || v > (16u << 20))
+            return qi_cli_error("Invalid buffer size for sparse output specified. Valid sizes "
+                                "are multiples of 512 up to 16777216. Select 0 to disable "
+                                "sparse detection (fully allocates output).");
+        a->sparse = v;
+        return QI_CLI_OK;
+    case 'm':
+        errno = 0;
+        m = strtol(arg, &end, 10);
+        if (errno || *end || end == arg || m < 1 || m > 16)
+            return qi_cli_error("Invalid number of coroutines. Allowed number of coroutines "
+                                "is between 1 and 16");
+        a->threads = (unsigned)m;
+        return QI_CLI_OK;
+    }
+    return QI_CLI_USAGE;
+}
+
+static int parse_args(int argc, char **argv, qi_cli_convert_args *a, unsigned *flags)
 {
     static const struct option lopts[] = {
         { "force-share", no_argument, NULL, 'U' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    uint64_t sparse;
-    int ch;
+    int ch, rc;
     optind = 0;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":hf:O:Ul:S:co:pqnW", lopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":hf:O:Ul:S:co:pqnWm:B:F:", lopts, NULL)) != -1) {
         switch (ch) {
-        case 'f':
-            if (qi_cli_parse_format(optarg, flags) < 0)
-                return qi_cli_usage_error("convert", "unknown format '%s' (raw or qcow2)", optarg);
-            break;
-        case 'O':
-            if (!strcmp(optarg, "qcow2"))
-                return qi_cli_error("convert: -O qcow2 is not supported yet: needs write support");
-            if (strcmp(optarg, "raw"))
-                return qi_cli_usage_error("convert", "unknown output format '%s' (raw)", optarg);
-            break;
-        case 'U': *flags |= QI_OPEN_FORCE_SHARE; break;
-        case 'l': *snap = optarg; break;
-        case 'S':
-            if (qi_cli_parse_size(optarg, &sparse) < 0 || sparse % 512 || sparse > CHUNK)
-                return qi_cli_usage_error("convert", "invalid -S size '%s'", optarg);
-            c->sparse = (size_t)sparse;
-            break;
-        case 'c':
-            return qi_cli_error("convert: -c is not supported yet: compressed output needs "
-                                "-O qcow2 and write support");
-        case 'o':
-            return qi_cli_error("convert: -o is not supported yet: raw output has no options");
-        case 'n':
-            return qi_cli_error("convert: -n is not supported yet");
-        case 'p': case 'q': case 'W': break;
         case 'h':
-            qi_cli_help("convert", "  -l SNAPSHOT  snapshot.name=NAME, snapshot.id=ID or ID_OR_NAME\n"
-                                   "  -S SIZE      hole granularity (default 4k, 0 = no holes)\n");
+            qi_cli_help("convert",
+                "  -O FMT       output format: raw (default) or qcow2\n"
+                "  -o OPTS      qcow2 options as qemu-img create -o (cluster_size=,\n"
+                "               compression_type=zlib|zstd, compat=, refcount_bits=, ...)\n"
+                "  -c           compressed clusters (qcow2), compressed by -m threads\n"
+                "  -m N         compressing threads, 1..16 (default: online CPUs)\n"
+                "  -B FILE      new image with backing FILE (-F FMT): only the source's\n"
+                "               own clusters are copied\n"
+                "  -n           write into the existing DST (not created)\n"
+                "  -l SNAPSHOT  snapshot.name=NAME, snapshot.id=ID or ID_OR_NAME\n"
+                "  -S SIZE      hole granularity (default 4k, 0 = no holes)\n"
+                "  -p           progress on a terminal; -q quiet; -W accepted\n");
             return -1;
         case ':': return qi_cli_usage_error("convert", "option '%s' needs an argument", argv[optind - 1]);
-        default: return qi_cli_usage_error("convert", "unknown option '%s'", argv[optind - 1]);
+        case '?': return qi_cli_usage_error("convert", "unknown option '%s'", argv[optind - 1]);
+        default:
+            if ((rc = parse_opt(ch, optarg, a, flags)) != QI_CLI_OK)
+                return rc;
         }
     }
     if (argc - optind != 2)
         return qi_cli_usage_error("convert", "expected SRC and DST arguments");
-    c->src = argv[optind];
-    c->dst = argv[optind + 1];
+    a->src = argv[optind];
+    a->dst = argv[optind + 1];
+    return QI_CLI_OK;
+}
+
+/* The combinations qemu-img convert refuses, with its messages. */
+static int check_args(const qi_cli_convert_args *a)
+{
+    if (a->no_create && a->opts)
+        return qi_cli_error("-o has no effect when skipping image creation");
+    if (a->backing && !a->qcow2)
+        return qi_cli_error("Backing file not supported for file format 'raw'");
+    if (a->compress && !a->qcow2)
+        return qi_cli_error("Compression not supported for this file format");
+    if (a->backing && !a->backing_fmt && !a->no_create)
+        return qi_cli_error("Use of backing file requires explicit backing format");
+    if (!a->qcow2 && a->no_create)
+        return qi_cli_error("convert: -n with raw output is not supported yet");
+    return QI_CLI_OK;
+}
+
+/* Index of the snapshot SPEC of C->img into C->snap; the size converted is
+ * at most the snapshot's disk size. */
+static int pick_snapshot(conv *c, const char *spec, uint64_t *full)
+{
+    uint32_t n = 0;
+    const qi_snapshot *sn;
+    if ((c->snap = find_snapshot(c->img, spec)) < 0)
+        return qi_cli_error("%s: snapshot '%s' not found", c->src, spec);
+    /* qemu-img keeps the current virtual size; past the snapshot's own
+     * disk size nothing is mapped, so that part stays a hole */
+    sn = qi_meta_snapshots(c->img, &n);
+    *full = c->size;
+    if (sn[c->snap].has_disk_size && sn[c->snap].disk_size < c->size)
+        c->size = sn[c->snap].disk_size;
     return QI_CLI_OK;
 }
 
 int qi_cli_convert(int argc, char **argv)
 {
     conv c = { .fd = -1, .sparse = BLOCK, .snap = -1 };
+    qi_cli_convert_args a = { .sparse = BLOCK };
     unsigned flags = QI_OPEN_PROBE;
-    const char *snap = NULL;
-    int rc = parse_args(argc, argv, &c, &flags, &snap);
-    if (rc < 0)
+    uint64_t full = 0;
+    int rc = parse_args(argc, argv, &a, &flags);
+    if (rc < 0) {
+        free(a.opts);
         return QI_CLI_OK; /* --help */
-    if (rc != QI_CLI_OK)
-        return rc;
-    if (!(c.img = qi_cli_open(c.src, flags)))
-        return QI_CLI_ERR;
-    c.size = qi_image_size(c.img);
-    if (snap) {
-        uint32_t n = 0;
-        const qi_snapshot *sn;
-        if ((c.snap = find_snapshot(c.img, snap)) < 0) {
-            rc = qi_cli_error("%s: snapshot '%s' not found", c.src, snap);
-            goto out;
-        }
-        /* qemu-img keeps the current virtual size; past the snapshot's own
-         * disk size nothing is mapped, so that part stays a hole */
-        sn = qi_meta_snapshots(c.img, &n);
-        if (sn[c.snap].has_disk_size && sn[c.snap].disk_size < c.size) {
-            uint64_t full = c.size;
-            c.size = sn[c.snap].disk_size;
-            rc = convert(&c);
-            if (rc == QI_CLI_OK && ftruncate(c.fd, (off_t)full) < 0)
-                rc = qi_cli_error("%s: cannot set size: %s", c.dst, strerror(errno));
-            goto out;
-        }
+    }
+    if (rc != QI_CLI_OK || (rc = check_args(&a)) != QI_CLI_OK)
+        goto out;
+    c.src = a.src;
+    c.dst = a.dst;
+    c.sparse = (size_t)a.sparse;
+    if (!(c.img = qi_cli_open(c.src, flags))) {
+        rc = QI_CLI_ERR;
+        goto out;
+    }
+    c.size = full = qi_image_size(c.img);
+    if (a.snap && (rc = pick_snapshot(&c, a.snap, &full)) != QI_CLI_OK)
+        goto out;
+    if (a.qcow2) {
+        rc = qi_cli_convert_qcow2(&a, c.img, c.snap, full, c.size);
+        goto out;
+    }
+    if (a.opts) {
+        rc = qi_cli_error("convert: -o is not supported with raw output yet");
+        goto out;
     }
     rc = convert(&c);
+    if (rc == QI_CLI_OK && full > c.size && ftruncate(c.fd, (off_t)full) < 0)
+        rc = qi_cli_error("%s: cannot set size: %s", c.dst, strerror(errno));
 out:
     if (c.fd >= 0 && close(c.fd) < 0 && rc == QI_CLI_OK)
         rc = qi_cli_error("%s: close failed: %s", c.dst, strerror(errno));
     free(c.bufs[0]);
     free(c.bufs[1]);
+    free(a.opts);
     qi_image_close(c.img);
     return rc;
 }

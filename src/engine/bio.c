@@ -303,7 +303,7 @@ int qi_bio_sync(qi_bio *b, qi_err *err)
     if (fault.armed && fault.tripped)
         return qi_err_set(err, b->path, QI_EIO, "", QI_NO_OFFSET,
                           "injected crash after %" PRIu64 " writes", fault.limit);
-    if (fdatasync(b->fd) < 0)
+    if (!b->nosync && fdatasync(b->fd) < 0)
         return write_errno(b, QI_NO_OFFSET, err, "", "fdatasync");
     b->unsynced = false;
     free_undo(b);
@@ -330,6 +330,44 @@ int qi_bio_truncate(qi_bio *b, uint64_t size, qi_err *err)
             return write_errno(b, size, err, "", "truncate");
     b->unsynced = true;
     b->size = size;
+    return 0;
+}
+
+int qi_bio_discard(qi_bio *b, uint64_t off, uint64_t len, qi_err *err,
+                   const char *structure)
+{
+    struct stat st;
+    int rc;
+    if (!b->writable)
+        return qi_err_set(err, b->path, QI_ERDONLY, structure, off,
+                          "file opened read-only");
+    if (fstat(b->fd, &st) < 0)
+        return qi_err_set(err, b->path, QI_EIO, structure, off, "fstat failed: %s",
+                          strerror(errno));
+    /* the file keeps its length: nothing past its end is touched */
+    if (off >= (uint64_t)st.st_size || !len)
+        return 0;
+    if (len > (uint64_t)st.st_size - off)
+        len = (uint64_t)st.st_size - off;
+    if (fault.trace)
+        fault.trace(fault.trace_payload, b, structure, off, (size_t)len, NULL);
+    if ((rc = fault_gate(b, off, (size_t)len, err, structure)) < 0)
+        return rc;
+    if (fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                  (off_t)len) < 0) {
+        /* no hole punching here: zeros written instead read the same */
+        static const uint8_t zeros[65536];
+        for (uint64_t done = 0; done < len;) {
+            size_t n = len - done < sizeof zeros ? (size_t)(len - done) : sizeof zeros;
+            ssize_t w = pwrite(b->fd, zeros, n, (off_t)(off + done));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0)
+                return write_errno(b, off + done, err, structure, "write");
+            done += (uint64_t)w;
+        }
+    }
+    b->unsynced = true;
     return 0;
 }
 

@@ -22,6 +22,8 @@ typedef struct qi_bio {
     uint64_t blocks512; /* st_blocks at open */
     bool writable;
     bool unsynced;      /* written since the last qi_bio_sync */
+    bool nosync;        /* qi_bio_sync orders nothing (no fdatasync):
+                         * QI_OPEN_UNSAFE */
     struct qi_bio_undo *undo;   /* fault injection: pre-images of unsynced writes */
     struct qi_bio *next_open;   /* fault injection: list of writable handles */
 } qi_bio;
@@ -85,6 +87,13 @@ int qi_bio_sync(qi_bio *b, qi_err *err);
 /* Set the file length to SIZE (grow with a hole or cut). Returns 0, QI_ERDONLY,
  * QI_EIO, QI_ENOSPC. */
 int qi_bio_truncate(qi_bio *b, uint64_t size, qi_err *err);
+
+/* Discard [OFF, OFF+LEN) as QEMU's file layer does for a freed cluster:
+ * a hole punched (zeros written where the file system cannot), the file
+ * length kept (nothing past the end of the file is touched). Counted as
+ * a write by the fault injection. Returns 0, QI_ERDONLY, QI_EIO. */
+int qi_bio_discard(qi_bio *b, uint64_t off, uint64_t len, qi_err *err,
+                   const char *structure);
 
 /* Fault injection for the crash tests (SQLite's test6.c idea). Process-wide,
  * over every writable handle:

@@ -5,11 +5,16 @@
  * compressed cluster's stored span is rounded up to 512-byte sectors, so the
  * input may end with bytes that belong to the next cluster: decompression
  * stops as soon as exactly one cluster has been produced, and any stream
- * that ends earlier is corruption. Calls: zlib, libzstd. */
+ * that ends earlier is corruption. qi_compressor (include/qi/compress.h)
+ * compresses clusters for compressed writes as QEMU does, one context per
+ * compressor so that threads compress in parallel. Calls: zlib, libzstd. */
 #include <zlib.h>
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include <stdlib.h>
+
+#include "qi/compress.h"
 #include "qi/error.h"
 #include "compress.h"
 
@@ -93,4 +98,73 @@ long qi_compress_deflate(int type, const void *in, size_t inlen, void *out,
     rc = ret == Z_STREAM_END && s.total_out < outcap ? (long)s.total_out : 0;
     deflateEnd(&s);
     return rc;
+}
+
+/* ---- qi_compressor (include/qi/compress.h) ---- */
+
+struct qi_compressor {
+    int type;
+    uint32_t cs;
+    z_stream z;               /* zlib: initialized once, reset per cluster */
+    ZSTD_CCtx *zc;            /* zstd */
+};
+
+int qi_compressor_new(qi_compressor **out, int type, uint32_t cluster_size)
+{
+    qi_compressor *c;
+    *out = NULL;
+    if (type != QI_COMPRESSION_ZLIB && type != QI_COMPRESSION_ZSTD)
+        return QI_ENOTSUP;
+    if (cluster_size < 512 || cluster_size > (2u << 20) || (cluster_size & (cluster_size - 1)))
+        return QI_EINVAL;
+    if (!(c = calloc(1, sizeof *c)))
+        return QI_ENOMEM;
+    c->type = type;
+    c->cs = cluster_size;
+    if (type == QI_COMPRESSION_ZSTD) {
+        c->zc = ZSTD_createCCtx();
+        if (!c->zc) {
+            free(c);
+            return QI_ENOMEM;
+        }
+    } else if (deflateInit2(&c->z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9,
+                            Z_DEFAULT_STRATEGY) != Z_OK) {
+        free(c);
+        return QI_ENOMEM;
+    }
+    *out = c;
+    return 0;
+}
+
+long qi_compressor_run(qi_compressor *c, const void *in, void *out)
+{
+    size_t cap = c->cs - 1;
+    if (c->type == QI_COMPRESSION_ZSTD) {
+        /* zstd's default level, as QEMU's ZSTD_compressStream2 uses */
+        size_t r = ZSTD_compressCCtx(c->zc, out, cap, in, c->cs, ZSTD_CLEVEL_DEFAULT);
+        if (ZSTD_isError(r))
+            return ZSTD_getErrorCode(r) == ZSTD_error_dstSize_tooSmall ? 0 : QI_EIO;
+        return (long)r;
+    }
+    if (deflateReset(&c->z) != Z_OK)
+        return QI_EIO;
+    c->z.next_in = (Bytef *)(uintptr_t)in;
+    c->z.avail_in = c->cs;
+    c->z.next_out = out;
+    c->z.avail_out = (uInt)cap;
+    int ret = deflate(&c->z, Z_FINISH);
+    if (ret == Z_STREAM_END)
+        return (long)(cap - c->z.avail_out);
+    return ret == Z_OK || ret == Z_BUF_ERROR ? 0 : QI_EIO;
+}
+
+void qi_compressor_free(qi_compressor *c)
+{
+    if (!c)
+        return;
+    if (c->type == QI_COMPRESSION_ZSTD)
+        ZSTD_freeCCtx(c->zc);
+    else
+        deflateEnd(&c->z);
+    free(c);
 }

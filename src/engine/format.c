@@ -329,6 +329,14 @@ uint64_t qi_format_encode_reftable(uint64_t block_off)
     return block_off;
 }
 
+uint64_t qi_format_encode_compressed(const qi_geom *g, uint64_t host, uint64_t len)
+{
+    uint64_t extra = (host + len - 1) / 512 - host / 512;
+    assert(len >= 1 && host <= g->coffset_mask && host < QI_MAX_OFFSET &&
+           extra <= g->csize_mask);
+    return QI_OFLAG_COMPRESSED | host | (extra << g->csize_shift);
+}
+
 int qi_format_parse_snapshot(const uint8_t *buf, size_t avail, uint64_t off,
                              uint32_t version, const char *path,
                              qi_snapshot *s, size_t *consumed, qi_err *err)

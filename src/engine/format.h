@@ -99,6 +99,13 @@ uint64_t qi_format_encode_l1(uint64_t l2_off, bool copied);
 uint64_t qi_format_encode_l2(uint64_t host, bool copied, bool zero);
 uint64_t qi_format_encode_reftable(uint64_t block_off);
 
+/* The L2 entry of a compressed cluster whose LEN (>= 1) bytes of data start
+ * at byte HOST: the offset, and in the sector field the number of 512-byte
+ * sectors [HOST, HOST+LEN) touches minus one, as QEMU encodes it (no
+ * COPIED). The offset fits the descriptor and the sectors the field
+ * (asserted: the allocator placed the data inside at most two clusters). */
+uint64_t qi_format_encode_compressed(const qi_geom *g, uint64_t host, uint64_t len);
+
 /* Parse one snapshot table entry starting at BUF (AVAIL bytes available,
  * OFF = its file offset). On success *consumed = padded entry length. */
 int qi_format_parse_snapshot(const uint8_t *buf, size_t avail, uint64_t off,

@@ -341,6 +341,40 @@ static int read_header(qi_image *img)
                                      end, img->path, on_ext, img, &img->err);
 }
 
+static void free_snapshots(qi_image *img)
+{
+    for (uint32_t i = 0; i < img->n_snaps; i++) {
+        free(img->snaps[i].id);
+        free(img->snaps[i].name);
+    }
+    free(img->snaps);
+    img->snaps = NULL;
+    img->n_snaps = 0;
+}
+
+/* QI_HDR_SNAPSHOTS: nb_snapshots (bytes 60-63) and snapshots_offset
+ * (64-71) are adjacent and change in one synced write (QEMU's order), then
+ * the table the header now names is parsed again into img->snaps, and the
+ * kept snapshot L1 copy is dropped (its index may name another snapshot
+ * now; a view still held keeps its own reference). */
+static int commit_snapshots(qi_image *img)
+{
+    uint8_t b[12];
+    int rc;
+    qi_put_be32(b, img->hdr_req.nb_snapshots);
+    qi_put_be64(b + 4, img->hdr_req.snapshots_offset);
+    if ((rc = qi_bio_pwrite(img->file, b, 12, 60, &img->err, "header")) < 0 ||
+        (rc = qi_bio_sync(img->file, &img->err)) < 0)
+        return rc;
+    img->hdr.nb_snapshots = img->hdr_req.nb_snapshots;
+    img->hdr.snapshots_offset = img->hdr_req.snapshots_offset;
+    memcpy(img->hdr_buf + 60, b, 12);
+    free_snapshots(img);
+    qi_cluster_l1tab_drop(img->snap_l1);
+    img->snap_l1 = NULL;
+    return read_snapshots(img);
+}
+
 /* QI_HDR_L1: l1_size (bytes 36-39) and l1_table_offset (40-47) are
  * adjacent and change in one write, synced before the in-memory L1 copy is
  * replaced by the one in the request. QI_HDR_SIZE: the virtual size (24-31). */
@@ -360,6 +394,10 @@ static int commit_l1_size(qi_image *img)
         qi_cluster_l1tab_drop(img->l1);     /* a view still held keeps it */
         img->l1 = img->hdr_req.l1;
         img->hdr_req.l1 = NULL;
+    }
+    if (img->hdr_req.what & QI_HDR_SNAPSHOTS) {
+        if ((rc = commit_snapshots(img)) < 0)
+            return rc;
     }
     if (img->hdr_req.what & QI_HDR_SIZE) {
         qi_put_be64(b, img->hdr_req.size);
@@ -454,6 +492,9 @@ static int open_data_file(qi_image *img, const qi_open_opts *o)
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
     rc = qi_bio_open(&img->data_file, full, (o->flags & QI_OPEN_RW) != 0,
                      lock_mode(o, true), &img->err);
+    if (rc == 0)
+        img->data_file->nosync = (o->flags & (QI_OPEN_RW | QI_OPEN_UNSAFE)) ==
+                                 (QI_OPEN_RW | QI_OPEN_UNSAFE);
     if (rc < 0) {
         /* the reason is in img->err: copy it out before formatting over it */
         char why[sizeof img->err.message];
@@ -513,11 +554,7 @@ static int parse_all(qi_image *img, const qi_open_opts *o)
 /* Free what parse_all made (everything it sets is left NULL or 0). */
 static void free_parsed(qi_image *img)
 {
-    for (uint32_t i = 0; i < img->n_snaps; i++) {
-        free(img->snaps[i].id);
-        free(img->snaps[i].name);
-    }
-    free(img->snaps);
+    free_snapshots(img);
     for (uint32_t i = 0; i < img->n_bitmaps; i++)
         free(img->bitmaps[i].name);
     free(img->bitmaps);
@@ -528,13 +565,12 @@ static void free_parsed(qi_image *img)
     free(img->backing_full);
     free(img->backing_fmt);
     free(img->data_file_name);
-    img->snaps = NULL;
     img->bitmaps = NULL;
     img->hdr_buf = NULL;
     img->exts = NULL;
     img->features = NULL;
     img->backing_name = img->backing_full = img->backing_fmt = img->data_file_name = NULL;
-    img->n_snaps = img->n_bitmaps = img->n_exts = img->n_features = 0;
+    img->n_bitmaps = img->n_exts = img->n_features = 0;
 }
 
 /* A dirty image opened read-write: its refcounts may be lower than the
@@ -594,6 +630,7 @@ static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
     if ((rc = qi_bio_open(&img->file, path, img->writable, lock_mode(o, !above),
                           &img->err)) < 0)
         goto fail;
+    img->file->nosync = img->writable && (o->flags & QI_OPEN_UNSAFE);
     me = (chain){ above, img->file->dev, img->file->ino, above ? above->depth + 1 : 0 };
     for (const chain *c = above; c; c = c->next)
         if (c->dev == me.dev && c->ino == me.ino) {
@@ -713,6 +750,7 @@ static void drop_derived(qi_image *img)
     img->reftable_entries = 0;
     img->cbuf_off = 0;
     img->free_hint = 0;
+    img->free_byte_offset = 0;
     img->meta_prealloc = -1;
 }
 

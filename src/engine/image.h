@@ -57,6 +57,11 @@ struct qi_image {
 
     /* writing */
     uint64_t free_hint;         /* lowest host cluster that may be free */
+    uint64_t free_byte_offset;  /* compressed writes: the next byte free for
+                                 * packing, inside a host cluster holding
+                                 * compressed data of this session; 0 none
+                                 * (cwrite.c; refcount.c clears it when that
+                                 * cluster's refcount drops to 0) */
     uint64_t *pending_free;     /* host clusters losing a reference once the
                                  * L2 entries that dropped it are on disk */
     size_t n_pending, cap_pending;
@@ -76,6 +81,8 @@ struct qi_image {
                                              * it (sets this to NULL) once the
                                              * header is on disk */
         uint64_t size;                      /* QI_HDR_SIZE: virtual size */
+        uint32_t nb_snapshots;              /* QI_HDR_SNAPSHOTS */
+        uint64_t snapshots_offset;
     } hdr_req;
     int (*commit_header)(struct qi_image *img);
     bool lazy_dirty;            /* this session set the dirty bit for lazy
@@ -125,6 +132,9 @@ int qi_image_write_state(qi_image *img);
 #define QI_HDR_SIZE     0x8u    /* virtual size */
 #define QI_HDR_DIRTY    0x10u   /* set the dirty bit (incompatible bit 0) */
 #define QI_HDR_CLEAN    0x20u   /* clear the dirty bit (everything synced) */
+#define QI_HDR_SNAPSHOTS 0x40u  /* nb_snapshots and snapshots_offset: the new
+                                 * table (written and synced by the caller)
+                                 * is read again into img->snaps */
 
 /* Record a corruption in IMG's error slot; returns QI_ECORRUPT. */
 #define qi_corrupt(img, st, off, ...) \

@@ -236,6 +236,7 @@ int qi_rebuild_refcounts(qi_image *img, qi_rebuild_stats *st)
         goto out;
     img->lazy_dirty = false;
     img->free_hint = 0;     /* lowered refcounts freed clusters anywhere */
+    img->free_byte_offset = 0;
 out:
     free(c.count);
     return rc;

@@ -241,6 +241,16 @@ int qi_refcount_attach_block(qi_image *img, uint64_t ti, uint64_t off)
     return place_block(img, ti, off, false);
 }
 
+/* Cluster CLUSTER_INDEX is free now: the allocator may take it, and
+ * compressed writes no longer pack data into it. */
+static void freed(qi_image *img, uint64_t cluster_index)
+{
+    if (cluster_index < img->free_hint)
+        img->free_hint = cluster_index;
+    if (img->free_byte_offset >> img->g.cluster_bits == cluster_index)
+        img->free_byte_offset = 0;
+}
+
 int qi_refcount_update(qi_image *img, uint64_t cluster_index, int64_t delta)
 {
     uint64_t ti = cluster_index / img->g.refblock_entries;
@@ -272,8 +282,8 @@ int qi_refcount_update(qi_image *img, uint64_t cluster_index, int64_t delta)
     if (rc == 0) {
         qi_format_refcount_set(block, img->g.refcount_order, bi, old + (uint64_t)delta);
         qi_cache_mark_dirty(img->rb_cache, block);
-        if (old + (uint64_t)delta == 0 && cluster_index < img->free_hint)
-            img->free_hint = cluster_index;
+        if (old + (uint64_t)delta == 0)
+            freed(img, cluster_index);
     }
     qi_cache_put(img->rb_cache, block);
     return rc;
@@ -302,8 +312,8 @@ int qi_refcount_set(qi_image *img, uint64_t cluster_index, uint64_t value, uint6
                            cluster_index % img->g.refblock_entries, value);
     qi_cache_mark_dirty(img->rb_cache, block);
     qi_cache_put(img->rb_cache, block);
-    if (value == 0 && cluster_index < img->free_hint)
-        img->free_hint = cluster_index;
+    if (value == 0)
+        freed(img, cluster_index);
     return 0;
 }
 
@@ -420,6 +430,7 @@ static int alloc_long(qi_image *img, uint64_t n, uint64_t *off)
 int qi_refcount_alloc(qi_image *img, uint64_t n, uint64_t *off)
 {
     uint64_t ci = img->free_hint, first = 0, run = 0, limit = QI_MAX_OFFSET >> img->g.cluster_bits;
+    uint64_t lowest_free = UINT64_MAX;  /* first free cluster the scan met */
     int rc;
     *off = 0;
     if ((rc = qi_refcount_load_table(img)) < 0)
@@ -442,10 +453,17 @@ int qi_refcount_alloc(qi_image *img, uint64_t n, uint64_t *off)
             run = 0;
         } else if (run++ == 0) {
             first = ci;
+            if (lowest_free == UINT64_MAX)
+                lowest_free = ci;
         }
         ci++;
     }
-    return take_run(img, first, n, off);
+    if ((rc = take_run(img, first, n, off)) < 0)
+        return rc;
+    /* everything the scan passed before LOWEST_FREE is in use (a refcount
+     * block placed on the way, say): the next scan starts after it */
+    img->free_hint = lowest_free == first ? first + n : lowest_free;
+    return 0;
 }
 
 int qi_refcount_free_later(qi_image *img, uint64_t off, uint64_t len)

@@ -466,6 +466,17 @@ static int end_op(qi_image *img, int rc)
     return rc;
 }
 
+int qi_rw_write_begin(qi_image *img, const char *what, uint64_t off, uint64_t len)
+{
+    int rc = check_range(img, what, off, len);
+    return rc < 0 ? rc : qi_bitmap_note_write(img, off, len);
+}
+
+int qi_rw_write_end(qi_image *img, int rc)
+{
+    return end_op(img, rc);
+}
+
 int qi_image_write(qi_image *img, const void *buf, uint64_t off, size_t len)
 {
     const uint8_t *p = buf;

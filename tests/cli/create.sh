@@ -21,8 +21,7 @@
 # suffixes and decimals), every refusal of qemu-img (bad cluster sizes,
 # refcount widths, v2 with v3 features, extended L2 with small clusters,
 # data_file_raw without a data file, backing file problems, sizes), -o
-# help, -q, SIZE from the backing file, -u, and a bench row (100 creates,
-# qinspect vs qemu-img; printed as a diagnostic).
+# help, -q, SIZE from the backing file, -u. (Timing is a bench row: bench/run.sh create-*.)
 T_DIR=$(cd "$(dirname "$0")" && pwd)
 . "$T_DIR/lib.sh"
 
@@ -220,17 +219,5 @@ for args in "" "-f qcow2" "-f qcow2 -x a 1M" "-f qcow2 -o" "-f qcow2 a.qcow2 1M 
     if [ $rc = 2 ] && [ -s i.err ] && [ ! -e i/a.qcow2 ]; then t_ok "usage error: create $args"
     else t_fail "usage error: create $args: exit $rc"; cat i.err | t_diag; fi
 done
-
-# ---- bench row: 100 creates each (run with the binary under test) ----
-bench() {
-    local t0 t1 i
-    t0=$(date +%s%N)
-    for i in $(seq 100); do "$@" b$i.qcow2 1G >/dev/null || return 1; done
-    t1=$(date +%s%N)
-    rm -f b*.qcow2
-    echo $(( (t1 - t0) / 1000000 ))
-}
-qms=$(bench qemu-img create -q -f qcow2) && ims=$(bench "$QINSPECT" create -q -f qcow2) &&
-    t_ok "bench: 100 creates of a 1G image: qinspect $ims ms, qemu-img $qms ms, ratio $(python3 -c "print(round($ims/$qms, 3))")"
 
 t_done

@@ -96,14 +96,44 @@ dirty_ok() {
     repaired_ok "$name" "$name.fix" "a qinspect -w open"
 }
 
-# scenario NAME CHUNK [CHECK | dirty-ok]: BASE is $NAME.base (made by the
+# copied_ok NAME IMG: the criterion of the snapshot scenarios. qemu-img
+# check counts a COPIED flag missing on an active entry whose refcount is 1
+# as a corruption, but it is the safe direction (STYLE convention 7: the
+# cluster is copied on the next write instead of written in place), and
+# snapshot create (COPIED cleared before the refcounts go up) and delete
+# (refcounts down to 1 before COPIED is set again) cannot avoid a moment
+# with it: COPIED and the refcount live in different clusters. QEMU's own
+# order has the unsafe direction there (COPIED set with refcount 2). So:
+# every error qemu-img check reports is of that safe kind (an entry without
+# bit 63, refcount=1), `qemu-img check -r all` leaves the image clean, and
+# crash_ok holds for the repaired image.
+copied_ok() {
+    local name=$1 img=$2 rc bad
+    qemu-img check "$img" >"$name.check" 2>&1
+    rc=$?
+    if [ $rc -eq 2 ]; then
+        bad=$(grep -E 'ERROR|Corrupt|corrupt' "$name.check" | grep -vE \
+            '^ERROR OFLAG_COPIED (data|L2) cluster: (l1_index=[0-9]+ )?l[12]_entry=[0-7]?[0-9a-f]{0,15} refcount=1$' |
+            grep -v 'Data may be corrupted, or further writes to the image may corrupt it' |
+            grep -vE '^[0-9]+ errors were found on the image')
+        [ -n "$bad" ] && { echo "qemu-img check: $(echo "$bad" | head -3 | tr '\n' ' ')"; return; }
+        cp "$img" "$name.fix"
+        qemu-img check -q -r all "$name.fix" >/dev/null 2>&1
+        qemu-img check "$name.fix" >"$name.check" 2>&1 ||
+            { echo "after qemu-img check -r all: $(grep -m3 -E 'ERROR|Leak' "$name.check" | tr '\n' ' ')"; return; }
+        img=$name.fix
+    fi
+    crash_ok "$name" "$img"
+}
+
+# scenario NAME CHUNK [CHECK | dirty-ok] [copied-ok]: BASE is $NAME.base (made by the
 # caller). CHECK, a command, is also run after each stop as CHECK BASE IMG
 # OLD GOT (OLD, GOT: raw guest data before and after), and after the
 # uninterrupted run with --closed appended. dirty-ok: the criterion of lazy
 # refcounts (dirty_ok) instead of crash_ok.
 # CRASH_ONLY="name ..." runs only those scenarios.
 scenario() {
-    local name=$1 chunk=$2 mode=${3:-} extra="" w n fmode cs fails why what out
+    local name=$1 chunk=$2 mode=${3:-} crit=${4:-} extra="" w n fmode cs fails why what out
     case " ${CRASH_ONLY:-$name} " in *" $name "*) ;; *) return ;; esac
     if [ -n "$mode" ] && [ "$mode" != dirty-ok ]; then extra=$mode; mode=""; fi
     # the unit a crash may leave old or new: the cluster, or with extended
@@ -126,12 +156,14 @@ print(i["cluster-size"] // (32 if i.get("format-specific", {}).get("data", {}).g
         { t_fail "$name: the uninterrupted operation passes $extra"; printf '%s\n' "$out" | t_diag; return; }
     what="no corruption"
     [ "$mode" = dirty-ok ] && what="corruption only under the dirty bit, both repairs clean"
+    [ "$crit" = copied-ok ] && what="no corruption but COPIED missing at refcount 1 (check -r all clean)"
     for fmode in "" ",drop"; do
         fails=""
         for n in $(seq 0 $((w - 1))); do
             restore "$name" "$name.img"
             QINSPECT_FAULT="$n$fmode" "$QINSPECT" -w -e "$chunk" "$name.img" >/dev/null 2>&1
             if [ "$mode" = dirty-ok ]; then why=$(dirty_ok "$name" "$name.img")
+            elif [ "$crit" = copied-ok ]; then why=$(copied_ok "$name" "$name.img")
             else why=$(crash_ok "$name" "$name.img"); fi
             [ -n "$why" ] && fails="$fails
 N=$n: $why"
@@ -194,6 +226,31 @@ scenario small 'img:write(200000, string.rep("g", 16000))'
 qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=64 grow.base 4M
 qio -c 'write -P 0x61 0 1975k' grow.base
 scenario grow 'img:write(3 << 20, string.rep("h", 8000))'
+
+# compressed writes (img:write_compressed, QEMU's write_compressed): byte
+# packing after the previous compressed cluster, data running on into the
+# next host cluster, the uncompressed fallback (random data), a plain zero
+# cluster as target. MIX(seed): a cluster of 28000 repeated bytes and 37536
+# random ones (about 38 KB compressed, so the next one spans two clusters).
+CW_LIB='local function rnd(n, s) math.randomseed(s) local t = {} for i = 1, n do t[i] = string.char(math.random(0, 255)) end return table.concat(t) end
+local function mix(s, cs) cs = cs or 65536 local h = cs * 28000 // 65536 return string.rep(rnd(7, s), h // 7 + 1):sub(1, h) .. rnd(cs - h, s + 1) end '
+qemu-img create -q -f qcow2 cwrite.base 16M
+qio -c 'write -P 0x71 0 128k' -c 'write -z 1M 64k' cwrite.base
+scenario cwrite "$CW_LIB"'img:write_compressed(256 << 10, mix(1)) img:write_compressed(320 << 10, mix(2))
+img:write_compressed(384 << 10, rnd(65536, 3)) img:write_compressed(448 << 10, string.rep("z", 65536))
+img:write_compressed(1 << 20, mix(4)) img:write_compressed(15 << 20, mix(5))'
+# 512-byte clusters: two compressed clusters share a host cluster or span
+# two, and a new refcount block is needed on the way (as scenario small)
+qemu-img create -q -f qcow2 -o cluster_size=512 cwsmall.base 2M
+qio -c 'write -P 0x61 0 110k' cwsmall.base
+scenario cwsmall "$CW_LIB"'for i = 0, 23 do img:write_compressed(200192 + 512 * i, mix(10 + i, 512)) end'
+# zstd with extended L2 entries, into an L2 table a snapshot shares (the
+# table is copied first); the compressed entry's bitmap is zero
+qemu-img create -q -f qcow2 -o compression_type=zstd,extended_l2=on cwzstd.base 16M
+qio -c 'write -P 0x81 0 256k' cwzstd.base
+qemu-img snapshot -c s1 cwzstd.base
+scenario cwzstd "$CW_LIB"'img:write_compressed(512 << 10, mix(20)) img:write_compressed(576 << 10, mix(21))
+img:write_compressed(16 << 20 - 65536, string.rep("q", 65536))'
 
 # zero (keeping and unmapping) and discard over data, compressed and
 # shared clusters
@@ -345,4 +402,40 @@ create_scenario create -f qcow2
 create_scenario creategrow -f qcow2 -o cluster_size=512,refcount_bits=64
 create_scenario createmeta -f qcow2 -o cluster_size=4096,preallocation=metadata
 CREATE_SIZE=9M create_scenario createfull -f qcow2 -o preallocation=full,cluster_size=2M
+
+# ---- internal snapshots (snapshot.c) ----
+# Each: every cluster of the active view old or new (clusters.py), and every
+# snapshot reads as before, a new one as the active state it was made of
+# (snapshots_ok.py). The images hold data, compressed clusters that share a
+# host cluster, zero clusters, and snapshots made by qemu-img, so the trees
+# share L2 tables and data clusters.
+SNAPCHK="python3 $CRASH_DIR/snapshots_ok.py"
+snapbase() {  # snapbase NAME CREATE-OPTS: a 4 MiB image, two snapshots, writes after each
+    qemu-img create -q -f qcow2 -o "$2" "$1.base" 4M &&
+        qio -c 'write -P 0x91 0 300k' -c 'write -c -P 0x92 1M 64k' -c 'write -c -P 0x93 1088k 64k' \
+            -c 'write -z 2M 64k' "$1.base" &&
+        qemu-img snapshot -c one "$1.base" &&
+        qio -c 'write -P 0x94 64k 64k' -c 'write -c -P 0x95 3M 64k' "$1.base" &&
+        qemu-img snapshot -c two "$1.base" &&
+        qio -c 'write -P 0x96 2M 8k' -c 'discard 1M 64k' "$1.base"
+}
+# create: the L1 copy, COPIED cleared, refcounts +1, new table, header
+snapbase snapc cluster_size=65536 &&
+    scenario snapc 'img:snapshot_create("three")' "$SNAPCHK" copied-ok
+# create with 4 KiB clusters: several L2 tables, a multi-cluster table
+snapbase snapc4k cluster_size=4096 &&
+    scenario snapc4k 'img:snapshot_create("three") img:write(5000, string.rep("s", 9000))' "$SNAPCHK" copied-ok
+# apply: snapshot +1, active L1 replaced, old tree -1 (freed, punched), COPIED
+# set; no moment with COPIED out of step with a refcount: the strict criterion
+snapbase snapa cluster_size=4096 &&
+    scenario snapa 'img:snapshot_apply("one")' "$SNAPCHK"
+# delete: new table, header, tree -1, L1 freed, COPIED set where refcounts return to 1
+snapbase snapd cluster_size=4096 &&
+    scenario snapd 'img:snapshot_delete("two")' "$SNAPCHK" copied-ok
+snapbase snapd1 cluster_size=65536 &&
+    scenario snapd1 'img:snapshot_delete("one") img:snapshot_delete("two")' "$SNAPCHK" copied-ok
+# a version 2 image: create, apply and delete in one session
+snapbase snapv2 compat=0.10 &&
+    scenario snapv2 'img:snapshot_create("three") img:snapshot_apply("one") img:snapshot_delete("two")' "$SNAPCHK" copied-ok
+
 t_done

@@ -498,6 +498,37 @@ run_lua help.lua basic "$S/basic.qcow2"
 run_lua snapshots.lua basic "$S/basic.qcow2"
 run_lua objects.lua basic "$S/basic.qcow2"
 run_lua create.lua basic "$S/basic.qcow2"
+
+# img:snapshot_* on one copy, the same steps with qemu-img/qemu-io on another:
+# after the dates are set equal, the files are the same bytes and clean.
+snapshot_ops() {
+    local q=$S/snapops.qcow2 e=$S/snapops.e.qcow2 f out
+    cp "$S/basic.qcow2" "$q" && cp "$S/basic.qcow2" "$e" &&
+        qemu-img snapshot -c lua1 "$e" && qemu-io -c 'write -P 0x5a 0 4k' "$e" >/dev/null &&
+        qemu-img snapshot -a snap1 "$e" && qemu-img snapshot -d snap2 "$e" ||
+        bail "the qemu-img side of snapshot_ops failed"
+    run_lua snapshot_ops.lua basic "$q" -w
+    for f in "$q" "$e"; do
+        python3 - "$f" <<'PY' || bail "setting the snapshot dates failed"
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    n, off = struct.unpack(">IQ", f.read(72)[60:72])
+    for _ in range(n):
+        f.seek(off); e = f.read(40)
+        ids, names = struct.unpack(">HH", e[12:16]); extra = struct.unpack(">I", e[36:40])[0]
+        f.seek(off + 16); f.write(struct.pack(">II", 1700000000, 0))
+        off = (off + 40 + extra + ids + names + 7) // 8 * 8
+PY
+    done
+    cmp "$q" "$e" >/dev/null
+    ok $? "snapshot_ops: the file equals qemu-img's after the same steps (dates set equal)"
+    qemu-img check "$q" >/dev/null 2>&1
+    ok $? "snapshot_ops: qemu-img check is clean"
+    out=$("$Q" "$S/basic.qcow2" -e 'img:snapshot_create("x")' 2>&1)
+    [ $? -eq 1 ] && [ "${out#*reopen with -w}" != "$out" ]
+    ok $? "snapshot_create on a read-only image raises, naming -w (got '$out')"
+}
+snapshot_ops
 session_checks
 example_checks
 # a test file added to tests/lua but not to the list above would never run

@@ -237,4 +237,18 @@ t_check "finding record: compressed_copied at the L2 entry" python3 -c "
 import json; m = json.load(open('m.json'))
 f = [x for x in m['findings'] if x['code'] == 'compressed_copied']
 assert f and f[0]['offset'] == $ZL2 and f[0]['severity'] == 'corruption', m['findings']"
+# Lua: img:check{} returns qemu-img's counters and the findings; repair refused
+for img in dmg.qcow2 zc.qcow2 s1.qcow2 c.qcow2; do
+    qemu-img check --output=json "$img" >q.json 2>/dev/null
+    "$QINSPECT" "$img" -e 'local r = img:check{}
+        print(string.format("{\"corruptions\": %d, \"leaks\": %d, \"check-errors\": %d, \"image-end-offset\": %d, \"allocated-clusters\": %d, \"fragmented-clusters\": %d, \"compressed-clusters\": %d, \"total-clusters\": %d, \"n\": %d}",
+            r.corruptions, r.leaks, r.check_errors, r.image_end_offset, r.allocated_clusters,
+            r.fragmented_clusters, r.compressed_clusters, r.total_clusters, #r.findings))' >l.json 2>l.err
+    t_check "Lua img:check{} on $img: counters as qemu-img check" python3 -c "
+import json; q = json.load(open('q.json')); m = json.load(open('l.json'))
+bad = {k: (q.get(k, 0), m[k]) for k in m if k != 'n' and q.get(k, 0) != m[k]}
+assert not bad and (m['n'] > 0) == (q.get('corruptions', 0) + q.get('leaks', 0) > 0), bad"
+done
+t_check "Lua img:check{repair=...} is refused" bash -c \
+    "! '$QINSPECT' dmg.qcow2 -e 'img:check{repair=\"all\"}' 2>l.err && grep -q 'not implemented' l.err"
 t_done

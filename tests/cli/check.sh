@@ -237,6 +237,39 @@ t_check "finding record: compressed_copied at the L2 entry" python3 -c "
 import json; m = json.load(open('m.json'))
 f = [x for x in m['findings'] if x['code'] == 'compressed_copied']
 assert f and f[0]['offset'] == $ZL2 and f[0]['severity'] == 'corruption', m['findings']"
+# a dedup image (header extension 0x51494444, docs/dedup-design.md §2, written
+# by hand): COPIED missing at refcount 1 is a note (qemu-img: a corruption),
+# COPIED set at refcount 2 stays a corruption
+add_dedup_ext() {
+    python3 - "$1" <<'EOF2'
+import struct, sys
+f = open(sys.argv[1], "r+b"); h = bytearray(f.read(65536))
+off = struct.unpack(">I", h[100:104])[0]
+while True:
+    t, n = struct.unpack(">II", h[off:off + 8])
+    if t == 0:
+        break
+    off += 8 + (n + 7) // 8 * 8
+f.seek(off); f.write(struct.pack(">II", 0x51494444, 32) + bytes(32) + bytes(8))
+EOF2
+}
+cp base.qcow2 dd.qcow2; add_dedup_ext dd.qcow2
+poke64 dd.qcow2 "$L2" "$((L2E0 & ~(1 << 63)))"
+qemu-img check dd.qcow2 >/dev/null 2>&1; qrc=$?
+"$QINSPECT" check --output=json dd.qcow2 >m.json 2>/dev/null; mrc=$?
+t_check "dedup: COPIED missing at refcount 1 is a note (qemu-img exit $qrc, qinspect $mrc)" \
+    python3 -c "
+import json; m = json.load(open('m.json'))
+assert $qrc == 2 and $mrc == 0 and m['corruptions'] == 0, m
+assert [f['severity'] for f in m['findings']] == ['note'], m['findings']
+assert m['findings'][0]['code'] == 'copied_missing_dedup'"
+cp base.qcow2 dd.qcow2; add_dedup_ext dd.qcow2
+poke16 dd.qcow2 $((RB + 2 * (D0 / CS))) 2
+qemu-img check dd.qcow2 >q.out 2>q.err; qrc=$?
+"$QINSPECT" check dd.qcow2 >m.out 2>m.err; mrc=$?
+t_check "dedup: COPIED set at refcount 2 is still a corruption, as qemu-img says" \
+    bash -c "[ $qrc = 2 ] && [ $mrc = 2 ] && cmp q.out m.out && cmp q.err m.err"
+
 # Lua: img:check{} returns qemu-img's counters and the findings; repair refused
 for img in dmg.qcow2 zc.qcow2 s1.qcow2 c.qcow2; do
     qemu-img check --output=json "$img" >q.json 2>/dev/null

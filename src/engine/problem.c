@@ -2,9 +2,8 @@
  *
  * One record per problem qinspect can name: {code, name, severity, summary,
  * explanation}, the e2fsck problem.c pattern. Both explain() in Lua and the
- * later check command render these records, so a rule is worded once
- * (STYLE convention 13). Only problems that explain() can detect today are
- * listed; the check issue adds its own. Pure table: calls nothing. */
+ * check (check.c) render these records, so a rule is worded once
+ * (STYLE convention 13). Pure table: calls nothing. */
 #include <string.h>
 
 #include "problem.h"

@@ -4,13 +4,16 @@
  * short name used as the key in Lua (qinspect.problems) and JSON, a
  * severity, a one-line summary and a plain-language explanation of the rule
  * behind it. The C side and the Lua side (explain(), help) read the same
- * records, so the wording lives in one place (STYLE convention 13). The
- * check command (a later issue) will add its findings vector here; today
- * the table lists only what explain() can detect. */
+ * records, so the wording lives in one place (STYLE convention 13).
+ * Below the table: the read-only check (qi_check), with qemu-img check's
+ * counters and a vector of findings. */
 #ifndef QI_CHECK_H
 #define QI_CHECK_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+typedef struct qi_image qi_image;
 
 typedef enum qi_severity {
     QI_SEV_NOTE = 0,        /* allowed state worth knowing about */
@@ -37,6 +40,12 @@ typedef enum qi_problem_code {
     QI_PROB_REFCOUNT_ZERO,
     QI_PROB_REFCOUNT_LOW,
     QI_PROB_REFCOUNT_HIGH,
+    QI_PROB_REFCOUNT_OVERFLOW,
+    QI_PROB_REFBLOCK_REFCOUNT,
+    QI_PROB_REFBLOCK_PAST_EOF,
+    QI_PROB_SUBCLUSTER_UNALLOC_ENTRY,
+    QI_PROB_COMPRESSED_DATA_FILE,
+    QI_PROB_READ_ERROR,
 } qi_problem_code;
 
 typedef struct qi_problem {
@@ -59,5 +68,51 @@ const qi_problem *qi_problem_at(size_t i);
 
 /* "note", "leak" or "corruption". */
 const char *qi_severity_name(qi_severity s);
+
+
+/* The read-only check (check.c): QEMU's qcow2_check_refcounts rules. */
+typedef struct qi_check_opts {
+    unsigned flags;             /* none yet (repair comes later) */
+} qi_check_opts;
+#define QI_CHECK_OPTS_INIT { 0 }
+
+#define QI_NO_GUEST UINT64_MAX  /* qi_finding.guest_offset: none */
+
+typedef struct qi_finding {
+    qi_problem_code code;
+    qi_severity severity;       /* as counted: a dedup note is QI_SEV_NOTE */
+    const char *structure;      /* static string: "L2 entry", "refcount block", ... */
+    uint64_t offset;            /* host offset of the entry or structure */
+    uint64_t guest_offset;      /* first guest byte affected, or QI_NO_GUEST */
+    uint64_t guest_length;
+    uint64_t expected, found;   /* e.g. references vs refcount */
+    char qemu[160];             /* the line qemu-img check prints for it
+                                 * (no newline), "" when qemu-img is silent */
+} qi_finding;
+
+typedef struct qi_check_result {
+    /* qemu-img check's counters (BdrvCheckResult) */
+    int64_t corruptions, leaks, check_errors;
+    int64_t corruptions_fixed, leaks_fixed;
+    uint64_t image_end_offset;
+    uint64_t total_clusters, allocated_clusters;
+    uint64_t fragmented_clusters, compressed_clusters;
+    qi_finding *findings;       /* in the order qemu-img prints its lines */
+    size_t n_findings;
+    size_t cap_findings;
+} qi_check_result;
+
+/* Check IMG read-only (nothing is written): rebuild every refcount in
+ * memory from the metadata and compare, as qemu-img check does. RES is
+ * filled (zeroed first); free it with qi_check_result_free even on error.
+ * Returns 0 when the check completed (problems are in RES), or a negative
+ * QI_E* when it could not (recorded in the image's error; res->check_errors
+ * counts it): QI_ENOMEM (the count array would need more than
+ * QI_CHECK_MAX_BYTES), QI_EIO, QI_EINVAL (raw image). */
+int qi_check(qi_image *img, const qi_check_opts *opts, qi_check_result *res);
+void qi_check_result_free(qi_check_result *res);
+
+/* Memory budget of the in-memory refcounts: 4 bytes per host cluster. */
+#define QI_CHECK_MAX_BYTES ((size_t)1 << 30)
 
 #endif

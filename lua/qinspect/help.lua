@@ -51,7 +51,7 @@ qinspect session globals:
                is valid, e.g. explain(img:l2_for(0)), explain(img.header, "l1_size")
 Where to start: img.header, img.l1, img.l1[0]:l2(), img:l2_for(offset),
 img.refcounts, img:refcount(offset), img:owners(offset), img:references(), img.snapshots,
-img:map(), img:backing().]]
+img:map(), img:backing(), img:check{} (help "check").]]
 
 local T = {}
 
@@ -278,6 +278,21 @@ clusters. Refused before anything changes: a refcount that would exceed
 its width (1- and 2-bit refcounts), an external data file, a snapshot
 whose disk size is smaller than the image, applying a snapshot while the
 image has persistent bitmaps (QEMU refuses that too).]]
+
+T.check = [[
+Checking an image: img:check{}, or qinspect check FILE (read-only)
+Rebuilds every refcount in memory from the metadata and compares, as
+qemu-img check does; returns qemu-img's counters under Lua names
+(corruptions, leaks, check_errors, image_end_offset, total_clusters,
+allocated_clusters, fragmented_clusters, compressed_clusters) and findings:
+  local r = img:check{}
+  for _, f in ipairs(r.findings) do
+    print(f.severity, f.code, f.structure, string.format("0x%x", f.offset))
+  end
+Each finding: code (a key of qinspect.problems), severity, summary,
+structure, offset, guest_offset/guest_length (when a guest range is hit),
+expected, found, and qemu: the line qemu-img check prints for it.
+Repair is not implemented yet: check{repair = ...} raises an error.]]
 
 T.problems = nil -- generated from qinspect.problems below
 

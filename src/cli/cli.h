@@ -38,6 +38,7 @@ int qi_cli_snapshot(int argc, char **argv);
 int qi_cli_convert(int argc, char **argv);
 int qi_cli_resize(int argc, char **argv);     /* cli_resize.c */
 int qi_cli_create(int argc, char **argv);     /* cli_create.c */
+int qi_cli_check(int argc, char **argv);      /* cli_check.c */
 
 /* Print "qinspect: " and the formatted message on stderr, one line.
  * Returns QI_CLI_ERR. (main.c) */

@@ -29,6 +29,9 @@ const qi_cli_cmd qi_cli_commands[] = {
       "map [--output=human|json] [--compressed] [-f FMT] [-U] [--start-offset=OFF] "
       "[--max-length=LEN] FILE",
       "list guest ranges and where their data lives, as qemu-img map" },
+    { "check", qi_cli_check, QI_CMD_NEEDS_IMAGE,
+      "check [-f FMT] [--output=human|json] [-q] [-U] FILE",
+      "check refcounts and metadata read-only, as qemu-img check (exit 0/1/2/3/63)" },
     { "snapshot", qi_cli_snapshot, QI_CMD_NEEDS_IMAGE,
       "snapshot -l|-c NAME|-a NAME|-d NAME [-f FMT] [-U] [-q] FILE",
       "list, create, apply or delete internal snapshots as qemu-img snapshot" },

@@ -2,9 +2,8 @@
  *
  * One record per problem qinspect can name: {code, name, severity, summary,
  * explanation}, the e2fsck problem.c pattern. Both explain() in Lua and the
- * later check command render these records, so a rule is worded once
- * (STYLE convention 13). Only problems that explain() can detect today are
- * listed; the check issue adds its own. Pure table: calls nothing. */
+ * check (check.c) render these records, so a rule is worded once
+ * (STYLE convention 13). Pure table: calls nothing. */
 #include <string.h>
 
 #include "problem.h"
@@ -103,6 +102,36 @@ static const qi_problem table[] = {
       "The refcount counts owners that do not exist, so the cluster is never freed. This wastes "
       "space but loses no data. qemu-img check: \"Leaked cluster N refcount=r1 reference=r2\"; "
       "fixed by -r leaks." },
+    { QI_PROB_REFCOUNT_OVERFLOW, "refcount_overflow", QI_SEV_CORRUPTION,
+      "cluster has more references than the refcount width can count",
+      "Each refcount holds refcount_bits bits, so a cluster can have at most 2^bits - 1 "
+      "owners (1 with 1-bit refcounts). More references than that cannot be recorded; "
+      "qemu-img check reports \"ERROR: overflow cluster offset=...\" and suggests "
+      "qemu-img amend to a wider refcount_bits." },
+    { QI_PROB_REFBLOCK_REFCOUNT, "refblock_refcount", QI_SEV_CORRUPTION,
+      "refcount block is referenced more than once",
+      "A refcount block belongs to the refcount table alone, so its cluster must have exactly "
+      "one reference. More means it overlaps other metadata or data (an L2 table, a data "
+      "cluster, another block): a write to either destroys the other. qemu-img check: "
+      "\"ERROR refcount block N refcount=M\"; -r all rebuilds the refcount structure." },
+    { QI_PROB_REFBLOCK_PAST_EOF, "refblock_outside_image", QI_SEV_CORRUPTION,
+      "refcount block lies outside the image file",
+      "A refcount table entry points past the end of the file, so the refcounts of its range "
+      "cannot be read. qemu-img check: \"ERROR refcount block N is outside image\"." },
+    { QI_PROB_SUBCLUSTER_UNALLOC_ENTRY, "unallocated_with_subclusters", QI_SEV_CORRUPTION,
+      "unallocated cluster has allocated subclusters",
+      "An extended L2 entry without a host offset cannot have allocation bits set: there is "
+      "no cluster to read the subclusters from. qemu-img check: \"ERROR: Unallocated cluster "
+      "has non-zero subcluster allocation map\"." },
+    { QI_PROB_COMPRESSED_DATA_FILE, "compressed_with_data_file", QI_SEV_CORRUPTION,
+      "compressed cluster in an image with an external data file",
+      "An image whose guest data lives in an external data file cannot hold compressed "
+      "clusters (they would have to be in the qcow2 file). qemu-img check counts each as a "
+      "corruption." },
+    { QI_PROB_READ_ERROR, "read_error", QI_SEV_CORRUPTION,
+      "a metadata structure could not be read",
+      "The check could not read a table it needs, so it could not complete (qemu-img check "
+      "counts this as a check error, exit status 1)." },
 };
 
 #define N_PROBLEMS (sizeof table / sizeof table[0])

@@ -163,6 +163,11 @@ static int walk_fixed(qi_image *img, qi_ref_cb cb, void *payload)
     return 0;
 }
 
+int qi_refwalk_fixed(qi_image *img, qi_ref_cb cb, void *payload)
+{
+    return walk_fixed(img, cb, payload);
+}
+
 int qi_refwalk(qi_image *img, qi_ref_cb cb, void *payload)
 {
     int rc;

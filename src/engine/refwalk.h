@@ -10,4 +10,9 @@
  * plain-zero clusters are not references. Invalid entries stop the walk
  * with the recorded error. */
 int qi_refwalk(qi_image *img, qi_ref_cb cb, void *payload);
+
+/* Only the references of the snapshot table, the bitmap directory, the
+ * bitmap tables and their data clusters (for check.c, which walks the L1/L2
+ * tables and the refcount structures itself, judging each entry). */
+int qi_refwalk_fixed(qi_image *img, qi_ref_cb cb, void *payload);
 #endif

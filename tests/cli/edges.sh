@@ -40,10 +40,10 @@ t_check "setup: qemu-img/qemu-io make img.qcow2" \
 # ---- help and version ----
 expect_rc "--help exits 0" 0 --help
 t_check "--help lists the session usage" grep -q 'qinspect \[-w\] \[-U\] \[-e CHUNK\]\.\.\. IMAGE \[SCRIPT \[ARGS\.\.\.\]\]' out.txt
-for cmd in info map snapshot convert create; do
+for cmd in info map check snapshot convert create; do
     t_check "--help lists $cmd" grep -qE "^  $cmd " out.txt
 done
-for cmd in check dedup; do  # create exists (cli/create.sh)
+for cmd in dedup; do  # create and check exist (cli/create.sh, cli/check.sh)
     if grep -qE "^  $cmd " out.txt; then
         t_fail "--help does not list the unimplemented '$cmd'"
     else
@@ -53,7 +53,7 @@ done
 expect_rc "-h exits 0" 0 -h
 expect_rc "--version exits 0" 0 --version
 t_check "--version prints qinspect 0.1.0" test "$OUT" = "qinspect 0.1.0"
-for cmd in info map snapshot convert create; do
+for cmd in info map check snapshot convert create; do
     expect_rc "$cmd --help exits 0" 0 "$cmd" --help
     t_check "$cmd --help prints a usage line" grep -q "Usage: qinspect $cmd" out.txt
 done

@@ -1,0 +1,103 @@
+/* bind_check.c - img:check{} (layer 6).
+ *
+ * img:check{} runs the read-only check (qi_check, include/qi/check.h) and
+ * returns a table with qemu-img check's counters under Lua names
+ * (corruptions, leaks, check_errors, image_end_offset, total_clusters,
+ * allocated_clusters, fragmented_clusters, compressed_clusters,
+ * corruptions_fixed, leaks_fixed) and `findings`, a list of records
+ * {code, severity, summary, structure, offset, guest_offset, guest_length,
+ * expected, found, qemu}; `code` is the problem's name in
+ * qinspect.problems. Repair is not implemented yet: a `repair` key is
+ * refused. The result lives in a scratch userdata whose __gc frees it, so
+ * a Lua error while building the tables leaks nothing (convention 12).
+ * Calls: bind_util, bind_err, include/qi. */
+#include <string.h>
+
+#include "bind_int.h"
+#include "qi/check.h"
+
+#define QI_MT_CHECKRES "qinspect.checkresult"
+
+static int res_gc(lua_State *L)
+{
+    qi_check_result_free(luaL_checkudata(L, 1, QI_MT_CHECKRES));
+    return 0;
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void push_finding(lua_State *L, const qi_finding *f)
+{
+    const qi_problem *p = qi_problem_lookup(f->code);
+    lua_createtable(L, 0, 10);
+    lua_pushstring(L, p ? p->name : "unknown");
+    lua_setfield(L, -2, "code");
+    lua_pushstring(L, qi_severity_name(f->severity));
+    lua_setfield(L, -2, "severity");
+    lua_pushstring(L, p ? p->summary : "");
+    lua_setfield(L, -2, "summary");
+    lua_pushstring(L, f->structure ? f->structure : "");
+    lua_setfield(L, -2, "structure");
+    set_int(L, "offset", (lua_Integer)f->offset);
+    if (f->guest_offset != QI_NO_GUEST) {
+        set_int(L, "guest_offset", (lua_Integer)f->guest_offset);
+        set_int(L, "guest_length", (lua_Integer)f->guest_length);
+    }
+    set_int(L, "expected", (lua_Integer)f->expected);
+    set_int(L, "found", (lua_Integer)f->found);
+    if (f->qemu[0]) {
+        lua_pushstring(L, f->qemu);
+        lua_setfield(L, -2, "qemu");
+    }
+}
+
+static void push_result(lua_State *L, const qi_check_result *r)
+{
+    lua_createtable(L, 0, 11);
+    set_int(L, "corruptions", r->corruptions);
+    set_int(L, "leaks", r->leaks);
+    set_int(L, "check_errors", r->check_errors);
+    set_int(L, "corruptions_fixed", r->corruptions_fixed);
+    set_int(L, "leaks_fixed", r->leaks_fixed);
+    set_int(L, "image_end_offset", (lua_Integer)r->image_end_offset);
+    set_int(L, "total_clusters", (lua_Integer)r->total_clusters);
+    set_int(L, "allocated_clusters", (lua_Integer)r->allocated_clusters);
+    set_int(L, "fragmented_clusters", (lua_Integer)r->fragmented_clusters);
+    set_int(L, "compressed_clusters", (lua_Integer)r->compressed_clusters);
+    lua_createtable(L, (int)(r->n_findings < 1u << 20 ? r->n_findings : 1u << 20), 0);
+    for (size_t i = 0; i < r->n_findings; i++) {
+        push_finding(L, &r->findings[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "findings");
+}
+
+/* img:check{} -> result table; raises when the check cannot complete. */
+int qi_bind_check(lua_State *L)
+{
+    static const char *const names[] = { "repair", NULL };
+    qi_image *img = qi_bind_check_image(L, 1);
+    qi_check_opts opts = QI_CHECK_OPTS_INIT;
+    qi_check_result *r;
+    int rc;
+    qi_bind_checkoptions(L, 2, names);
+    if (lua_istable(L, 2) && lua_getfield(L, 2, "repair") != LUA_TNIL)
+        return luaL_error(L, "check: repair is not implemented yet (the check is read-only)");
+    if (!strcmp(qi_image_format(img), "raw"))
+        return luaL_error(L, "check: a raw image has no qcow2 metadata to check");
+    r = lua_newuserdatauv(L, sizeof *r, 0);
+    memset(r, 0, sizeof *r);
+    if (luaL_newmetatable(L, QI_MT_CHECKRES)) {
+        lua_pushcfunction(L, res_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    if ((rc = qi_check(img, &opts, r)) < 0)
+        return qi_bind_raise(L, img, rc);
+    push_result(L, r);
+    return 1;
+}

@@ -1,0 +1,180 @@
+/* cli_check.c - `qinspect check`: the read-only consistency check (layer 7).
+ *
+ * Output as qemu-img 7.2 check prints it (qemu-img.c img_check,
+ * dump_human_image_check): each problem's line on stderr in the order the
+ * check met it, then on stdout the summary sentences, the allocation line
+ * (when the image has guest clusters and some are allocated) and the image
+ * end offset. JSON: every counter of the contract, even at 0, plus a
+ * "findings" array of the records qi_check returns. Exit status as
+ * qemu-img's: 0 clean, 1 check not completed (or could not open),
+ * 2 corruptions, 3 leaks only, 63 not a qcow2 image. Repair (-r) is not
+ * implemented yet: refused before anything is opened.
+ * Calls: include/qi, json.c, cli.h helpers. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "json.h"
+
+#define EXIT_UNSUPPORTED 63
+
+static void print_human(const qi_check_result *r, bool quiet)
+{
+    for (size_t i = 0; i < r->n_findings; i++)
+        if (r->findings[i].qemu[0])
+            fprintf(stderr, "%s\n", r->findings[i].qemu);
+    if (quiet)
+        return;
+    if (!(r->corruptions || r->leaks || r->check_errors)) {
+        printf("No errors were found on the image.\n");
+    } else {
+        if (r->corruptions)
+            printf("\n%" PRId64 " errors were found on the image.\nData may be corrupted, "
+                   "or further writes to the image may corrupt it.\n", r->corruptions);
+        if (r->leaks)
+            printf("\n%" PRId64 " leaked clusters were found on the image.\nThis means "
+                   "waste of disk space, but no harm to data.\n", r->leaks);
+        if (r->check_errors)
+            printf("\n%" PRId64 " internal errors have occurred during the check.\n",
+                   r->check_errors);
+    }
+    if (r->total_clusters && r->allocated_clusters)
+        printf("%" PRIu64 "/%" PRIu64 " = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% "
+               "compressed clusters\n", r->allocated_clusters, r->total_clusters,
+               r->allocated_clusters * 100.0 / r->total_clusters,
+               r->fragmented_clusters * 100.0 / r->allocated_clusters,
+               r->compressed_clusters * 100.0 / r->allocated_clusters);
+    if (r->image_end_offset)
+        printf("Image end offset: %" PRIu64 "\n", r->image_end_offset);
+}
+
+static qi_json *finding_json(const qi_finding *f)
+{
+    const qi_problem *p = qi_problem_lookup(f->code);
+    qi_json *o = qi_json_object();
+    qi_json_set(o, "code", qi_json_string(p ? p->name : "unknown"));
+    qi_json_set(o, "severity", qi_json_string(qi_severity_name(f->severity)));
+    qi_json_set(o, "structure", qi_json_string(f->structure ? f->structure : ""));
+    qi_json_set(o, "offset", qi_json_uint(f->offset));
+    if (f->guest_offset != QI_NO_GUEST) {
+        qi_json_set(o, "guest-offset", qi_json_uint(f->guest_offset));
+        qi_json_set(o, "guest-length", qi_json_uint(f->guest_length));
+    }
+    qi_json_set(o, "expected", qi_json_uint(f->expected));
+    qi_json_set(o, "found", qi_json_uint(f->found));
+    qi_json_set(o, "summary", qi_json_string(p ? p->summary : ""));
+    if (f->qemu[0])
+        qi_json_set(o, "qemu", qi_json_string(f->qemu));
+    return o;
+}
+
+static int print_json(const char *path, const qi_check_result *r)
+{
+    qi_json *o = qi_json_object(), *a = qi_json_array();
+    qi_json_set(o, "image-end-offset", qi_json_uint(r->image_end_offset));
+    qi_json_set(o, "total-clusters", qi_json_uint(r->total_clusters));
+    qi_json_set(o, "check-errors", qi_json_int(r->check_errors));
+    qi_json_set(o, "corruptions", qi_json_int(r->corruptions));
+    qi_json_set(o, "leaks", qi_json_int(r->leaks));
+    qi_json_set(o, "corruptions-fixed", qi_json_int(r->corruptions_fixed));
+    qi_json_set(o, "leaks-fixed", qi_json_int(r->leaks_fixed));
+    qi_json_set(o, "allocated-clusters", qi_json_uint(r->allocated_clusters));
+    qi_json_set(o, "fragmented-clusters", qi_json_uint(r->fragmented_clusters));
+    qi_json_set(o, "compressed-clusters", qi_json_uint(r->compressed_clusters));
+    qi_json_set(o, "filename", qi_json_string(path));
+    qi_json_set(o, "format", qi_json_string("qcow2"));
+    for (size_t i = 0; i < r->n_findings; i++)
+        qi_json_push(a, finding_json(&r->findings[i]));
+    qi_json_set(o, "findings", a);
+    char *s = qi_json_render(o, QI_JSON_PRETTY | QI_JSON_QDICT_ORDER);
+    qi_json_free(o);
+    if (!s)
+        return qi_cli_error("out of memory");
+    printf("%s\n", s);
+    free(s);
+    return QI_CLI_OK;
+}
+
+static int exit_status(int rc, const qi_check_result *r)
+{
+    if (rc < 0 || r->check_errors)
+        return QI_CLI_ERR;
+    return r->corruptions ? 2 : r->leaks ? 3 : 0;
+}
+
+static int run_check(const char *path, unsigned flags, int json, bool quiet)
+{
+    qi_check_result res;
+    qi_check_opts opts = QI_CHECK_OPTS_INIT;
+    qi_image *img = qi_cli_open(path, flags);
+    int rc, status;
+    if (!img)
+        return QI_CLI_ERR;
+    if (!strcmp(qi_image_format(img), "raw")) {
+        qi_image_close(img);
+        fprintf(stderr, "qinspect: This image format does not support checks\n");
+        return EXIT_UNSUPPORTED;
+    }
+    rc = qi_check(img, &opts, &res);
+    if (json)
+        print_json(path, &res);
+    else
+        print_human(&res, quiet);
+    if (rc < 0)
+        qi_cli_engine_error(qi_image_error(img), rc);
+    else if (res.check_errors)
+        fprintf(stderr, "qinspect: Check failed\n");  /* qemu-img's last line */
+    status = exit_status(rc, &res);
+    qi_check_result_free(&res);
+    qi_image_close(img);
+    if (fflush(stdout) && status == QI_CLI_OK)
+        status = qi_cli_error("write error on standard output");
+    return status;
+}
+
+int qi_cli_check(int argc, char **argv)
+{
+    static const struct option lopts[] = {
+        { "output", required_argument, NULL, 'o' },
+        { "force-share", no_argument, NULL, 'U' },
+        { "format", required_argument, NULL, 'f' },
+        { "repair", required_argument, NULL, 'r' },
+        { "quiet", no_argument, NULL, 'q' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    /* qemu-img check opens the backing chain too: a missing backing file
+     * fails the check (exit 1) */
+    unsigned flags = QI_OPEN_PROBE;
+    int json = 0, c;
+    bool quiet = false;
+
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":hf:Uqr:", lopts, NULL)) != -1) {
+        switch (c) {
+        case 'o':
+            if ((json = qi_cli_parse_output(optarg)) < 0)
+                return qi_cli_usage_error("check", "--output must be human or json, not '%s'", optarg);
+            break;
+        case 'U': flags |= QI_OPEN_FORCE_SHARE; break;
+        case 'q': quiet = true; break;
+        case 'r':
+            return qi_cli_error("check -r %s: repair is not implemented yet (the check is "
+                                "read-only); nothing was opened", optarg);
+        case 'f':
+            if (qi_cli_parse_format(optarg, &flags) < 0)
+                return qi_cli_usage_error("check", "unknown format '%s' (raw or qcow2)", optarg);
+            break;
+        case 'h': return qi_cli_help("check", NULL);
+        case ':': return qi_cli_usage_error("check", "option '%s' needs an argument", argv[optind - 1]);
+        default: return qi_cli_usage_error("check", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 1)
+        return qi_cli_usage_error("check", "expected one FILE argument");
+    return run_check(argv[optind], flags, json, quiet);
+}

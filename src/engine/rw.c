@@ -453,6 +453,10 @@ static int write_run(qi_image *img, uint64_t ci, const uint8_t *data, uint64_t l
         (rc = qi_bio_pwrite(img->data, data, (size_t)n << g->cluster_bits, host, &img->err,
                             "data cluster")) < 0)
         return rc;
+    /* Today the refcount blocks of the run (the cache's dependency) are
+     * synced before any of these entries is written back, which orders the
+     * data too; the barrier keeps the order where that dependency is off
+     * (lazy refcounts) and an L2 table is evicted mid-session. */
     qi_cache_barrier(img->l2_cache, img->data);
     for (uint32_t k = 0; k < n; k++) {
         uint64_t raw = qi_format_encode_l2(host + ((uint64_t)k << g->cluster_bits), true, false);

@@ -13,9 +13,6 @@
 #include "refcount.h"
 #include "shrink.h"
 
-/* settle the deferred decrements when this many are waiting */
-#define SETTLE_AT 65536
-
 /* The deferred decrements applied (qi_refcount_settle: L2 tables first),
  * and every cluster that reached refcount 0 discarded in the file, as
  * QEMU's discard passthrough does for a full discard. */
@@ -42,23 +39,24 @@ static int settle_discard(qi_image *img)
 
 /* Guest clusters [CI, STOP) of one L2 table made unallocated (entry and
  * bitmap 0), the host clusters they held losing a reference once the table
- * is on disk. The table is made writable first (allocated when absent, a
- * copy when shared), as QEMU's get_cluster_table does. */
-static int empty_range(qi_image *img, uint64_t ci, uint64_t stop)
+ * is on disk (settled at once, so that the next table's allocation may take
+ * them, as QEMU's immediate decrement allows). The table is made writable
+ * first (allocated empty when absent, a copy when shared), as QEMU's
+ * get_cluster_table does; *L2_OFF is where it is. */
+static int empty_range(qi_image *img, uint64_t ci, uint64_t stop, uint64_t *l2_off)
 {
     const qi_geom *g = &img->g;
-    uint64_t l2_off;
     int rc;
-    if ((rc = qi_cluster_l2_for_write(img, ci >> g->l2_bits, &l2_off)) < 0)
+    if ((rc = qi_cluster_l2_for_write(img, ci >> g->l2_bits, l2_off)) < 0)
         return rc;
     for (; ci < stop; ci++) {
         uint32_t j = (uint32_t)(ci & (g->l2_entries - 1));
         qi_l2_entry e;
-        if ((rc = qi_cluster_l2_entry(img, l2_off, j, &e)) < 0)
+        if ((rc = qi_cluster_l2_entry(img, *l2_off, j, &e)) < 0)
             return rc;
         if (!e.raw && !e.bitmap)
             continue;
-        if ((rc = qi_cluster_set_l2_ext(img, l2_off, j, 0, 0)) < 0)
+        if ((rc = qi_cluster_set_l2_ext(img, *l2_off, j, 0, 0)) < 0)
             return rc;
         if (e.type == QI_CLUSTER_COMPRESSED)
             rc = qi_refcount_free_later(img, e.host_offset, e.csize);
@@ -67,39 +65,46 @@ static int empty_range(qi_image *img, uint64_t ci, uint64_t stop)
         if (rc < 0)
             return rc;
     }
-    return img->n_pending >= SETTLE_AT ? settle_discard(img) : 0;
+    return settle_discard(img);
 }
 
 /* QEMU's full discard of guest bytes [FROM, END) (FROM cluster aligned,
- * END the old size). An L1 entry at or past KEEP without an L2 table is
- * skipped: QEMU allocates an empty table there that the L1 shrink frees
- * again, which leaves nothing behind. */
+ * END the old size), one L2 table at a time. QEMU allocates an empty L2
+ * table for every L1 entry of the range that has none, and the L1 shrink
+ * frees those past KEEP again: what remains of them is the zeroed cluster
+ * they took, which matters only inside the file (a free cluster that held
+ * old bytes). Once one lands past the file's end, the later ones would too
+ * (and go with the cut): they are skipped. */
 static int full_discard(qi_image *img, uint64_t from, uint64_t end, uint64_t keep)
 {
     const qi_geom *g = &img->g;
     uint64_t last = (end + g->cluster_size - 1) >> g->cluster_bits;
+    uint64_t file_end = img->file->size;
+    bool past_end = false;
     int rc = 0;
     for (uint64_t ci = from >> g->cluster_bits; ci < last && rc == 0;) {
-        uint64_t l1i = ci >> g->l2_bits, l2_off;
+        uint64_t l1i = ci >> g->l2_bits, l2_off = 0;
         uint64_t stop = (l1i + 1) << g->l2_bits;
         stop = stop < last ? stop : last;
-        if (l1i >= keep && (rc = qi_cluster_active_l2_offset(img, l1i, &l2_off)) == 0 &&
-            !l2_off) {
+        if (l1i >= keep && past_end &&
+            (rc = qi_cluster_active_l2_offset(img, l1i, &l2_off)) == 0 && !l2_off) {
             ci = stop;
             continue;
         }
-        if (rc == 0)
-            rc = empty_range(img, ci, stop);
+        if (rc == 0 && (rc = empty_range(img, ci, stop, &l2_off)) == 0 && l2_off >= file_end)
+            past_end = true;
         ci = stop;
     }
-    return rc ? rc : settle_discard(img);
+    return rc;
 }
 
 /* Crash table (a crash leaves the old size or the new one, at most leaked
  * clusters, the guest bytes below the new size as they were):
  *   1. full discard from the new size rounded up to a cluster to the old
- *      end: L2 tables written, then the decrements (refcount blocks
- *      synced), freed clusters discarded (change_entry-like steps)
+ *      end, per L2 table: the table made writable (qi_cluster_l2_for_write:
+ *      allocated or copied, L1 entry synced), its entries zeroed and
+ *      written, then the decrements (refcount blocks synced), freed
+ *      clusters discarded
  *                              crash: old size, the bytes past the cut
  *                              read as zeros, leaks
  *   2. L1 entries past the new size zeroed on disk, their L2 tables

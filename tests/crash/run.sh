@@ -359,13 +359,13 @@ scenario rebuildblk '' dirty-ok
 qemu-img create -q -f qcow2 -o cluster_size=512 shrink.base 4M
 qio -c 'write -P 0x83 0 200k' -c 'write -P 0x84 1100k 300k' -c 'write -P 0x85 3M 512k' shrink.base
 scenario shrink 'img:resize((1 << 20) + 512, {shrink=true})'
-# 64 KiB clusters with compressed clusters past the cut and a snapshot
+# 4 KiB clusters with compressed clusters past the cut and a snapshot
 # (the shared L2 tables past the cut are copied before their entries go)
-qemu-img create -q -f qcow2 shrinksnap.base 3G
-qio -c 'write -P 0x86 0 256k' -c 'write -c -P 0x87 1G 256k' -c 'write -P 0x88 2G 128k' shrinksnap.base
+qemu-img create -q -f qcow2 -o cluster_size=4096 shrinksnap.base 8M
+qio -c 'write -P 0x86 0 256k' -c 'write -c -P 0x87 3M 64k' -c 'write -P 0x88 6M 128k' shrinksnap.base
 qemu-img snapshot -c one shrinksnap.base
-qio -c 'write -P 0x89 64k 64k' -c 'write -c -P 0x8a 2G 64k' shrinksnap.base
-scenario shrinksnap 'img:resize(700 << 20, {shrink=true})'
+qio -c 'write -P 0x89 64k 64k' -c 'write -c -P 0x8a 6M 16k' shrinksnap.base
+scenario shrinksnap 'img:resize(1500 << 10, {shrink=true})'
 
 # ---- qinspect create: a crash leaves no qcow2 image, or the complete one ----
 # create_scenario NAME ARGS...: `qinspect create ARGS NAME.qcow2 SIZE...` (the

@@ -364,7 +364,7 @@ scenario shrink 'img:resize((1 << 20) + 512, {shrink=true})'
 qemu-img create -q -f qcow2 -o cluster_size=4096 shrinksnap.base 8M
 qio -c 'write -P 0x86 0 256k' -c 'write -c -P 0x87 3M 64k' -c 'write -P 0x88 6M 128k' shrinksnap.base
 qemu-img snapshot -c one shrinksnap.base
-qio -c 'write -P 0x89 64k 64k' -c 'write -c -P 0x8a 6M 16k' shrinksnap.base
+qio -c 'write -P 0x89 64k 64k' -c 'write -P 0x8a 6M 16k' shrinksnap.base
 scenario shrinksnap 'img:resize(1500 << 10, {shrink=true})'
 
 # ---- qinspect create: a crash leaves no qcow2 image, or the complete one ----

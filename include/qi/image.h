@@ -173,19 +173,27 @@ int qi_image_zero(qi_image *img, uint64_t off, uint64_t len, bool unmap);
  * ordering as qi_image_write. */
 int qi_image_discard(qi_image *img, uint64_t off, uint64_t len);
 
-/* Grow the virtual size to NEW_SIZE (a multiple of 512, not smaller than
- * the size now), as `qemu-img resize` does: the active L1 table grows to
- * exactly the entries NEW_SIZE needs (a new table, then the header's
- * l1_size and l1_table_offset in one synced write, then the old table
- * freed), then the header's size field is written and synced. A crash
- * leaves the old size or the new one, with at most leaked clusters. The new
- * range reads as zeros. Returns 0 (also when NEW_SIZE is the size now);
- * QI_ERDONLY; QI_EINVAL (shrinking, not a multiple of 512); QI_ENOSPC (the
- * L1 table would be beyond QEMU's 32 MiB limit); QI_ENOTSUP (an external
- * data file, persistent bitmaps, the dirty bit, a backing file longer than
- * the image, snapshots in a version 2 image, a raw image); nothing is written on
- * any of these. QI_EIO,
- * QI_ECORRUPT, QI_ENOMEM. */
+/* Change the virtual size to NEW_SIZE (a multiple of 512), as `qemu-img
+ * resize` does (QEMU 7.2's qcow2 truncate).
+ * Growing: the active L1 table grows to exactly the entries NEW_SIZE needs
+ * (a new table, then the header's l1_size and l1_table_offset in one synced
+ * write, then the old table freed), then the header's size field is written
+ * and synced; the new range reads as zeros.
+ * Shrinking (the caller asked for it: qemu-img's --shrink): every cluster
+ * from NEW_SIZE rounded up to a cluster to the old end is fully discarded
+ * (unallocated, its host clusters freed and discarded in the file), the L1
+ * entries past NEW_SIZE zeroed (the L1 table keeps its size) and their L2
+ * tables freed, refcount blocks that count nothing but themselves dropped
+ * from the refcount table, the file cut after its last used cluster, then
+ * the header's size. Snapshots stay (version 3), with their own sizes.
+ * Either way a crash leaves the old size or the new one, with at most
+ * leaked clusters, the bytes below the smaller size intact. Returns 0
+ * (also when NEW_SIZE is the size now); QI_ERDONLY; QI_EINVAL (not a
+ * multiple of 512); QI_ENOSPC (the L1 table would be beyond QEMU's 32 MiB
+ * limit); QI_ENOTSUP (an external data file, persistent bitmaps, the dirty
+ * bit, growing over a backing file longer than the image, snapshots in a
+ * version 2 image, a raw image); nothing is written on any of these.
+ * QI_EIO, QI_ECORRUPT, QI_ENOMEM. */
 int qi_image_resize(qi_image *img, uint64_t new_size);
 
 /* Write every cached change back in crash-safe order and sync (fdatasync),

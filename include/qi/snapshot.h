@@ -45,8 +45,11 @@ int qi_snapshot_find(qi_image *img, const char *key, unsigned how, uint32_t *ind
 int qi_snapshot_create(qi_image *img, const char *name);
 
 /* Make snapshot ID_OR_NAME (id first, then name) the active state: the
- * virtual size becomes the snapshot's disk size (growing only: a smaller
- * one is QI_ENOTSUP), the active L1 grows to the snapshot's L1 size if it
+ * virtual size becomes the snapshot's disk size as qi_image_resize makes
+ * it (a smaller one shrinks the image first, as `qemu-img snapshot -a`
+ * does: the active clusters past it are discarded, the file cut after its
+ * last used cluster; resize's refusals apply), the active L1 grows to the
+ * snapshot's L1 size if it
  * is smaller, the snapshot's clusters gain a reference, the active L1
  * takes the snapshot's entries, the old active state's clusters lose one
  * (freed at 0), and COPIED is set again where a refcount is 1. An image

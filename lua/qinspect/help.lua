@@ -233,16 +233,26 @@ the session write the bits (new clusters where the table entry was 0) and
 clear in_use. Disabled bitmaps and bitmaps already in_use are not changed.]]
 
 T.resize = [[
-Growing an image: img:resize(new_size) (needs -w), or qinspect resize FILE SIZE
-The new size must be a multiple of 512 and not smaller than img.size
-(shrinking is refused). As qemu-img resize does, the active L1 table grows
-to exactly the entries the new size needs: a new table is written in new
-clusters, the header's l1_size and l1_table_offset change in one synced
-12-byte write, and the old table is freed; then the header's size field is
-written. A crash in between leaves a valid image of the old size (with
-leaked clusters at most). The new range reads as zeros. Refused: external
-data files, persistent bitmaps, the dirty bit, a backing file longer than
-the image, snapshots in a compat 0.10 image, L1 tables beyond 32 MiB.]]
+Resizing an image: img:resize(new_size [, {shrink=true}]) (needs -w), or
+qinspect resize [--shrink] FILE [+|-]SIZE
+The new size must be a multiple of 512. Growing: as qemu-img resize does,
+the active L1 table grows to exactly the entries the new size needs: a new
+table is written in new clusters, the header's l1_size and l1_table_offset
+change in one synced 12-byte write, and the old table is freed; then the
+header's size field is written. The new range reads as zeros.
+Shrinking needs {shrink=true} (qemu-img's --shrink) and deletes all data
+past the new end, as QEMU 7.2 does: every cluster from the new size
+(rounded up to a cluster) to the old end is fully discarded (unallocated,
+its host clusters freed and discarded in the file; an L1 entry without an
+L2 table gets an empty one, as QEMU's discard makes), the L1 entries past
+the new size are zeroed (the table keeps its size) and their L2 tables
+freed, refcount blocks that count only themselves leave the refcount
+table, the file is cut after its last used cluster, then the header's size
+is written. Snapshots (compat 1.1) keep their own sizes.
+Either way a crash leaves the old size or the new one (with leaked clusters
+at most), the data below the smaller size intact. Refused: external data
+files, persistent bitmaps, the dirty bit, growing over a backing file longer
+than the image, snapshots in a compat 0.10 image, L1 tables beyond 32 MiB.]]
 
 T.create = [[
 Making an image: qinspect.create(path, size [, opts]), or qinspect create FILE SIZE
@@ -275,8 +285,8 @@ without the entry and takes one reference from its clusters. Where a
 refcount returns to 1, COPIED is set again. Freed clusters are discarded
 (hole punched), as QEMU does. A crash at any write leaves at most leaked
 clusters. Refused before anything changes: a refcount that would exceed
-its width (1- and 2-bit refcounts), an external data file, a snapshot
-whose disk size is smaller than the image, applying a snapshot while the
+its width (1- and 2-bit refcounts), an external data file, applying a
+snapshot while the
 image has persistent bitmaps (QEMU refuses that too).]]
 
 T.check = [[

@@ -661,14 +661,25 @@ static int m_discard(lua_State *L)
     return 0;
 }
 
-/* img:resize(new_size): grow the virtual size as qemu-img resize does (a
- * multiple of 512; shrinking is refused). */
+/* img:resize(new_size [, {shrink=true}]): change the virtual size as
+ * qemu-img resize does (a multiple of 512); a smaller size only with
+ * shrink=true, as qemu-img's --shrink. */
 static int m_resize(lua_State *L)
 {
     qi_image *img = qi_bind_check_image(L, 1);
     lua_Integer size = luaL_checkinteger(L, 2);
+    bool shrink = false;
     int rc;
-    luaL_argcheck(L, size >= 0, 2, "size is negative");
+    luaL_argcheck(L, size > 0, 2, "new image size must be positive");
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        shrink = lua_getfield(L, 3, "shrink") != LUA_TNIL && lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    if ((uint64_t)size < qi_image_size(img) && !shrink)
+        return luaL_error(L, "use the shrink option to perform a shrink operation "
+                          "(img:resize(size, {shrink=true})): shrinking deletes all data "
+                          "beyond the new end");
     if (!qi_image_writable(img))
         return luaL_error(L, "image opened read-only; reopen with -w");
     if ((rc = qi_image_resize(img, (uint64_t)size)) < 0)

@@ -1,9 +1,9 @@
-/* cli_resize.c - `qinspect resize`: grow an image's virtual size (layer 7).
+/* cli_resize.c - `qinspect resize`: change an image's virtual size (layer 7).
  *
- * `qinspect resize [-f FMT] [-q] FILE [+]SIZE` takes SIZE as qemu-img
- * resize does: the last argument (so that "-1G" is not an option), with the
- * k/M/G/T/P/E suffixes, "+SIZE" relative to the size now and "-SIZE" a
- * shrink, which is refused (the engine grows only). Opens FILE read-write
+ * `qinspect resize [-f FMT] [-q] [--shrink] FILE [+|-]SIZE` takes SIZE as
+ * qemu-img resize does: the last argument (so that "-1G" is not an option),
+ * with the k/M/G/T/P/E suffixes, "+SIZE"/"-SIZE" relative to the size now;
+ * a smaller size needs --shrink (qemu-img's refusal and warning without). Opens FILE read-write
  * with its backing chain, calls qi_image_resize, flushes, and prints
  * "Image resized." as qemu-img does (-q: nothing). Calls: include/qi,
  * cli.h helpers. */
@@ -14,7 +14,8 @@
 
 #include "cli.h"
 
-static int do_resize(const char *path, unsigned flags, const char *arg, bool quiet)
+static int do_resize(const char *path, unsigned flags, const char *arg, bool quiet,
+                     bool shrink)
 {
     qi_image *img;
     uint64_t n, size;
@@ -27,11 +28,13 @@ static int do_resize(const char *path, unsigned flags, const char *arg, bool qui
     if (!(img = qi_cli_open(path, flags)))
         return QI_CLI_ERR;
     size = qi_image_size(img);
-    if (sign == '-' && n > 0) {
+    /* qemu-img's check: a size of 0 or below */
+    if ((sign == '-' && n >= size) || (!sign && n == 0)) {
         qi_image_close(img);
-        return qi_cli_error("%s: shrinking is not supported (the image is %" PRIu64
-                            " bytes)", path, size);
+        return qi_cli_error("New image size must be positive");
     }
+    if (sign == '-')
+        n = size - n;
     if (sign == '+' && n > UINT64_MAX - size) {
         qi_image_close(img);
         return qi_cli_error("%s: the size %" PRIu64 " + %" PRIu64 " is beyond 2^64",
@@ -39,6 +42,15 @@ static int do_resize(const char *path, unsigned flags, const char *arg, bool qui
     }
     if (sign == '+')
         n += size;
+    /* qemu-img's refusal and warning, word for word */
+    if (n < size && !shrink) {
+        qi_image_close(img);
+        qi_cli_error("Use the --shrink option to perform a shrink operation.");
+        fprintf(stderr, "qinspect: warning: Shrinking an image will delete all data beyond "
+                "the shrunken image's end. Before performing such an operation, make "
+                "sure there is no important data there.\n");
+        return QI_CLI_ERR;
+    }
     if ((rc = qi_image_resize(img, n)) < 0 || (rc = qi_image_flush(img)) < 0) {
         qi_cli_engine_error(qi_image_error(img), rc);
         qi_image_close(img);
@@ -55,14 +67,17 @@ int qi_cli_resize(int argc, char **argv)
     static const struct option lopts[] = {
         { "format", required_argument, NULL, 'f' },
         { "help", no_argument, NULL, 'h' },
+        { "shrink", no_argument, NULL, 'S' },
         { NULL, 0, NULL, 0 },
     };
     static const char extra[] =
         "  SIZE: bytes or k/M/G/T/P/E (powers of 1024); +SIZE adds to the size now.\n"
-        "  Grows only; the new size must be a multiple of 512.\n"
+        "  -SIZE subtracts; the new size must be a multiple of 512.\n"
+        "  --shrink: allow a smaller size (refused without it, as qemu-img does);\n"
+        "  the clusters past the new end are freed and the file is cut.\n"
         "  -q: print nothing on success.\n";
     unsigned flags = QI_OPEN_RW | QI_OPEN_PROBE;
-    bool quiet = false;
+    bool quiet = false, shrink = false;
     const char *size;
     int c;
 
@@ -77,6 +92,7 @@ int qi_cli_resize(int argc, char **argv)
     while ((c = getopt_long(argc, argv, ":hf:q", lopts, NULL)) != -1) {
         switch (c) {
         case 'q': quiet = true; break;
+        case 'S': shrink = true; break;
         case 'f':
             if (qi_cli_parse_format(optarg, &flags) < 0)
                 return qi_cli_usage_error("resize", "unknown format '%s' (raw or qcow2)",
@@ -93,5 +109,5 @@ int qi_cli_resize(int argc, char **argv)
     }
     if (argc - optind != 1)
         return qi_cli_usage_error("resize", "expected one FILE argument before SIZE");
-    return do_resize(argv[optind], flags, size, quiet);
+    return do_resize(argv[optind], flags, size, quiet, shrink);
 }

@@ -43,8 +43,8 @@ const qi_cli_cmd qi_cli_commands[] = {
       "create [-f qcow2|raw] [-o OPTS] [-b BACKING [-F FMT]] [-u] [-q] FILE [SIZE]",
       "make a new image as qemu-img create does" },
     { "resize", qi_cli_resize, QI_CMD_NEEDS_IMAGE | QI_CMD_NEEDS_WRITE,
-      "resize [-f FMT] [-q] FILE [+]SIZE",
-      "grow the virtual size as qemu-img resize (grow only)" },
+      "resize [-f FMT] [-q] [--shrink] FILE [+|-]SIZE",
+      "change the virtual size as qemu-img resize (smaller: --shrink)" },
     { NULL, NULL, 0, NULL, NULL },
 };
 

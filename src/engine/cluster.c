@@ -553,3 +553,43 @@ int qi_cluster_set_l2_ext(qi_image *img, uint64_t l2_off, uint32_t index, uint64
     uint64_t old;
     return set_entry(img, l2_off, index, raw, img->g.extl2 ? &bitmap : NULL, &old);
 }
+
+/* Crash table (QEMU's qcow2_shrink_l1_table; l1_size in the header stays):
+ *   1. entries N.. of the table on disk zeroed, synced
+ *                                      crash: consistent, their L2 tables
+ *                                      leaked
+ *   2. those L2 tables -1 (refcount cache), freed ones discarded
+ *                                      crash: consistent */
+int qi_cluster_shrink_l1(qi_image *img, uint64_t n)
+{
+    uint64_t size = img->hdr.l1_size;
+    uint8_t *zeros;
+    qi_l1view v;
+    int rc;
+    if (n >= size)
+        return 0;
+    if ((rc = qi_cluster_view_active(img, &v)) < 0)
+        return rc;
+    if (!(zeros = calloc(size - n, 8))) {
+        qi_cluster_view_put(img, &v);
+        return qi_fail(img, QI_ENOMEM, "L1 table", img->hdr.l1_table_offset, "out of memory");
+    }
+    rc = qi_bio_pwrite(img->file, zeros, 8 * (size - n), img->hdr.l1_table_offset + 8 * n,
+                       &img->err, "L1 table");
+    free(zeros);
+    if (rc == 0)
+        rc = qi_bio_sync(img->file, &img->err);
+    for (uint64_t i = size; i-- > n && rc == 0 && i < v.size;) {
+        uint64_t l2 = v.tab->e[i] & QI_L1E_OFFSET_MASK, now;
+        v.tab->e[i] = 0;
+        if (!l2)
+            continue;
+        if ((rc = qi_refcount_update(img, l2 >> img->g.cluster_bits, -1)) < 0 ||
+            (rc = qi_refcount_get(img, l2 >> img->g.cluster_bits, &now)) < 0 || now)
+            continue;
+        qi_cache_discard(img->l2_cache, l2);
+        rc = qi_bio_discard(img->file, l2, img->g.cluster_size, &img->err, "freed L2 table");
+    }
+    qi_cluster_view_put(img, &v);
+    return rc;
+}

@@ -107,6 +107,13 @@ int qi_cluster_l2_for_write(qi_image *img, uint64_t l1i, uint64_t *l2_off);
  * QI_EIO, QI_ECORRUPT, QI_ENOMEM. */
 int qi_cluster_grow_l1(qi_image *img, uint64_t min_entries, bool exact);
 
+/* Shrinking, as QEMU's qcow2_shrink_l1_table: the active L1 entries from
+ * N on become 0 on disk (the table keeps its size, header untouched) and
+ * in memory, their L2 tables lose that reference (freed ones discarded).
+ * The caller emptied those tables first. No-op when N >= l1_size. Crash
+ * table in cluster.c. Returns 0, QI_EIO, QI_ENOMEM, QI_ECORRUPT. */
+int qi_cluster_shrink_l1(qi_image *img, uint64_t n);
+
 /* Write active L1 entry I (< l1_size; the L1 table is loaded) to RAW, in
  * memory and on disk, and sync. Returns 0, QI_EIO, QI_ENOSPC. */
 int qi_cluster_set_l1(qi_image *img, uint64_t i, uint64_t raw);

@@ -26,6 +26,7 @@
 #include "mem.h"
 #include "rebuild.h"
 #include "refcount.h"
+#include "shrink.h"
 
 #define DEFAULT_CACHE_BYTES (4u << 20)
 
@@ -879,9 +880,14 @@ const char *qi_image_data_file_name(const qi_image *img) { return img->data_file
 
 /* ---- resize ---- */
 
-/* Why IMG cannot be resized (NULL: it can). */
-static const char *resize_refused(const qi_image *img)
+/* Why IMG cannot be resized to NEW_SIZE (NULL: it can). */
+static const char *resize_refused(const qi_image *img, uint64_t new_size)
 {
+    /* growing: QEMU zeroes the new range where a longer backing file
+     * would show (shrinking leaves the backing file out of it) */
+    if (new_size > img->size && img->backing_name &&
+        (!img->backing || img->backing->size > img->size))
+        return "a backing file that is (or may be) longer than the image";
     if (img->raw)
         return "a raw image";
     if (img->data_file)
@@ -893,13 +899,11 @@ static const char *resize_refused(const qi_image *img)
     /* version 2 did not require a snapshot's disk size: QEMU refuses too */
     if (img->n_snaps && img->hdr.version < 3)
         return "internal snapshots and a version 2 (compat 0.10) header (QEMU refuses it too)";
-    /* QEMU zeroes the new range where a longer backing file would show */
-    if (img->backing_name && (!img->backing || img->backing->size > img->size))
-        return "a backing file that is (or may be) longer than the image";
     return NULL;
 }
 
-/* Growing, as QEMU's qcow2 truncate does it. Crash table:
+/* Growing, as QEMU's qcow2 truncate does it (shrinking: qi_shrink in
+ * shrink.c, its own crash table). Crash table:
  *   1. the L1 table grows to exactly the entries NEW_SIZE needs
  *      (qi_cluster_grow_l1: new table, header l1_size + l1_table_offset,
  *      old table freed)                crash: consistent, old size (leaks)
@@ -912,7 +916,7 @@ int qi_image_resize(qi_image *img, uint64_t new_size)
     if (!img->writable)
         return qi_fail(img, QI_ERDONLY, "", QI_NO_OFFSET, "image opened read-only; "
                        "reopen it with -w to write");
-    if ((why = resize_refused(img)))
+    if ((why = resize_refused(img, new_size)))
         return qi_fail(img, QI_ENOTSUP, "", QI_NO_OFFSET, "resizing an image with %s "
                        "is not supported", why);
     if (img->corrupt_seen)
@@ -922,9 +926,7 @@ int qi_image_resize(qi_image *img, uint64_t new_size)
         return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "the new size %" PRIu64
                        " is not a multiple of 512", new_size);
     if (new_size < img->size)
-        return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "shrinking is not supported "
-                       "(the image is %" PRIu64 " bytes, asked for %" PRIu64 ")",
-                       img->size, new_size);
+        return qi_shrink(img, new_size);
     if (new_size == img->size)
         return 0;
     unsigned shift = img->g.cluster_bits + img->g.l2_bits;

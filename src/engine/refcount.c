@@ -499,3 +499,107 @@ int qi_refcount_settle(qi_image *img)
     }
     return qi_cache_flush(img->rb_cache, &img->err);
 }
+
+/* ---- shrinking ---- */
+
+/* Whether the refcount block of table entry TI at OFF counts nothing but
+ * (when it lies in its own range) itself. */
+static int block_unused(qi_image *img, uint64_t ti, uint64_t off, bool *unused)
+{
+    uint64_t n = img->g.refblock_entries, self = UINT64_MAX;
+    const uint8_t *block;
+    int rc;
+    if ((off >> img->g.cluster_bits) / n == ti)
+        self = (off >> img->g.cluster_bits) % n;
+    if ((rc = qi_cache_get(img->rb_cache, off, &block, &img->err)) < 0)
+        return rc;
+    *unused = true;
+    for (uint64_t i = 0; i < n && *unused; i++)
+        *unused = i == self || !qi_format_refcount_get(block, img->g.refcount_order, i);
+    qi_cache_put(img->rb_cache, block);
+    return 0;
+}
+
+/* A dropped refcount block's cluster is free: counted in another block
+ * (-1), or in its own range (no longer described: refcount 0); the cache
+ * forgets it and its bytes are discarded, as QEMU's free does. */
+static int drop_block(qi_image *img, uint64_t ti, uint64_t off)
+{
+    uint64_t c = off >> img->g.cluster_bits;
+    int rc;
+    qi_cache_discard(img->rb_cache, off);
+    img->reftable[ti] = 0;
+    if (c / img->g.refblock_entries != ti) {
+        if ((rc = qi_refcount_update(img, c, -1)) < 0)
+            return rc;
+    } else {
+        freed(img, c);
+    }
+    return qi_bio_discard(img->file, off, img->g.cluster_size, &img->err, "refcount block");
+}
+
+/* Crash table (the effect of QEMU's qcow2_shrink_reftable):
+ *   1. refcount blocks flushed and synced (the zeros judged are on disk)
+ *   2. the whole table, entries of unused blocks zeroed, synced
+ *                          crash: consistent; a dropped block outside its
+ *                          own range leaks
+ *   3. dropped blocks outside their own range -1 (refcount cache), every
+ *      dropped block's cluster discarded        crash: consistent */
+int qi_refcount_shrink_table(qi_image *img)
+{
+    uint64_t n, *keep = NULL;
+    uint8_t *raw = NULL;
+    int rc;
+    if ((rc = qi_refcount_load_table(img)) < 0 ||
+        (rc = qi_cache_flush(img->rb_cache, &img->err)) < 0)    /* 1 */
+        return rc;
+    n = img->reftable_entries;
+    keep = qi_mem_alloc_capped(n ? n : 1, 8, QI_MEM_CAP);
+    raw = qi_mem_alloc_capped(n ? n : 1, 8, QI_MEM_CAP);
+    if (!keep || !raw) {
+        rc = qi_fail(img, QI_ENOMEM, "refcount table", img->hdr.refcount_table_offset,
+                     "out of memory");
+        goto out;
+    }
+    for (uint64_t ti = 0; ti < n && rc == 0; ti++) {
+        uint64_t off;
+        bool unused = false;
+        if ((rc = block_offset(img, ti, &off)) == 0 && off)
+            rc = block_unused(img, ti, off, &unused);
+        keep[ti] = off && unused ? 0 : img->reftable[ti];
+        qi_put_be64(raw + 8 * ti, keep[ti]);
+    }
+    if (rc < 0)
+        goto out;
+    /* 2 */
+    if ((rc = qi_bio_pwrite(img->file, raw, 8 * n, img->hdr.refcount_table_offset,
+                            &img->err, "refcount table")) < 0 ||
+        (rc = qi_bio_sync(img->file, &img->err)) < 0)
+        goto out;
+    /* 3 */
+    for (uint64_t ti = 0; ti < n && rc == 0; ti++)
+        if (img->reftable[ti] && !keep[ti])
+            rc = drop_block(img, ti, img->reftable[ti] & QI_REFT_OFFSET_MASK);
+    if (rc == 0)
+        rc = qi_cache_flush(img->rb_cache, &img->err);
+out:
+    free(keep);
+    free(raw);
+    return rc;
+}
+
+int qi_refcount_last_used(qi_image *img, uint64_t *last)
+{
+    uint64_t cs = img->g.cluster_size;
+    uint64_t c = (img->file->size + cs - 1) / cs, r = 0;
+    int rc;
+    while (c > 0) {
+        if ((rc = qi_refcount_get(img, c - 1, &r)) < 0)
+            return rc;
+        if (r)
+            break;
+        c--;
+    }
+    *last = c;
+    return 0;
+}

@@ -81,4 +81,14 @@ int qi_refcount_free_later(qi_image *img, uint64_t off, uint64_t len);
  *   3. decrements, refcount blocks, synced       crash: consistent
  * Returns 0, QI_EIO, QI_ENOSPC, QI_ECORRUPT. */
 int qi_refcount_settle(qi_image *img);
+
+/* For shrinking, as QEMU's qcow2_shrink_reftable: refcount table entries
+ * whose block counts nothing but itself become 0 (the table keeps its
+ * size and place), those blocks are freed. Crash table in refcount.c.
+ * Returns 0, QI_EIO, QI_ENOMEM, QI_ECORRUPT. */
+int qi_refcount_shrink_table(qi_image *img);
+
+/* *LAST = one past the last cluster of the image file with a nonzero
+ * refcount (QEMU's qcow2_get_last_cluster + 1). Returns 0 or QI_E*. */
+int qi_refcount_last_used(qi_image *img, uint64_t *last);
 #endif

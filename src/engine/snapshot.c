@@ -635,16 +635,14 @@ out:
 /* ---- apply ---- */
 
 /* The virtual size and the active L1 made ready for snapshot SV of disk
- * size SIZE: the image grows to SIZE (qi_image_resize, its own crash
- * table), the L1 to the snapshot's size (qi_cluster_grow_l1). */
+ * size SIZE, as QEMU's qcow2_snapshot_goto: the image grows or shrinks to
+ * SIZE (qi_image_resize, its own crash table; a shrink discards the active
+ * clusters past SIZE first), the L1 grows to the snapshot's size
+ * (qi_cluster_grow_l1). */
 static int prepare_apply(qi_image *img, uint64_t size, uint32_t l1_size)
 {
     int rc;
-    if (size < img->size)
-        return qi_fail(img, QI_ENOTSUP, "", QI_NO_OFFSET, "the snapshot's disk size %"
-                       PRIu64 " is smaller than the image's %" PRIu64 "; shrinking is not "
-                       "supported (qemu-img shrinks the image)", size, img->size);
-    if (size > img->size && (rc = qi_image_resize(img, size)) < 0)
+    if (size != img->size && (rc = qi_image_resize(img, size)) < 0)
         return rc;
     return qi_cluster_grow_l1(img, l1_size, true);
 }
@@ -664,8 +662,8 @@ static int keep_entries(qi_image *img, qi_l1view *av, qi_l1tab *t)
 }
 
 /* Crash table (QEMU's qcow2_snapshot_goto, with COPIED set last):
- *   1. the image grown to the snapshot's disk size, the active L1 to its
- *      L1 size (their own crash tables)        crash: consistent
+ *   1. the image grown or shrunk to the snapshot's disk size, the active
+ *      L1 grown to its L1 size (their own crash tables)  crash: consistent
  *   2. the snapshot's tree +1 per reference, refcount blocks synced
  *                                              crash: leaks
  *   3. COPIED fixed in the snapshot's L2 tables and L1 table (cleared:

@@ -12,7 +12,11 @@
 # before the resize (the new range reads as zeros: qemu-img compare against
 # the old raw view) and the qemu-img copy, a snapshot still reads as before,
 # and after writing past the old end (img:write on one copy, qemu-io write
-# on the other) both copies stay equal and clean. Errors (shrinking, a size
+# on the other) both copies stay equal and clean. Shrinking (--shrink, and
+# img:resize(size, {shrink=true})) is compared with qemu-img resize --shrink
+# on a copy: the files byte for byte (cmp: QEMU's shrink is deterministic),
+# qemu-img check clean, the guest view equal to the old one cut at the new
+# size. Errors (shrinking without --shrink, a size
 # that is not a multiple of 512, beyond QEMU's L1 limit, a read-only image,
 # features resize does not handle) fail with a clear message and leave the
 # file unchanged.
@@ -159,6 +163,102 @@ same_value "lua: header l1_size equals qemu-img's" "$(hdr l1_size lua.qcow2)" "$
 
 # ---- errors: a clear message, exit status 1, the file unchanged ----
 
+# ---- shrinking ----
+
+# shrink_case NAME SIZEARG: NAME.qcow2 made by the caller. qemu-img resize
+# --shrink on a copy, qinspect resize --shrink on the image: the same bytes.
+shrink_case() {
+    local name=$1 size=$2 out nsz
+    qemu-img convert -O raw "$name.qcow2" "$name.old.raw" || { t_fail "$name: setup convert"; return; }
+    cp "$name.qcow2" "$name.e.qcow2"
+    qemu-img resize -q --shrink "$name.e.qcow2" -- "$size" ||
+        { t_fail "$name: oracle: qemu-img resize --shrink $size"; return; }
+    if out=$("$QINSPECT" resize --shrink "$name.qcow2" "$size" 2>&1) &&
+        [ "$out" = "Image resized." ]; then
+        t_ok "$name: qinspect resize --shrink $size"
+    else
+        t_fail "$name: qinspect resize --shrink $size"
+        printf '%s\n' "$out" | t_diag
+        return
+    fi
+    t_check "$name: qemu-img check is clean after the shrink" qemu-img check "$name.qcow2"
+    nsz=$(vsize "$name.e.qcow2")
+    same_value "$name: virtual size equals qemu-img's" "$(vsize "$name.qcow2")" "$nsz"
+    truncate -s "$nsz" "$name.old.raw"
+    t_check "$name: the data below the new size is unchanged" \
+        qemu-img compare -f qcow2 -F raw "$name.qcow2" "$name.old.raw"
+    t_check "$name: byte for byte qemu-img's shrunk copy" cmp "$name.qcow2" "$name.e.qcow2"
+}
+
+# 512-byte clusters, 16-bit refcounts: a refcount block covers 128 KiB, so
+# the blocks past the cut are dropped; the new size inside a cluster
+qemu-img create -q -f qcow2 -o cluster_size=512 s512.qcow2 8M
+qio -c 'write -P 0x11 0 300k' -c 'write -P 0x12 1000k 3M' -c 'write -P 0x13 7M 1M' s512.qcow2
+shrink_case s512 $((1100 * 1024 + 512))
+for bits in 1 64; do
+    qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=$bits s512-rc$bits.qcow2 4M
+    qio -c 'write -P 0x14 0 1M' -c 'write -P 0x15 3M 1M' s512-rc$bits.qcow2
+    shrink_case s512-rc$bits 2M
+done
+# 64 KiB clusters: an L1 entry kept without an L2 table gets an empty one
+# (QEMU's discard allocates it); relative sizes
+qemu-img create -q -f qcow2 s64k.qcow2 3G
+qio -c 'write -P 0x21 0 1M' -c 'write -P 0x22 2560M 64k' s64k.qcow2
+shrink_case s64k 1500M
+qemu-img create -q -f qcow2 s64k-l2.qcow2 3G
+qio -c 'write -P 0x23 0 1M' -c 'write -P 0x24 1G 1M' -c 'write -P 0x25 2G 64k' s64k-l2.qcow2
+shrink_case s64k-l2 -1600M
+qemu-img create -q -f qcow2 s64k-odd.qcow2 100M
+qio -c 'write -P 0x26 0 10M' -c 'write -P 0x27 60M 20M' s64k-odd.qcow2
+shrink_case s64k-odd $((65 * 1024 * 1024 + 4608))
+# 2 MiB clusters
+qemu-img create -q -f qcow2 -o cluster_size=2M s2m.qcow2 10G
+qio -c 'write -P 0x31 0 5M' -c 'write -P 0x32 6G 3M' -c 'write -P 0x33 9G 1M' s2m.qcow2
+shrink_case s2m 5G
+# compressed clusters past the cut (and below it)
+qemu-img create -q -f qcow2 scomp.qcow2 64M
+qio -c 'write -c -P 0x41 0 1M' -c 'write -c -P 0x42 40M 2M' -c 'write -P 0x43 50M 1M' scomp.qcow2
+shrink_case scomp 20M
+# snapshots (version 3: allowed; the shared L2 tables past the cut are
+# copied before their entries go, as QEMU's discard does)
+qemu-img create -q -f qcow2 ssnap.qcow2 2G
+qio -c 'write -P 0x61 0 4M' -c 'write -P 0x62 1500M 4M' ssnap.qcow2
+qemu-img snapshot -c s1 ssnap.qcow2
+qio -c 'write -P 0x63 1M 1M' -c 'write -P 0x64 1501M 64k' ssnap.qcow2
+shrink_case ssnap 600M
+# version 2 without snapshots; extended L2; lazy refcounts
+qemu-img create -q -f qcow2 -o compat=0.10 sv2.qcow2 1G
+qio -c 'write -P 0x51 0 2M' -c 'write -P 0x52 700M 2M' sv2.qcow2
+shrink_case sv2 300M
+qemu-img create -q -f qcow2 -o extended_l2=on sext.qcow2 1G
+qio -c 'write -P 0x71 0 7k' -c 'write -P 0x72 1M 3k' -c 'write -P 0x73 600M 5k' \
+    -c 'write -z 800M 64k' sext.qcow2
+shrink_case sext $((1024 * 1024 + 2048))
+qemu-img create -q -f qcow2 -o lazy_refcounts=on slazy.qcow2 1G
+qio -c 'write -P 0x81 0 2M' -c 'write -P 0x82 900M 2M' slazy.qcow2
+shrink_case slazy 500M
+# refused as by qemu-img: a version 2 image with a snapshot
+qemu-img create -q -f qcow2 -o compat=0.10 ssnap-v2.qcow2 8M
+qemu-img snapshot -c s1 ssnap-v2.qcow2
+cp ssnap-v2.qcow2 ssnap-v2-oracle.qcow2
+oracle_fails "shrinking a version 2 image with a snapshot" \
+    qemu-img resize --shrink ssnap-v2-oracle.qcow2 4M
+
+# the Lua API: img:resize(size, {shrink=true})
+qemu-img create -q -f qcow2 slua.qcow2 1G
+qio -c 'write -P 0x91 0 1M' -c 'write -P 0x92 800M 1M' slua.qcow2
+cp slua.qcow2 slua.e.qcow2
+if out=$("$QINSPECT" -w -e 'img:resize(100 << 20, {shrink=true}) assert(img.size == 100 << 20)' \
+    slua.qcow2 2>&1); then
+    t_ok "lua: img:resize(100 MiB, {shrink=true}), img.size follows"
+else
+    t_fail "lua: img:resize(100 MiB, {shrink=true}), img.size follows"
+    printf '%s\n' "$out" | t_diag
+fi
+qemu-img resize -q --shrink slua.e.qcow2 100M
+t_check "lua: qemu-img check is clean after the shrink" qemu-img check slua.qcow2
+t_check "lua: byte for byte qemu-img resize --shrink" cmp slua.qcow2 slua.e.qcow2
+
 # refused NAME DESC PATTERN CMD...: CMD fails (exit 1, no sanitizer report),
 # its stderr matches PATTERN, NAME.qcow2 is byte for byte unchanged.
 refused() {
@@ -188,13 +288,23 @@ oracle_fails() {
 qemu-img create -q -f qcow2 err.qcow2 100M
 qio -c 'write -P 0x91 0 1M' err.qcow2
 cp err.qcow2 err-oracle.qcow2
-refused err "shrinking (50M)" 'shrinking is not supported' "$QINSPECT" resize err.qcow2 50M
-refused err "a relative shrink (-1M)" 'shrinking is not supported' "$QINSPECT" resize err.qcow2 -1M
+# a smaller size without --shrink: qemu-img's refusal and warning
+refused err "shrinking (50M) without --shrink" \
+    '^qinspect: Use the --shrink option to perform a shrink operation\.$' \
+    "$QINSPECT" resize err.qcow2 50M
+oracle_fails "shrinking without --shrink" qemu-img resize err-oracle.qcow2 50M
+refused err "a relative shrink (-1M) without --shrink" "^qinspect: warning: Shrinking an \
+image will delete all data beyond the shrunken image's end" "$QINSPECT" resize err.qcow2 -1M
+refused err "a size of 0 (--shrink)" '^qinspect: New image size must be positive$' \
+    "$QINSPECT" resize --shrink err.qcow2 0
+refused err "a relative size below 0 (--shrink -200M)" '^qinspect: New image size must be positive$' \
+    "$QINSPECT" resize --shrink err.qcow2 -200M
+oracle_fails "--shrink to a size below 0" qemu-img resize --shrink err-oracle.qcow2 -- -200M
 refused err "a size not a multiple of 512" 'not a multiple of 512' "$QINSPECT" resize err.qcow2 104858000
 oracle_fails "a size not a multiple of 512" qemu-img resize err-oracle.qcow2 104858000
 refused err "img:resize on a read-only image" 'image opened read-only; reopen with -w' \
     "$QINSPECT" -e 'img:resize(200 << 20)' err.qcow2
-refused err "img:resize shrinking" 'shrinking is not supported' \
+refused err "img:resize shrinking without {shrink=true}" 'use the shrink option' \
     "$QINSPECT" -w -e 'img:resize(1 << 20)' err.qcow2
 # beyond QEMU's limit of 4194304 L1 entries (32 MiB): 64 KiB clusters map
 # 512 MiB per entry, so 2 PiB is the most; 512-byte clusters 128 GiB
@@ -229,6 +339,8 @@ qemu-img snapshot -c s1 snap-v2.qcow2
 cp snap-v2.qcow2 snap-v2-oracle.qcow2
 refused snap-v2 "a version 2 image with a snapshot" 'snapshots and a version 2' \
     "$QINSPECT" resize snap-v2.qcow2 1G
+refused ssnap-v2 "shrinking a version 2 image with a snapshot" 'snapshots and a version 2' \
+    "$QINSPECT" resize --shrink ssnap-v2.qcow2 4M
 oracle_fails "a version 2 image with a snapshot" qemu-img resize snap-v2-oracle.qcow2 1G
 qemu-img create -q -f raw longback.raw 64M
 qemu-img create -q -f qcow2 -b longback.raw -F raw longtop.qcow2 16M

@@ -246,7 +246,7 @@ for fx in a b; do
     QC=("$Q" map --output=json "$F/$fx.qcow2"); BC=(qemu-img map --output=json "$F/$fx.qcow2")
     row "map-$fx" p_true v_map
 done
-for fx in a b c; do
+for fx in a b c e; do
     QC=("$Q" check --output=json "$F/$fx.qcow2"); BC=(qemu-img check --output=json "$F/$fx.qcow2")
     row "check-$fx" p_check v_check
 done

@@ -839,6 +839,7 @@ static const luaL_Reg image_methods[] = {
     { "owners", qi_bind_owners },
     { "references", qi_bind_references },
     { "check", qi_bind_check },
+    { "scan", qi_bind_scan },
     { "backing", m_backing },
     { "map", m_map },
     { "close", m_close },

@@ -33,6 +33,7 @@ local SIG = {
     owners = { "(host_offset) -> list", "every reference to that host cluster (owner records)" },
     references = { "() -> list", "every reference of the image (what check counts)" },
     check = { "([{...}]) -> result", "qemu-img check's counters and findings (help \"check\")" },
+    allocation = { "() -> counts", "active L2 entries by type: normal, zero, compressed, ..., l2_tables" },
     scan = { "([fn]) -> runs, info", "every host cluster classified: kind, shape of unreferenced ones" },
     backing = { "() -> image | nil", "the backing image (borrowed)" },
     map = { "([start [, length]]) -> iterator", "runs as qemu-img map: {start, length, data, zero, ...}" },

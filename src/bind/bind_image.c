@@ -840,6 +840,7 @@ static const luaL_Reg image_methods[] = {
     { "references", qi_bind_references },
     { "check", qi_bind_check },
     { "scan", qi_bind_scan },
+    { "allocation", qi_bind_allocation },
     { "backing", m_backing },
     { "map", m_map },
     { "close", m_close },

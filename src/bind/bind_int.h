@@ -157,6 +157,7 @@ int qi_bind_references(lua_State *L);
 /* bind_check.c */
 int qi_bind_check(lua_State *L);
 int qi_bind_scan(lua_State *L);     /* bind_scan.c: img:scan([fn]) */
+int qi_bind_allocation(lua_State *L); /* bind_scan.c: img:allocation() */
 int qi_bind_push_bitmaps(lua_State *L, qi_image *img);
 void qi_bind_push_problems(lua_State *L);
 void qi_bind_push_l1entry(lua_State *L, int image_idx, uint64_t off,

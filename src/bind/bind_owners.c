@@ -97,8 +97,15 @@ static void push_ref(lua_State *L, qi_image *img, const qi_ref *r)
         set_int(L, "index", r->index);
         set_int(L, "raw", r->raw);
     }
-    if (r->kind == QI_REF_L2_ENTRY)
+    if (r->kind == QI_REF_L2_ENTRY) {
+        qi_l2_entry e;
         set_int(L, "guest_offset", r->guest_offset);
+        /* the type as the raw value says it, without reading the table
+         * again (e.g. "normal", "compressed"; entry.type reads it live) */
+        qi_meta_decode_l2(img, r->raw, 0, &e);
+        lua_pushstring(L, qi_cluster_type_name(e.type));
+        lua_setfield(L, -2, "type");
+    }
     if (push_entry_object(L, img, r))
         lua_setfield(L, -2, "entry");
 }
@@ -127,7 +134,9 @@ static int push_refs(lua_State *L, qi_image *img, bool all, uint64_t off)
 
 /* img:owners(host_offset) -> list of owner records {kind, snapshot (nil:
  * active or not view-specific), table_offset, index, raw, entry,
- * guest_offset, host_offset, length}. Reads all metadata. */
+ * guest_offset and type (L2 entries), host_offset, length}. The first call
+ * reads all metadata into the owners index (refindex.c); later calls, until
+ * the file changes, answer from it. */
 int qi_bind_owners(lua_State *L)
 {
     qi_image *img = qi_bind_check_image(L, 1);

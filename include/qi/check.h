@@ -71,8 +71,10 @@ const char *qi_severity_name(qi_severity s);
 
 
 /* The read-only check (check.c): QEMU's qcow2_check_refcounts rules. */
+#define QI_CHECK_KEEP_COUNTS 0x100u /* RES keeps the references counted per
+                                    * host cluster (counts, n_counts) */
 typedef struct qi_check_opts {
-    unsigned flags;             /* none yet (repair comes later) */
+    unsigned flags;             /* QI_CHECK_KEEP_COUNTS */
 } qi_check_opts;
 #define QI_CHECK_OPTS_INIT { 0 }
 
@@ -99,6 +101,9 @@ typedef struct qi_check_result {
     uint64_t fragmented_clusters, compressed_clusters;
     qi_finding *findings;       /* in the order qemu-img prints its lines */
     size_t n_findings;
+    uint32_t *counts;           /* QI_CHECK_KEEP_COUNTS: references per host
+                                 * cluster, counted as qemu-img check counts */
+    uint64_t n_counts;
     size_t cap_findings;
 } qi_check_result;
 
@@ -111,6 +116,18 @@ typedef struct qi_check_result {
  * QI_CHECK_MAX_BYTES), QI_EIO, QI_EINVAL (raw image). */
 int qi_check(qi_image *img, const qi_check_opts *opts, qi_check_result *res);
 void qi_check_result_free(qi_check_result *res);
+
+/* The findings of RES about one place, for explain(): CB is called for
+ * each finding whose offset is SITE (an entry's or a structure's own
+ * place; QI_NO_GUEST: none), and, when TARGET is not QI_NO_GUEST, for each
+ * finding about the
+ * refcount of the host cluster holding TARGET (what the entry points at).
+ * *REFS (may be NULL) receives the references to that cluster the check
+ * counted (RES made with QI_CHECK_KEEP_COUNTS; 0 otherwise). A nonzero
+ * return of CB stops and is returned. */
+int qi_check_findings_at(const qi_check_result *res, uint32_t cluster_bits, uint64_t site,
+                         uint64_t target, int (*cb)(void *payload, const qi_finding *f),
+                         void *payload, uint64_t *refs);
 
 /* Memory budget of the in-memory refcounts: 4 bytes per host cluster. */
 #define QI_CHECK_MAX_BYTES ((size_t)1 << 30)

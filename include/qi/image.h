@@ -42,6 +42,11 @@ typedef struct qi_open_opts {
 
 #define QI_OPEN_OPTS_INIT { 0, 0, 0 }
 
+/* A number that changes whenever the image file is written, cut or
+ * discarded through IMG (cached metadata counts once flushed): what was
+ * computed from the file at one generation is stale at another. */
+uint64_t qi_image_generation(const qi_image *img);
+
 /* Open PATH. On success *out owns the image (free with qi_image_close).
  * On failure *out is NULL and ERR (may be NULL) holds the reason.
  * Returns 0, QI_EIO, QI_ENOENT, QI_ECORRUPT, QI_ENOTSUP, QI_EBUSY, QI_ENOMEM.

@@ -2,20 +2,23 @@
 --
 -- Works on header fields (explain(img.header, "l1_table_offset")), the
 -- header itself, L1/L2 entries, refcount table entries, refcount entries,
--- and table objects. Every problem it names is a record of the C problem
--- table (qinspect.problems, src/engine/problem.c), so the wording of a rule
--- exists once. For L1/L2 entries it reads the refcount of the target and
--- states the COPIED verdict for a plain image and for a dedup image, and
--- which one applies here. Only reads: nothing here changes an image.
---   M.text(x [, field]) -> text, findings   (findings: list of {problem, detail})
---   M.findings(x [, opts]) -> findings      (opts.refs = false skips owner walks)
+-- and table objects. The verdicts are the engine's: the image is checked
+-- once per file state (qinspect.findings_at, the C check of qemu-img
+-- check's rules, src/engine/check.c) and an object is judged only by the
+-- findings about its own place (its bytes in the file) and about the
+-- refcount of what it points at, so damage elsewhere is never blamed on it.
+-- What stays here is the wording around the verdicts: what the object
+-- means, the COPIED rule for a plain and a dedup image, the numbers the
+-- verdict rests on (refcount, references counted by the check). Every
+-- problem named is a record of the C problem table (qinspect.problems).
+-- Header fields are judged here (an image whose header breaks these rules
+-- does not open, so no check runs on it). Only reads.
+--   M.text(x [, field]) -> text, findings   (findings: list of {problem, name, detail, finding})
+--   M.findings(x [, opts]) -> findings
 local qinspect = require "qinspect"
 local M = {}
 
 local P = qinspect.problems
-
--- No dedup header extension exists yet, so every image is plain.
-local function is_dedup(img) return false end -- luacheck: ignore img
 
 local function hexs(v) return string.format("0x%x", v) end
 
@@ -29,21 +32,24 @@ local function kind_of(x)
   return type(mt) == "table" and mt.__name or nil
 end
 
--- Number of references to the host cluster holding OFF (qi_meta_owners).
-local function refs_of(img, off) return #img:owners(off) end
-
--- Compare refcount RC with the references REFS of the cluster at OFF.
-local function check_refs(out, img, off, rc, refs)
-  if refs > 0 and rc == 0 then
-    add(out, "refcount_zero_referenced",
-        string.format("cluster %s has %d reference(s) and refcount 0", hexs(off), refs))
-  elseif rc < refs then
-    add(out, "refcount_below_references",
-        string.format("cluster %s: refcount %d, references %d", hexs(off), rc, refs))
-  elseif rc > refs then
-    add(out, "refcount_above_references",
-        string.format("cluster %s: refcount %d, references %d", hexs(off), rc, refs))
+-- The engine's findings about SITE (an entry's place in the file, or
+-- false) and about the refcount of the cluster holding TARGET (or nil),
+-- appended to OUT as explain findings. Returns the references the check
+-- counted to TARGET's cluster, whether the image is a dedup image, and
+-- whether the check completed.
+local function engine(out, img, site, target)
+  local fs, refs, dedup, complete = qinspect.findings_at(img, site or false, target)
+  for _, f in ipairs(fs) do
+    local seen = false
+    for _, o in ipairs(out) do
+      if o.finding and o.finding.code == f.code and o.finding.offset == f.offset then seen = true end
+    end
+    if not seen then
+      out[#out + 1] = { problem = P[f.code], name = f.code, finding = f,
+                        detail = f.qemu or string.format("expected %d, found %d", f.expected, f.found) }
+    end
   end
+  return refs, dedup, complete
 end
 
 local function check_eof(out, img, off, len, what)
@@ -53,10 +59,11 @@ local function check_eof(out, img, off, len, what)
   end
 end
 
--- The COPIED verdicts. Returns lines of text and adds the finding that
--- applies to this image. ACTIVE: the entry is in the active tables (COPIED
--- means nothing in a snapshot's tables).
-local function copied_verdict(out, img, copied, rc, active, what)
+-- The COPIED rule in words: what the flag and the refcount say, the
+-- verdict for a plain and for a dedup image, and which applies. The
+-- finding itself, if any, is the engine's. ACTIVE: the entry is in the
+-- active tables (COPIED means nothing in a snapshot's tables).
+local function copied_text(copied, rc, active, dedup, what)
   local lines = {}
   lines[#lines + 1] = string.format(
     "COPIED rule (bit 63): set exactly when the refcount of the %s is 1; the flag is %s and the refcount is %d.",
@@ -66,34 +73,28 @@ local function copied_verdict(out, img, copied, rc, active, what)
       .. "QEMU rebuilds it from the refcounts when the snapshot is applied. No verdict."
     return lines
   end
-  local plain, dedup
+  local plain, dd
   if copied and rc > 1 then
     plain = "corruption (" .. P.copied_but_shared.summary .. ")"
-    dedup = plain
+    dd = plain
   elseif not copied and rc == 1 then
     plain = "corruption (" .. P.copied_missing.summary .. ")"
-    dedup = "allowed, a note (" .. P.copied_missing_dedup.summary .. "): one extra copy-on-write; "
+    dd = "allowed, a note (" .. P.copied_missing_dedup.summary .. "): one extra copy-on-write; "
       .. "stock qemu-img check still reports it"
   elseif rc == 0 then
     plain = "no verdict: refcount 0 is a problem of its own (see below)"
-    dedup = plain
+    dd = plain
   elseif copied then
     plain = "valid: set with refcount 1, so writes go in place"
-    dedup = plain
+    dd = plain
   else
     plain = "valid: clear on a shared cluster, so a write copies it first"
-    dedup = plain
+    dd = plain
   end
   lines[#lines + 1] = "  plain image: " .. plain
-  lines[#lines + 1] = "  dedup image: " .. dedup
-  local dd = is_dedup(img)
-  lines[#lines + 1] = dd and "  This image is a dedup image, so the dedup verdict applies."
-    or "  This image is plain (qinspect has no dedup extension yet), so the plain verdict applies."
-  if copied and rc > 1 then
-    add(out, "copied_but_shared", string.format("refcount %d", rc))
-  elseif not copied and rc == 1 then
-    add(out, dd and "copied_missing_dedup" or "copied_missing", "refcount 1")
-  end
+  lines[#lines + 1] = "  dedup image: " .. dd
+  lines[#lines + 1] = dedup and "  This image is a dedup image, so the dedup verdict applies."
+    or "  This image is plain (no dedup header extension), so the plain verdict applies."
   return lines
 end
 
@@ -109,18 +110,11 @@ end
 local function l2_check(img, e, opts)
   local out, lines = {}, {}
   local cs, ty = img.cluster_size, e.type
-  if e.reserved ~= 0 then add(out, "l2_reserved_bits", "reserved bits " .. hexs(e.reserved)) end
-  if img.extended_l2 then
+  local site = e.table.offset + e.index * (img.extended_l2 and 16 or 8)
+  if img.extended_l2 and ty ~= "compressed" then
     local bm = e.bitmap
-    local alloc, zero = bm & 0xffffffff, (bm >> 32) & 0xffffffff
-    if ty == "compressed" and bm ~= 0 then
-      add(out, "compressed_bitmap", "bitmap " .. string.format("0x%016x", bm))
-    elseif alloc & zero ~= 0 then
-      add(out, "subcluster_allocated_and_zero", string.format("subcluster bits 0x%08x", alloc & zero))
-    end
-    if ty == "unallocated" and alloc ~= 0 then
-      add(out, "subcluster_without_cluster", string.format("allocation bits 0x%08x", alloc))
-    end
+    lines[#lines + 1] = string.format("Subcluster bitmap 0x%016x: allocated 0x%08x, zero 0x%08x.",
+                                      bm, bm & 0xffffffff, (bm >> 32) & 0xffffffff)
   end
   if ty == "compressed" then
     local bits = img.header.cluster_bits
@@ -129,32 +123,30 @@ local function l2_check(img, e, opts)
       "Compressed descriptor: x = 62 - (cluster_bits - 8) = %d, so bits 0-%d hold the byte offset %s and "
         .. "bits %d-61 the additional sectors (%d); csize = %d sectors * 512 - (offset mod 512) = %d bytes.",
       x, x - 1, hexs(e.host_offset), x, e.csectors - 1, e.csectors, e.csize)
-    if e.copied then add(out, "compressed_copied", "bit 63 set") end
-    check_eof(out, img, e.host_offset, e.csize, "compressed data at")
-    if opts.refs ~= false then
-      local first, last = e.host_offset // cs, (e.host_offset + e.csize - 1) // cs
-      for c = first, last do
-        local rc = img:refcount(c * cs)
-        lines[#lines + 1] = string.format("Host cluster %s: refcount %d (compressed clusters count one reference per host cluster they touch).",
-                                          hexs(c * cs), rc)
-        check_refs(out, img, c * cs, rc, refs_of(img, c * cs))
+    local first, last = e.host_offset // cs, (e.host_offset + e.csize - 1) // cs
+    engine(out, img, site, nil)
+    for c = first, last do
+      local refs = engine(out, img, false, c * cs)
+      if opts.refs ~= false and c * cs < img.file_size then
+        lines[#lines + 1] = string.format("Host cluster %s: refcount %d, references %d (compressed clusters "
+                                          .. "count one reference per host cluster they touch).",
+                                          hexs(c * cs), img:refcount(c * cs), refs)
       end
     end
   elseif ty == "normal" or ty == "zero-allocated" then
     local off = e.host_offset
-    if off % cs ~= 0 then add(out, "data_cluster_unaligned", "offset " .. hexs(off)) end
-    check_eof(out, img, off, 1, "data cluster at")
+    local refs, dedup = engine(out, img, site, off)
     if off % cs == 0 and off < img.file_size then
       local rc = img:refcount(off)
-      for _, l in ipairs(copied_verdict(out, img, e.copied, rc, l2_active(img, e), "data cluster")) do
+      for _, l in ipairs(copied_text(e.copied, rc, l2_active(img, e), dedup, "data cluster")) do
         lines[#lines + 1] = l
       end
       if opts.refs ~= false then
-        local refs = refs_of(img, off)
         lines[#lines + 1] = string.format("References to the cluster found in all tables: %d.", refs)
-        check_refs(out, img, off, rc, refs)
       end
     end
+  else
+    engine(out, img, site, nil)
   end
   return out, lines
 end
@@ -172,19 +164,16 @@ local L2_MEANING = {
 local function l1_check(img, e, opts)
   local out, lines = {}, {}
   local cs, off = img.cluster_size, e.l2_offset
-  if e.reserved ~= 0 then add(out, "l1_reserved_bits", "reserved bits " .. hexs(e.reserved)) end
+  local site = e.table.offset + 8 * e.index
+  local refs, dedup = engine(out, img, site, off ~= 0 and off or nil)
   if off == 0 then return out, lines end
-  if off % cs ~= 0 then add(out, "l2_table_unaligned", "offset " .. hexs(off)) end
-  check_eof(out, img, off, cs, "L2 table at")
   if off % cs == 0 and off + cs <= img.file_size then
     local rc = img:refcount(off)
-    for _, l in ipairs(copied_verdict(out, img, e.copied, rc, e.table.snapshot == nil, "L2 table")) do
+    for _, l in ipairs(copied_text(e.copied, rc, e.table.snapshot == nil, dedup, "L2 table")) do
       lines[#lines + 1] = l
     end
     if opts.refs ~= false then
-      local refs = refs_of(img, off)
       lines[#lines + 1] = string.format("References to the L2 table's cluster found: %d.", refs)
-      check_refs(out, img, off, rc, refs)
     end
   end
   return out, lines
@@ -195,28 +184,26 @@ end
 local function rte_check(img, e, opts)
   local out, lines = {}, {}
   local cs, off = img.cluster_size, e.offset
-  if e.reserved ~= 0 then add(out, "reftable_reserved_bits", "reserved bits " .. hexs(e.reserved)) end
+  local site = img.refcounts.offset + 8 * e.index
+  local refs = engine(out, img, site, off ~= 0 and off or nil)
   if off == 0 then
     lines[#lines + 1] = "The entry is 0: no refcount block, so every cluster it would count has refcount 0."
     return out, lines
   end
-  if off % cs ~= 0 then add(out, "refblock_unaligned", "offset " .. hexs(off)) end
-  check_eof(out, img, off, cs, "refcount block at")
   if off % cs == 0 and off + cs <= img.file_size and opts.refs ~= false then
-    local rc = img:refcount(off)
-    lines[#lines + 1] = string.format("The block's own cluster has refcount %d; a refcount block must be referenced exactly once.", rc)
-    check_refs(out, img, off, rc, refs_of(img, off))
+    lines[#lines + 1] = string.format("The block's own cluster has refcount %d and %d reference(s); "
+                                      .. "a refcount block must be referenced exactly once.",
+                                      img:refcount(off), refs)
   end
   return out, lines
 end
 
 local function rce_check(img, e, opts)
   local out, lines = {}, {}
-  local off, v = e.host_offset, e.value
+  local off = e.host_offset
+  local refs = engine(out, img, false, off)
   if opts.refs ~= false then
-    local refs = off < img.file_size and refs_of(img, off) or 0
     lines[#lines + 1] = string.format("References to cluster %s found in all tables: %d.", hexs(off), refs)
-    check_refs(out, img, off, v, refs)
   end
   return out, lines
 end
@@ -302,18 +289,16 @@ end
 local function table_check(img, x)
   local out, lines = {}, {}
   local k, cs = kind_of(x), img.cluster_size
-  local off = x.offset
-  if k == "qinspect.snapshot" then off = x.l1_table_offset end
-  if k == "qinspect.refblock" or k == "qinspect.l2table" then
-    if off % cs ~= 0 then
-      add(out, k == "qinspect.refblock" and "refblock_unaligned" or "l2_table_unaligned", "offset " .. hexs(off))
-    end
-  elseif off % cs ~= 0 then
-    add(out, "table_unaligned", "offset " .. hexs(off))
-  end
-  check_eof(out, img, off, 1, "table at")
+  -- a snapshot has no .offset: what it points at is its L1 table
+  local off = k == "qinspect.snapshot" and x.l1_table_offset or x.offset
+  local refs = engine(out, img, off, off)
   if off % cs == 0 and off < img.file_size then
-    lines[#lines + 1] = string.format("Its first cluster %s has refcount %d.", hexs(off), img:refcount(off))
+    lines[#lines + 1] = string.format("Its first cluster %s has refcount %d and %d reference(s).", hexs(off),
+                                      img:refcount(off), refs)
+  elseif off % cs ~= 0 then
+    lines[#lines + 1] = "Its offset is not cluster aligned: the entry pointing here is judged for that."
+  else
+    lines[#lines + 1] = "It lies past the end of the file."
   end
   return out, lines
 end
@@ -386,8 +371,44 @@ analyse = function(x, field, opts)
   return {}, {}
 end
 
+-- A finding record (img:check{}.findings, qinspect.findings_at): what it
+-- means, where, and what a repair does about it.
+local function finding_text(f)
+  local p = P[f.code]
+  local out = { string.format("[%s] %s: %s", f.severity, f.code, p.summary) }
+  out[#out + 1] = string.format("Where: %s at %s.", f.structure ~= "" and f.structure or "the image",
+                                f.offset and hexs(f.offset) or "?")
+  if f.guest_offset then
+    out[#out + 1] = string.format("Guest data affected: %s + %d bytes.", hexs(f.guest_offset), f.guest_length)
+  end
+  if (f.expected or 0) ~= 0 or (f.found or 0) ~= 0 then
+    out[#out + 1] = string.format("Expected %d, found %d.", f.expected, f.found)
+  end
+  out[#out + 1] = "Rule: " .. p.explanation
+  if f.qemu then out[#out + 1] = "qemu-img check prints: " .. f.qemu
+  else out[#out + 1] = "qemu-img check does not report this (a qinspect finding)." end
+  if f.fix and f.fix ~= "" then out[#out + 1] = "Repair: " .. f.fix end
+  return table.concat(out, "\n")
+end
+
+-- A bitmap record (img.bitmaps).
+local function bitmap_text(b)
+  return string.format("Persistent dirty bitmap '%s': one bit per %d bytes of guest data "
+    .. "(granularity_bits %d), flags %s; its table of %d entries is at %s. A bit set means the "
+    .. "guest range changed since the bitmap was started (for incremental backup); in_use means "
+    .. "a writer had it open and its contents cannot be trusted.",
+    b.name, 1 << b.granularity_bits, b.granularity_bits,
+    #b.flags > 0 and table.concat(b.flags, ", ") or "none", b.table_size, hexs(b.table_offset))
+end
+
 -- text(x [, field]) -> explanation text, findings
 function M.text(x, field)
+  if type(x) == "table" and kind_of(x) == nil and type(x.code) == "string" and P[x.code] then
+    return finding_text(x), {}
+  end
+  if type(x) == "table" and kind_of(x) == nil and x.granularity_bits and x.table_offset then
+    return bitmap_text(x), {}
+  end
   if kind_of(x) == nil then
     return "explain() works on qinspect objects (entries, tables, the header); "
       .. "for a header field use explain(img.header, \"name\")", {}

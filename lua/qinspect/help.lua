@@ -132,8 +132,10 @@ qinspect session globals:
   pp(...)      pretty-print values
   help(obj)    methods and fields of an object, e.g. help(img.l1[0])
   help "topic" a topic; help "topics" lists them
-  explain(x)   what an entry, table or header field means and whether it
-               is valid, e.g. explain(img:l2_for(0)), explain(img.header, "l1_size")
+  explain(x)   what an entry, table, header field or finding means and whether
+               it is valid, e.g. explain(img:l2_for(0)), explain(img.header, "l1_size"),
+               explain(img:check{}.findings[1]); the verdicts are the C check's
+               findings about that object's own place (qinspect.findings_at)
 Where to start: img.header, img.l1, img.l1[0]:l2(), img:l2_for(offset),
 img.refcounts, img:refcount(offset), img:owners(offset), img:references(), img.snapshots,
 img:map(), img:backing(), img:check{} (help "check").]]

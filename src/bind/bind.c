@@ -79,6 +79,7 @@ static const luaL_Reg module_funcs[] = {
     { "open", qi_bind_open },
     { "create", qi_bind_create },
     { "image_of", image_of },
+    { "findings_at", qi_bind_findings_at },
     { NULL, NULL }
 };
 

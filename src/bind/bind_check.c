@@ -30,7 +30,7 @@ static void set_int(lua_State *L, const char *k, lua_Integer v)
     lua_setfield(L, -2, k);
 }
 
-static void push_finding(lua_State *L, const qi_finding *f)
+void qi_bind_push_finding(lua_State *L, const qi_finding *f)
 {
     const qi_problem *p = qi_problem_lookup(f->code);
     lua_createtable(L, 0, 10);
@@ -70,7 +70,7 @@ static void push_result(lua_State *L, const qi_check_result *r)
     set_int(L, "compressed_clusters", (lua_Integer)r->compressed_clusters);
     lua_createtable(L, (int)(r->n_findings < 1u << 20 ? r->n_findings : 1u << 20), 0);
     for (size_t i = 0; i < r->n_findings; i++) {
-        push_finding(L, &r->findings[i]);
+        qi_bind_push_finding(L, &r->findings[i]);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     lua_setfield(L, -2, "findings");

@@ -256,6 +256,24 @@ static void check_copied(ck *c, bool l1, uint32_t index, uint64_t site, uint64_t
         snprintf(f->qemu, sizeof f->qemu, "%s", line);
 }
 
+/* inc() for the target of the entry at SITE: a reference past the end of
+ * the file is a finding about that entry (its structure ST, SITE, and the
+ * guest range it maps), so explain() blames the entry and nothing else. */
+static int inc_entry(ck *c, uint64_t off, uint64_t size, const char *st, uint64_t site,
+                     uint64_t guest, uint64_t guest_len)
+{
+    size_t before = c->res->n_findings;
+    int rc = inc(c, off, size);
+    if (c->res->n_findings > before && c->res->findings[before].code == QI_PROB_PAST_EOF) {
+        qi_finding *f = &c->res->findings[before];
+        f->structure = st;
+        f->offset = site;
+        f->guest_offset = guest;
+        f->guest_length = guest_len;
+    }
+    return rc;
+}
+
 /* A normal or preallocated-zero entry (QEMU: QCOW2_CLUSTER_NORMAL and
  * QCOW2_CLUSTER_ZERO_ALLOC). */
 static int l2_data(ck *c, const qi_l2_entry *e, uint64_t site, uint64_t guest, bool active)
@@ -286,19 +304,11 @@ static int l2_data(ck *c, const qi_l2_entry *e, uint64_t site, uint64_t guest, b
     }
     if (c->img->data_file)
         return 0;
-    size_t before = c->res->n_findings;
-    int rc = inc(c, off, g->cluster_size);
-    if (c->res->n_findings > before) {   /* past EOF: name the entry */
-        f = &c->res->findings[before];
-        f->structure = "L2 entry";
-        f->offset = site;
-        f->guest_offset = guest;
-        f->guest_length = g->cluster_size;
-    }
-    return rc;
+    return inc_entry(c, off, g->cluster_size, "L2 entry", site, guest, g->cluster_size);
 }
 
-static int l2_compressed(ck *c, const qi_l2_entry *e, uint64_t site, bool active)
+static int l2_compressed(ck *c, const qi_l2_entry *e, uint64_t site, uint64_t guest,
+                         bool active)
 {
     const qi_geom *g = &c->img->g;
     if (e->raw & QI_OFLAG_COPIED)
@@ -322,7 +332,8 @@ static int l2_compressed(ck *c, const qi_l2_entry *e, uint64_t site, bool active
         c->res->compressed_clusters++;
         c->res->fragmented_clusters++;    /* QEMU counts them all fragmented */
     }
-    return inc(c, e->host_offset, e->csize);
+    return inc_entry(c, e->host_offset, e->csize, "L2 entry", site, guest,
+                     c->img->g.cluster_size);
 }
 
 static int walk_l2(ck *c, uint64_t l2_off, uint64_t guest0, bool active)
@@ -350,7 +361,7 @@ static int walk_l2(ck *c, uint64_t l2_off, uint64_t guest0, bool active)
         }
         switch (e.type) {
         case QI_CLUSTER_COMPRESSED:
-            rc = l2_compressed(c, &e, site, active);
+            rc = l2_compressed(c, &e, site, guest, active);
             break;
         case QI_CLUSTER_NORMAL: case QI_CLUSTER_ZERO_ALLOC:
             rc = l2_data(c, &e, site, guest, active);
@@ -396,7 +407,8 @@ static int walk_l1(ck *c, uint64_t off, uint32_t size, bool active)
         if (raw & QI_L1E_RESERVED_MASK)
             finding(c, QI_PROB_L1_RESERVED, "L1 entry", site, "ERROR found L1 entry with "
                     "reserved bits set: %" PRIx64, raw);
-        if ((rc = inc(c, l2, g->cluster_size)) < 0)
+        if ((rc = inc_entry(c, l2, g->cluster_size, "L1 entry", site, guest,
+                            (uint64_t)g->l2_entries << g->cluster_bits)) < 0)
             break;
         if (l2 & (g->cluster_size - 1))
             finding(c, QI_PROB_L2_TABLE_UNALIGNED, "L1 entry", site, "ERROR l2_offset=%"
@@ -575,7 +587,6 @@ int qi_check(qi_image *img, const qi_check_opts *opts, qi_check_result *res)
 {
     ck c = { .img = img, .res = res, .block_index = -1 };
     int rc;
-    (void)opts;
     memset(res, 0, sizeof *res);
     if (img->raw)
         return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "a raw image has no qcow2 metadata");
@@ -587,6 +598,11 @@ int qi_check(qi_image *img, const qi_check_opts *opts, qi_check_result *res)
     if ((rc = run(&c)) < 0)
         res->check_errors++;
     free(c.copied);
+    if (opts && (opts->flags & QI_CHECK_KEEP_COUNTS)) {
+        res->counts = c.count;      /* the caller's now (qi_check_result_free) */
+        res->n_counts = c.n;
+        c.count = NULL;
+    }
     free(c.count);
     free(c.reftable);
     free(c.block);
@@ -600,5 +616,37 @@ void qi_check_result_free(qi_check_result *res)
         return;
     free(res->findings);
     res->findings = NULL;
+    free(res->counts);
+    res->counts = NULL;
+    res->n_counts = 0;
     res->n_findings = res->cap_findings = 0;
+}
+
+/* Findings about a place (include/qi/check.h). Cluster-level findings are
+ * those qemu-img prints about a cluster's refcount (structure "refcount")
+ * and about a refcount block's own refcount. */
+int qi_check_findings_at(const qi_check_result *res, uint32_t cluster_bits, uint64_t site,
+                         uint64_t target, int (*cb)(void *payload, const qi_finding *f),
+                         void *payload, uint64_t *refs)
+{
+    uint64_t k = target == QI_NO_GUEST ? 0 : target >> cluster_bits;
+    int rc;
+    if (refs)
+        *refs = target != QI_NO_GUEST && res->counts && k < res->n_counts ? res->counts[k] : 0;
+    for (size_t i = 0; i < res->n_findings; i++) {
+        const qi_finding *f = &res->findings[i];
+        bool cluster_level = f->code == QI_PROB_REFCOUNT_ZERO || f->code == QI_PROB_REFCOUNT_LOW ||
+                             f->code == QI_PROB_REFCOUNT_HIGH ||
+                             f->code == QI_PROB_REFCOUNT_OVERFLOW ||
+                             f->code == QI_PROB_REFBLOCK_REFCOUNT;
+        /* a reference past the end of the file is named by what it points at */
+        bool past = f->code == QI_PROB_PAST_EOF && f->structure &&
+                    !strcmp(f->structure, "reference");
+        bool here = cluster_level ? target != QI_NO_GUEST && f->offset >> cluster_bits == k
+                    : past ? target != QI_NO_GUEST && f->offset == target
+                    : site != QI_NO_GUEST && f->offset == site;
+        if (here && (rc = cb(payload, f)) != 0)
+            return rc;
+    }
+    return 0;
 }

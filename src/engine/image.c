@@ -941,3 +941,8 @@ int qi_image_resize(qi_image *img, uint64_t new_size)
     img->hdr_req.size = new_size;
     return img->commit_header(img);
 }
+
+uint64_t qi_image_generation(const qi_image *img)
+{
+    return img->file->writes;
+}

@@ -118,4 +118,33 @@ t.errors_like(function() X.text(img.header, "nope") end, "no header field 'nope'
 t.ok(X.text(img.refcounts[0]):find("Verdict: valid"), "a refcount table entry is valid")
 t.ok(X.text(img.l1):find("L1 table"), "a table is explained")
 t.ok(X.text(3):find("qinspect objects"), "a plain value gets a hint")
+
+-- every object type the session can show explains without raising, and
+-- says something about that object (issue 9: a test walks them all)
+local objs = {
+  { "image", img }, { "header", img.header }, { "L1 table", img.l1 }, { "L1 entry", img.l1[0] },
+  { "L2 table", img.l1[0]:l2() }, { "L2 entry", img.l1[0]:l2()[0] },
+  { "refcount table", img.refcounts }, { "refcount table entry", img.refcounts[0] },
+  { "refcount block", img.refcounts:block(0) }, { "refcount entry", img.refcounts:block(0):entry(0) },
+  { "snapshot table", img.snapshots }, { "snapshot", img.snapshots[0] },
+}
+local r = img:check{}
+objs[#objs + 1] = { "finding (made up: the check of this image is clean)",
+                    { code = "copied_missing", severity = "corruption", structure = "L2 entry",
+                      offset = 4096, expected = 1, found = 2, qemu = "ERROR OFLAG_COPIED" } }
+for _, b in ipairs(img.bitmaps or {}) do objs[#objs + 1] = { "bitmap", b } break end
+local bad = {}
+for _, o in ipairs(objs) do
+  local ok, txt = pcall(X.text, o[2])
+  if not ok or type(txt) ~= "string" or #txt < 20 or txt:find("works on qinspect objects", 1, true) then
+    bad[#bad + 1] = o[1] .. ": " .. tostring(txt)
+  end
+end
+t.ok(#bad == 0 and #objs >= 13, "explain works on " .. #objs .. " object types")
+if #bad > 0 then t.diag(table.concat(bad, "\n")) end
+t.ok(#r.findings == 0, "the image explained is clean (so its entries are valid)")
+local ft = X.text(objs[13][2])
+t.ok(ft:find("L2 entry at 0x1000", 1, true) and ft:find(P.copied_missing.explanation, 1, true)
+     and ft:find("qemu-img check prints: ERROR OFLAG_COPIED", 1, true),
+     "explain(finding) says where, the rule and qemu-img's line")
 t.done()

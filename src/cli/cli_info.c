@@ -264,6 +264,7 @@ int qi_cli_info(int argc, char **argv)
         { "force-share", no_argument, NULL, 'U' },
         { "format", required_argument, NULL, 'f' },
         { "backing-chain", no_argument, NULL, 'B' },
+        { "force", no_argument, NULL, 'F' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -282,11 +283,12 @@ int qi_cli_info(int argc, char **argv)
             break;
         case 'U': flags |= QI_OPEN_FORCE_SHARE; break;
         case 'B': chain = true; break;
+        case 'F': flags |= QI_OPEN_FORCE; break;
         case 'f':
             if (qi_cli_parse_format(optarg, &flags) < 0)
                 return qi_cli_usage_error("info", "unknown format '%s' (raw or qcow2)", optarg);
             break;
-        case 'h': return qi_cli_help("info", NULL);
+        case 'h': return qi_cli_help("info", QI_CLI_FORCE_HELP);
         case ':': return qi_cli_usage_error("info", "option '%s' needs an argument", argv[optind - 1]);
         default: return qi_cli_usage_error("info", "unknown option '%s'", argv[optind - 1]);
         }

@@ -302,8 +302,9 @@ end
 local function table_check(img, x)
   local out, lines = {}, {}
   local k, cs = kind_of(x), img.cluster_size
-  local off = x.offset
-  if k == "qinspect.snapshot" then off = x.l1_table_offset end
+  -- a snapshot has no .offset (its fields raise on unknown names): what it
+  -- points to is its L1 table
+  local off = k == "qinspect.snapshot" and x.l1_table_offset or x.offset
   if k == "qinspect.refblock" or k == "qinspect.l2table" then
     if off % cs ~= 0 then
       add(out, k == "qinspect.refblock" and "refblock_unaligned" or "l2_table_unaligned", "offset " .. hexs(off))

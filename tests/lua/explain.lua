@@ -118,4 +118,16 @@ t.errors_like(function() X.text(img.header, "nope") end, "no header field 'nope'
 t.ok(X.text(img.refcounts[0]):find("Verdict: valid"), "a refcount table entry is valid")
 t.ok(X.text(img.l1):find("L1 table"), "a table is explained")
 t.ok(X.text(3):find("qinspect objects"), "a plain value gets a hint")
+-- a snapshot (it has no .offset field: what it points to is its L1 table)
+do
+  local i = open("basic")
+  local sn = i.snapshots[0]
+  local ok, text = pcall(X.text, sn)
+  t.ok(ok and type(text) == "string" and text:find(string.format("0x%x", sn.l1_table_offset), 1, true),
+       "explain(img.snapshots[0]) does not raise and names its L1 table's cluster")
+  ok = pcall(X.text, i.snapshots)
+  t.ok(ok, "explain(img.snapshots) does not raise")
+  i:close()
+end
+
 t.done()

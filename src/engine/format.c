@@ -142,8 +142,7 @@ static int check_l1_fields(const qi_header *h, const qi_geom *g, const char *pat
     if (h->l1_size < need)
         return corrupt(err, path, HDR, 36, "L1 table is too small: l1_size %" PRIu32
                        " cannot map the virtual size", h->l1_size);
-    if (!h->l1_size)
-        return 0;
+    /* the offset is checked even for an empty table, as QEMU does */
     return qi_format_check_table(g, h->l1_table_offset, (uint64_t)h->l1_size * 8, true,
                                  UINT64_MAX, path, "L1 table", h->l1_table_offset, err);
 }
@@ -168,8 +167,7 @@ static int check_snaptable_fields(const qi_header *h, const qi_geom *g, const ch
     if (h->nb_snapshots > QI_MAX_SNAPSHOTS)
         return corrupt(err, path, HDR, 60, "nb_snapshots %" PRIu32 " is above the "
                        "limit of 65536", h->nb_snapshots);
-    if (!h->nb_snapshots)
-        return 0;
+    /* the offset is checked even with no snapshots, as QEMU does */
     return qi_format_check_table(g, h->snapshots_offset, h->nb_snapshots * 40ull, true,
                                  UINT64_MAX, path, "snapshot table", h->snapshots_offset,
                                  err);

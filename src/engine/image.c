@@ -204,7 +204,8 @@ static char *resolve_relative(const char *image_path, const char *name)
 static int read_names(qi_image *img)
 {
     const qi_header *h = &img->hdr;
-    if (h->backing_file_offset) {
+    /* an empty name is no backing file, as in QEMU */
+    if (h->backing_file_offset && h->backing_file_size) {
         /* format.c checked that the name lies inside cluster 0 and the file */
         img->backing_name = qi_mem_strndup(img->hdr_buf + h->backing_file_offset,
                                            h->backing_file_size);

@@ -651,6 +651,33 @@ def bitmaps_ext_no_bitmaps(d):
     return p, [h(off), h(off + 8)], None
 
 
+@case('info map read', ['snapshot table'], 'rejects: "Snapshot table offset invalid" '
+      '(QEMU checks the offset even with no snapshots)')
+def snapshot_offset_unaligned_no_snapshots(d):
+    p = std_image(d)
+    off = 0x10200                   # nb_snapshots stays 0
+    poke(p, OFF_SNAP_OFF, 'Q', off)
+    return p, [h(off), h(OFF_SNAP_OFF)], None
+
+
+@case('info map read', ['L1 table'], 'rejects: "Active L1 table offset invalid" '
+      '(QEMU checks the offset of an empty L1 table too)')
+def l1_unaligned_empty(d):
+    p = os.path.join(d, 'bad.qcow2')
+    qemu_img_create(p, '0')         # l1_size 0
+    off = header(p)['l1_off'] + 0x200
+    poke(p, OFF_L1_OFF, 'Q', off)
+    return p, [h(off), h(OFF_L1_OFF)], None
+
+
+@case('', ['header'], 'accepts: an empty backing file name is no backing file')
+def backing_name_empty(d):
+    p = std_image(d)
+    poke(p, OFF_BACKING_OFF, 'Q', 0x200)
+    poke(p, OFF_BACKING_SIZE, 'I', 0)
+    return p, None, None
+
+
 # ---- driver --------------------------------------------------------------
 
 def main():

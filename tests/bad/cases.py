@@ -678,6 +678,30 @@ def backing_name_empty(d):
     return p, None, None
 
 
+@case('', ['L2 table'], 'accepts: QEMU reads a compressed cluster whose entry has COPIED '
+      'set (only qemu-img check calls it a corruption)')
+def compressed_copied(d):
+    p = std_image(d)
+    hd = header(p)
+    eoff, raw = find_l2(p, hd, lambda r: r & COMPRESSED)
+    poke(p, eoff, 'Q', raw | COPIED)
+    return p, None, None
+
+
+@case('', ['L2 table'], 'accepts: the subcluster bitmap of a compressed entry is unused '
+      '(fmt: extended L2); QEMU reads the cluster whatever it holds')
+def extl2_compressed_bitmap(d):
+    p = os.path.join(d, 'bad.qcow2')
+    qemu_img_create(p, '1M', 'cluster_size=16384,extended_l2=on')
+    qemu_io(p, 'write -q -c -P 0x5a 0 16k')         # guest cluster 0, compressed
+    hd = header(p)
+    l2 = l2_table(p, hd)
+    raw = peek(p, l2, 'Q')
+    assert raw & COMPRESSED, 'compressed entry expected'
+    poke(p, l2 + 8, 'Q', 0x00000003fffffffc)        # both halves of the bitmap nonzero
+    return p, None, None
+
+
 # ---- driver --------------------------------------------------------------
 
 def main():

@@ -69,9 +69,22 @@ static int check_v3(const qi_header *h, size_t len, uint64_t file_size,
     if (h->header_length > file_size)
         return corrupt(err, path, HDR, 100, "header_length %" PRIu32
                        " runs past the end of the file", h->header_length);
+    if ((h->incompatible_features & QI_INCOMPAT_EXTL2) && h->cluster_bits < 14)
+        return corrupt(err, path, HDR, 20, "extended L2 entries need clusters of "
+                       "at least 16 KiB (cluster_bits %" PRIu32 ")", h->cluster_bits);
+    return 0;
+}
+
+static int check_refcount_order(const qi_header *h, const char *path, qi_err *err)
+{
     if (h->refcount_order > 6)
         return corrupt(err, path, HDR, 96, "refcount_order %" PRIu32
                        " is above 6 (64-bit refcounts)", h->refcount_order);
+    return 0;
+}
+
+static int check_compression(const qi_header *h, const char *path, qi_err *err)
+{
     if (h->compression_type > 1)
         return qi_err_set(err, path, QI_ENOTSUP, HDR, 104,
                           "unknown compression type %u", h->compression_type);
@@ -82,9 +95,6 @@ static int check_v3(const qi_header *h, size_t len, uint64_t file_size,
                        h->compression_type);
     if (!h->compression_type && bit)
         return corrupt(err, path, HDR, 72, "compression type feature bit set with compression_type 0 (zlib)");
-    if ((h->incompatible_features & QI_INCOMPAT_EXTL2) && h->cluster_bits < 14)
-        return corrupt(err, path, HDR, 20, "extended L2 entries need clusters of "
-                       "at least 16 KiB (cluster_bits %" PRIu32 ")", h->cluster_bits);
     return 0;
 }
 
@@ -210,7 +220,17 @@ int qi_format_parse_header_base(const uint8_t *buf, size_t len, uint64_t file_si
     if (h->crypt_method > 2)
         return corrupt(err, path, HDR, 32, "unknown encryption method %" PRIu32,
                        h->crypt_method);
-    return check_backing_name(h, 1u << h->cluster_bits, file_size, path, err);
+    return 0;
+}
+
+int qi_format_check_header_field(const qi_header *h, int which, uint64_t file_size,
+                                 const char *path, qi_err *err)
+{
+    switch (which) {
+    case QI_HF_REFCOUNT_ORDER: return check_refcount_order(h, path, err);
+    case QI_HF_COMPRESSION: return check_compression(h, path, err);
+    default: return check_backing_name(h, 1u << h->cluster_bits, file_size, path, err);
+    }
 }
 
 int qi_format_parse_header(const uint8_t *buf, size_t len, uint64_t file_size,
@@ -219,6 +239,9 @@ int qi_format_parse_header(const uint8_t *buf, size_t len, uint64_t file_size,
     int rc;
     if ((rc = qi_format_parse_header_base(buf, len, file_size, path, h, err)) < 0)
         return rc;
+    for (int f = QI_HF_REFCOUNT_ORDER; f <= QI_HF_BACKING_NAME; f++)
+        if ((rc = qi_format_check_header_field(h, f, file_size, path, err)) < 0)
+            return rc;
     for (int t = QI_HT_L1; t <= QI_HT_SNAPSHOTS; t++)
         if ((rc = qi_format_check_header_table(h, t, path, err)) < 0)
             return rc;

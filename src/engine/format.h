@@ -56,10 +56,19 @@ int qi_format_parse_header(const uint8_t *buf, size_t len, uint64_t file_size,
                            const char *path, qi_header *h, qi_err *err);
 
 /* The part of the header that must be valid for the file to be read at all
- * (magic, version, cluster size, version 3 fields, virtual size, encryption
- * method, backing name); not the table fields. Same returns. */
+ * (magic, version, cluster size, header length, virtual size, encryption
+ * method); not the fields of qi_format_check_header_field or the tables.
+ * Same returns. */
 int qi_format_parse_header_base(const uint8_t *buf, size_t len, uint64_t file_size,
                                 const char *path, qi_header *h, qi_err *err);
+
+/* One header field that a forensic open can do without (QI_HF_*): the
+ * refcount order (refcounts unavailable), the compression type (compressed
+ * clusters unavailable), the backing file name (no backing file). Returns 0
+ * or QI_ECORRUPT / QI_ENOTSUP (recorded). */
+enum { QI_HF_REFCOUNT_ORDER, QI_HF_COMPRESSION, QI_HF_BACKING_NAME };
+int qi_format_check_header_field(const qi_header *h, int which, uint64_t file_size,
+                                 const char *path, qi_err *err);
 
 /* The header fields of one table, as QEMU checks them at open: size limits,
  * cluster alignment, below 2^56; a table past the end of the file is valid

@@ -367,6 +367,32 @@ static int check_table_fields(qi_image *img, const qi_open_opts *o)
     return 0;
 }
 
+/* The header fields a forensic open can do without: with QI_OPEN_FORCE a
+ * bad one is damage and the in-memory header (never written back as a
+ * whole) gets a value that loads nothing: refcount order 4 with the
+ * refcount table unavailable, no backing file. A bad compression type
+ * stays: compressed clusters then fail to read, naming it. */
+static int check_soft_fields(qi_image *img, const qi_open_opts *o)
+{
+    for (int f = QI_HF_REFCOUNT_ORDER; f <= QI_HF_BACKING_NAME; f++) {
+        int rc = qi_format_check_header_field(&img->hdr, f, img->file->size, img->path,
+                                              &img->err);
+        if (rc == 0)
+            continue;
+        if (f == QI_HF_REFCOUNT_ORDER) {
+            img->reftable_bad = true;
+            img->reftable_err = img->err;
+            img->hdr.refcount_order = 4;
+        } else if (f == QI_HF_BACKING_NAME) {
+            img->hdr.backing_file_offset = 0;
+            img->hdr.backing_file_size = 0;
+        }
+        if ((rc = tolerate(img, o, rc)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
 static int read_header(qi_image *img, const qi_open_opts *o)
 {
     uint8_t first[112] = { 0 };
@@ -388,11 +414,14 @@ static int read_header(qi_image *img, const qi_open_opts *o)
                            "header")) < 0)
         return rc;
     img->hdr = h;
+    if ((rc = check_soft_fields(img, o)) < 0)
+        return rc;
     qi_format_geom(&img->hdr, &img->g);
     img->size = h.size;
     if ((rc = check_table_fields(img, o)) < 0)
         return rc;
-    uint64_t end = h.backing_file_offset ? h.backing_file_offset : img->g.cluster_size;
+    uint64_t end = img->hdr.backing_file_offset ? img->hdr.backing_file_offset
+                                                : img->g.cluster_size;
     return tolerate(img, o, qi_format_walk_extensions(img->hdr_buf, img->hdr_len,
                                                       h.header_length, end, img->path,
                                                       on_ext, img, &img->err));

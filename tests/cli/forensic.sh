@@ -148,6 +148,19 @@ cmp -s out.raw want.raw; C=$?
 expect "snaps: convert --force reads the active data as qemu-img did before the damage" \
     '[ $C -eq 0 ] && [ $RC -eq 0 ]'
 
+# ---- refcount_order 7: the refcounts are unavailable, the data reads ----
+mk rorder
+poke rorder.qcow2 96 '>I' 7
+refused rorder "header" "60"
+run --force rorder.qcow2 -e 'local ok, e = pcall(img.refcount, img, 0)
+    print(ok, e.structure, e.offset)'
+expect "rorder: session --force: a refcount lookup raises naming header offset 96" \
+    '[ $RC -eq 0 ] && [ "$OUT" = "false	header	96" ]'
+run convert --force -O raw rorder.qcow2 out.raw
+cmp -s out.raw want.raw; C=$?
+expect "rorder: convert --force reads what qemu-img convert read before the damage" \
+    '[ $C -eq 0 ] && [ $RC -eq 0 ]'
+
 # ---- a missing backing file ----
 t_check "setup: overlay.qcow2 over base.qcow2 (qemu-img), then base removed" \
     eval 'qemu-img create -q -f qcow2 base.qcow2 4M && qio base.qcow2 "write -P 0x11 0 1M" &&

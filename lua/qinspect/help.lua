@@ -233,7 +233,9 @@ too, and its message says when a forensic open can read it:
   qinspect --force disk.qcow2                 (info/map/convert --force too)
   local d = qinspect.open("disk.qcow2", {force = true})
 A forensic open reads any image whose header can be read (magic, version,
-cluster size, version 3 fields), read-only unless -w:
+cluster size, header length, virtual size), read-only unless -w; a bad L1
+or refcount table, refcount order, compression type, feature bit, snapshot
+table, backing name or backing file is damage:
   img.damage                  what could not be loaded: a list of
                               {structure, offset, reason, code}
   img:peek(host_off, len)     raw bytes of the file (at most 1 MiB)

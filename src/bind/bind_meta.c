@@ -270,8 +270,11 @@ static int header_tostring(lua_State *L)
     const qi_header *h;
     qi_bind_checkchild(L, 1, QI_MT_HEADER, &img);
     h = hdr(L, img);
-    lua_pushfstring(L, "qcow2 v%d header: %d-bit clusters, size %I, l1_size %d, %d snapshots",
-                    (int)h->version, (int)h->cluster_bits, (lua_Integer)h->size,
+    /* the cluster size in units (64 KiB, 2 MiB, 512 B), not its bit count */
+    uint32_t cs = 1u << h->cluster_bits;
+    lua_pushfstring(L, "qcow2 v%d header: %d %s clusters, size %I, l1_size %d, %d snapshots",
+                    (int)h->version, (int)(cs >= (1u << 20) ? cs >> 20 : cs >= 1024 ? cs >> 10 : cs),
+                    cs >= (1u << 20) ? "MiB" : cs >= 1024 ? "KiB" : "B", (lua_Integer)h->size,
                     (int)h->l1_size, (int)h->nb_snapshots);
     return 1;
 }

@@ -219,6 +219,11 @@ void qi_bind_newclass(lua_State *L, const qi_bind_class *c)
         lua_pushcfunction(L, c->len);
         lua_setfield(L, -2, "__len");
     }
+    if (c->len && c->index_int) {
+        /* pairs(t) on a table object: t:entries(), 0-based indices */
+        lua_pushcfunction(L, qi_bind_entries);
+        lua_setfield(L, -2, "__pairs");
+    }
     if (c->tostring) {
         lua_pushcfunction(L, c->tostring);
         lua_setfield(L, -2, "__tostring");

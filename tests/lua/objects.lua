@@ -165,4 +165,23 @@ t.ok(okh and hr == nil and htext:find("^image") and not hmiss,
      "help(img) prints the image's methods and fields" .. (hmiss and " (missing " .. hmiss .. ")" or ""))
 t.ok(qinspect.pretty == require("qinspect.pretty") and qinspect.pretty.paging ~= nil,
      "qinspect.pretty is the pretty printer, with its paging switch")
+-- pairs on table objects walks them as :entries() does (0-based)
+do
+  local i = assert(qinspect.open(E.path))
+  for _, tab in ipairs({ i.snapshots, i.l1, i.l1[0]:l2() }) do
+    local n, okidx = 0, true
+    for k, v in pairs(tab) do
+      okidx = okidx and k == n and v == tab[k]
+      n = n + 1
+    end
+    t.ok(okidx and n == #tab and n > 0, "pairs(" .. tostring(tab) .. ") gives " .. #tab .. " entries, 0-based")
+  end
+  -- the header summary gives the cluster size in units, not its bit count
+  local cs = i.cluster_size
+  local unit = cs >= 1 << 20 and (cs >> 20) .. " MiB" or cs >= 1024 and (cs >> 10) .. " KiB" or cs .. " B"
+  t.ok(tostring(i.header):find(unit .. " clusters", 1, true) ~= nil,
+       "tostring(header) says '" .. unit .. " clusters': " .. tostring(i.header))
+  i:close()
+end
+
 t.done()

@@ -378,10 +378,10 @@ function M.text(obj)
   return "a " .. type(obj) .. " value: no help for it"
 end
 
--- help([obj]): print the help text.
+-- help([obj]): print the help text; returns nothing (the REPL would print
+-- a returned nil after the text).
 function M.help(obj)
   print(M.text(obj))
-  return nil
 end
 
 return M

@@ -49,6 +49,12 @@ typedef struct qi_open_opts {
                                    * reason. With QI_OPEN_RW an image marked
                                    * corrupt opens as with QI_OPEN_REPAIR. */
 
+#define QI_OPEN_INFO       0x400u /* metadata only, as qemu-img info opens
+                                   * (BDRV_O_NO_IO): an AES-encrypted image
+                                   * opens and an external data file is not
+                                   * opened; guest reads, maps and writes are
+                                   * refused (QI_ENOTSUP) */
+
 #define QI_OPEN_OPTS_INIT { 0, 0, 0 }
 
 /* Open PATH. On success *out owns the image (free with qi_image_close).

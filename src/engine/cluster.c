@@ -111,6 +111,9 @@ int qi_cluster_view_active(qi_image *img, qi_l1view *v)
         return qi_err_copy(&img->err, &img->broken_err);
     if (img->l1_bad)    /* a forensic open found its header fields invalid */
         return qi_err_copy(&img->err, &img->l1_err);
+    if (img->info_only)
+        return qi_fail(img, QI_ENOTSUP, "", QI_NO_OFFSET, "opened for information only "
+                       "(QI_OPEN_INFO): no guest data access");
     if (!img->l1 && (rc = load_l1(img, img->hdr.l1_table_offset, img->hdr.l1_size,
                                   &img->l1, "L1 table")) < 0)
         return rc;
@@ -126,6 +129,9 @@ int qi_cluster_view_snapshot(qi_image *img, uint32_t snap, qi_l1view *v)
     v->tab = NULL;
     if (img->broken)
         return qi_err_copy(&img->err, &img->broken_err);
+    if (img->info_only)
+        return qi_fail(img, QI_ENOTSUP, "", QI_NO_OFFSET, "opened for information only "
+                       "(QI_OPEN_INFO): no guest data access");
     if (snap >= img->n_snaps)
         return qi_fail(img, QI_ENOENT, "snapshot table", QI_NO_OFFSET,
                        "no snapshot with index %" PRIu32, snap);

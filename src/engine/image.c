@@ -161,7 +161,9 @@ static int check_features(qi_image *img, const qi_open_opts *o)
         if (rc < 0)
             return rc;
     }
-    if (img->hdr.crypt_method &&
+    /* qemu-img info shows an AES image without its key (no I/O) */
+    bool info_aes = (o->flags & QI_OPEN_INFO) && img->hdr.crypt_method == 1;
+    if (img->hdr.crypt_method && !info_aes &&
         (rc = tolerate(img, o, qi_fail(img, QI_ENOTSUP, "header", 32, "encrypted images "
                                        "(%s) are not supported",
                                        img->hdr.crypt_method == 1 ? "AES" : "LUKS"))) < 0)
@@ -565,7 +567,9 @@ static int open_data_file(qi_image *img, const qi_open_opts *o)
 {
     char *full;
     int rc;
-    if (!(img->hdr.incompatible_features & QI_INCOMPAT_DATA_FILE))
+    /* qemu-img info does not open the data file either */
+    if (!(img->hdr.incompatible_features & QI_INCOMPAT_DATA_FILE) ||
+        (o->flags & QI_OPEN_INFO))
         return 0;
     /* QEMU opens a relative data file name relative to the current
      * directory (unlike backing names). Do the same, and only when that
@@ -742,6 +746,7 @@ static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
         return 0;
     }
     img->opts = *o;
+    img->info_only = (o->flags & QI_OPEN_INFO) != 0;
     if ((rc = parse_all(img, o)) < 0 ||
         (rc = make_caches(img, o)) < 0 || (rc = open_data_file(img, o)) < 0 ||
         (rc = tolerate(img, o, open_backing(img, o, &me))) < 0 ||

@@ -108,6 +108,7 @@ struct qi_image {
      * when it is used: cluster.c, refcount.c). Set only by image.c. */
     qi_err *damage;
     uint32_t n_damage;
+    bool info_only;             /* QI_OPEN_INFO: no guest I/O (cluster.c) */
     bool l1_bad, reftable_bad;
     qi_err l1_err, reftable_err;
 };

@@ -491,9 +491,8 @@ def unknown_incompat_named(d):
     return p, [h(OFF_INCOMPAT)], None
 
 
-@case('info map read', ['header', 'not supported'], 'info shows "encrypted: yes"; convert '
-      'fails: "Parameter encrypt.key-secret is required for cipher"',
-      oracle=False)  # info refuses encrypted images that qemu-img info shows (not yet as QEMU)
+@case('map read', ['header', 'not supported'], 'info shows "encrypted: yes"; convert '
+      'fails: "Parameter encrypt.key-secret is required for cipher"')
 def crypt_aes(d):
     p = std_image(d)
     poke(p, OFF_CRYPT, 'I', 1)
@@ -560,8 +559,7 @@ def extended_l2_4k(d):
 
 
 @case('map read', ['data file'], 'info accepts; convert fails: "Could not open '
-      '\'.../data.raw\': No such file or directory"',
-      oracle=False)  # info opens the data file that qemu-img info does not need (not yet as QEMU)
+      '\'.../data.raw\': No such file or directory"')
 def data_file_missing(d):
     p = os.path.join(d, 'bad.qcow2')
     raw = os.path.join(d, 'data.raw')

@@ -142,15 +142,25 @@ sanitizer_report() {
 }
 
 # check_oracle NAME FILE: QEMU decides. qinspect info opens FILE exactly
-# when qemu-img info does; qinspect convert -O raw succeeds exactly when
+# when qemu-img info does (and then prints the same JSON); qinspect convert -O raw succeeds exactly when
 # qemu-img convert does, and then both write the same bytes (QEMU's read of
 # the active data); where qemu-img map works, qinspect map --output=json
 # prints the same runs. A disagreement is a `not ok`, whichever way.
 check_oracle() {
     qi=$(timeout 10 qemu-img info -f qcow2 "$2" >/dev/null 2>&1; echo $?)
     us=$(timeout "$OP_TIMEOUT" "$QINSPECT" info "$2" >/dev/null 2>"$work/err" </dev/null; echo $?)
-    if [ $((qi == 0)) -eq $((us == 0)) ]; then
-        ok "$1: info opens as qemu-img info does (qemu-img $qi, qinspect $us)"
+    if [ "$qi" -eq 0 ] && [ "$us" -eq 0 ]; then
+        timeout 10 qemu-img info -f qcow2 --output=json "$2" >"$work/q.info" 2>/dev/null
+        timeout "$OP_TIMEOUT" "$QINSPECT" info --output=json "$2" >"$work/u.info" \
+            2>/dev/null </dev/null
+        if cmp -s "$work/q.info" "$work/u.info"; then
+            ok "$1: info opens as qemu-img info does, same JSON"
+        else
+            notok "$1: info --output=json differs from qemu-img info's"
+            diff "$work/q.info" "$work/u.info" | head -n 6 | sed 's/^/#   /'
+        fi
+    elif [ $((qi == 0)) -eq $((us == 0)) ]; then
+        ok "$1: info refuses as qemu-img info does (qemu-img $qi, qinspect $us)"
     else
         notok "$1: info: qemu-img info exit $qi, qinspect info exit $us"
         show_err

@@ -184,4 +184,13 @@ do
   i:close()
 end
 
+-- the pretty printer shows raw values as 0x%016x and offsets in hex in
+-- plain records (bit 63 set must not print as a negative decimal)
+do
+  local P = require "qinspect.pretty"
+  local text = P.format({ raw = 1 << 63 | 0x50000, host_offset = 0x50000, index = 3 })
+  t.ok(text:find("raw = 0x8000000000050000", 1, true) and text:find("host_offset = 0x50000", 1, true)
+       and text:find("index = 3", 1, true), "pp: raw as 0x%016x, offsets as 0x%x, counts in decimal")
+end
+
 t.done()

@@ -2,7 +2,8 @@
 --
 -- Engine objects print through their __tostring (raw 64-bit entries are
 -- shown there as 0x%016x beside the decoded fields); plain tables print
--- recursively with sorted keys, and cycles are marked; strings holding
+-- recursively with sorted keys (a field named raw holding an integer as
+-- 0x%016x, as in owner records), and cycles are marked; strings holding
 -- binary data print as a hexdump. In the REPL, output taller than the
 -- terminal goes through a pager ($QINSPECT_PAGER, else $PAGER, else
 -- `less -FRX`; `qinspect.pretty.paging = false` or QINSPECT_PAGER=cat turns

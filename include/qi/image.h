@@ -40,6 +40,21 @@ typedef struct qi_open_opts {
     size_t cache_bytes;         /* L2 + refblock cache budget, 0 = default */
 } qi_open_opts;
 
+#define QI_OPEN_FORCE      0x200u /* forensic open: anything with a readable
+                                   * header (magic, version, cluster size,
+                                   * version 3 fields) opens, even where QEMU
+                                   * refuses; every structure that could not
+                                   * be loaded is listed (qi_image_damage) and
+                                   * is unavailable: using it fails with the
+                                   * reason. With QI_OPEN_RW an image marked
+                                   * corrupt opens as with QI_OPEN_REPAIR. */
+
+#define QI_OPEN_INFO       0x400u /* metadata only, as qemu-img info opens
+                                   * (BDRV_O_NO_IO): an AES-encrypted image
+                                   * opens and an external data file is not
+                                   * opened; guest reads, maps and writes are
+                                   * refused (QI_ENOTSUP) */
+
 #define QI_OPEN_OPTS_INIT { 0, 0, 0 }
 
 /* A number that changes whenever the image file is written, cut or
@@ -53,6 +68,13 @@ uint64_t qi_image_generation(const qi_image *img);
  * Reads only; takes QEMU-compatible OFD locks held until close. */
 int qi_image_open(qi_image **out, const char *path, const qi_open_opts *opts,
                   qi_err *err);
+
+/* Forensic open (QI_OPEN_FORCE): the number of structures open could not
+ * load, and damage I (0-based; NULL past the end): structure, offset and
+ * reason, as a failed normal open would have reported it. Always 0 without
+ * the flag: a normal open fails instead. */
+uint32_t qi_image_damage_count(const qi_image *img);
+const qi_err *qi_image_damage(const qi_image *img, uint32_t i);
 
 /* Creating images (`qemu-img create -f qcow2` equivalents). */
 typedef enum qi_prealloc {

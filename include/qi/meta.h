@@ -185,6 +185,14 @@ int qi_meta_l2_set(qi_image *img, uint64_t l2_off, uint32_t index, uint64_t raw,
 int qi_meta_set_refcount(qi_image *img, uint64_t host_off, uint64_t value, uint64_t *old);
 int qi_meta_poke(qi_image *img, uint64_t off, const void *buf, size_t len, void *old);
 
+/* Raw host bytes: up to LEN bytes of the image file at OFF into BUF, *GOT
+ * the number read (less than LEN only at the end of the file, 0 past it).
+ * Works on any open image (a forensic open, the broken state); cached
+ * changes not yet written back are not in the file. LEN is at most
+ * QI_META_PEEK_MAX. Returns 0, QI_EINVAL (LEN too large), QI_EIO. */
+#define QI_META_PEEK_MAX (1u << 20)
+int qi_meta_peek(qi_image *img, uint64_t off, void *buf, size_t len, size_t *got);
+
 /* The fixed header fields: name, byte offset, width in bytes (1, 4, 8) and
  * the first version that has them. */
 typedef struct qi_header_field {

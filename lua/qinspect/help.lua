@@ -22,6 +22,7 @@ local SIG = {
     flush = { "()", "write cached changes back in crash-safe order and sync" },
     trace = { "(fn) -> list", "the on-disk writes fn causes, in order, with syncs" },
     poke = { "(host_offset, bytes) -> old bytes", "raw edit of the file, no rule checked (-w)" },
+    peek = { "(host_offset, len) -> bytes", "raw bytes of the file (at most 1 MiB; any open image)" },
     set_refcount = { "(host_offset, n) -> old refcount", "raw edit of one refcount (-w)" },
     edits = { "() -> list", "the raw edits made through this image: {what, old, new}" },
     read_snapshot = { "(id_or_name, offset, length) -> string", "a snapshot's guest bytes" },
@@ -124,8 +125,9 @@ end
 local GENERAL = [[
 qinspect session globals:
   img          the image opened on the command line (help(img))
-  qinspect     the module: qinspect.open(path [, {rw=, force_share=, backing=, repair=}])
-               returns an image, or nil, message, code;
+  qinspect     the module: qinspect.open(path [, {rw=, force_share=, backing=, repair=,
+               force=}]) returns an image, or nil, message, code (force: a
+               forensic open of a damaged image, help "forensic");
                qinspect.create(path, size [, opts]) makes a new qcow2 image as
                qemu-img create does and returns it open read-write (help "create")
   hex(s)       hexdump of a string, e.g. hex(img:read(0, 512))
@@ -295,6 +297,7 @@ Raw edits (-w only; they bypass the format's rules on purpose)
   e.raw = v                        an L2 entry, or an active L1 entry
   img:set_refcount(host_off, n)    a refcount, through the refcount cache
   img:poke(host_off, bytes)        any bytes of the file
+  img:peek(host_off, len)          read them back (any open image, help "forensic")
   img.header.<field> = v           a fixed header field, big-endian at its
                                    offset (only the width is checked;
                                    version 2 headers have no v3 fields)
@@ -307,6 +310,27 @@ everything but img:poke and header edits with the validation error
 (img.header_error) until one of them makes it valid again:
   img.header.cluster_bits = 40     -- img:read(...) now raises
   img.header.cluster_bits = 16     -- valid again, reads work]]
+
+T.forensic = [[
+Damaged images: opening them as QEMU does, and a forensic open
+A normal open is never stricter than QEMU's: what QEMU checks only when it
+uses a structure (a snapshot's L1 table, L2 tables, refcount blocks,
+bitmaps) is checked when it is used, and tables reaching past the end of
+the file read as zeros. Where QEMU refuses an image, the open refuses it
+too, and its message says when a forensic open can read it:
+  qinspect --force disk.qcow2                 (info/map/convert --force too)
+  local d = qinspect.open("disk.qcow2", {force = true})
+A forensic open reads any image whose header can be read (magic, version,
+cluster size, header length, virtual size), read-only unless -w; a bad L1
+or refcount table, refcount order, compression type, feature bit, snapshot
+table, backing name or backing file is damage:
+  img.damage                  what could not be loaded: a list of
+                              {structure, offset, reason, code}
+  img:peek(host_off, len)     raw bytes of the file (at most 1 MiB)
+A damaged part stays unavailable (using it raises an error naming it; a bad
+active L1 table: img:read raises, img.header and img:peek work); the rest
+reads as usual: a bad snapshot table leaves the snapshots read before the
+bad entry, a missing backing file reads as zeros.]]
 
 T.bitmaps = [[
 Persistent dirty bitmaps (img.bitmaps; bitmaps extension + autoclear bit 0)
@@ -444,10 +468,10 @@ function M.text(obj)
   return "a " .. type(obj) .. " value: no help for it"
 end
 
--- help([obj]): print the help text.
+-- help([obj]): print the help text; returns nothing (the REPL would print
+-- a returned nil after the text).
 function M.help(obj)
   print(M.text(obj))
-  return nil
 end
 
 return M

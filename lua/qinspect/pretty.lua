@@ -55,6 +55,16 @@ end
 
 local format
 
+-- A field holding a raw 64-bit value or a host offset, in a plain table
+-- (owner and reference records, findings): raw values as 0x%016x (a set
+-- bit 63 would show as a negative decimal), offsets as 0x%x.
+local function format_field(k, v)
+  if math.type(v) ~= "integer" or type(k) ~= "string" then return nil end
+  if k == "raw" then return string.format("0x%016x", v) end
+  if (k == "offset" or k:match("_offset$")) and v >= 0 then return string.format("0x%x", v) end
+  return nil
+end
+
 local function format_table(t, indent, seen, depth)
   if seen[t] then return "<cycle>" end
   if depth >= MAX_DEPTH then return "{...}" end
@@ -72,11 +82,7 @@ local function format_table(t, indent, seen, depth)
   for _, k in ipairs(keys) do
     local ks = (type(k) == "string" and k:match("^[%a_][%w_]*$")) and k
       or "[" .. format(k, pad, seen, depth + 1) .. "]"
-    local v = t[k]
-    -- a raw 64-bit entry (owner and reference records): hex, as objects show it
-    local vs = (k == "raw" and math.type(v) == "integer") and string.format("0x%016x", v)
-      or format(v, pad, seen, depth + 1)
-    parts[#parts + 1] = pad .. ks .. " = " .. vs
+    parts[#parts + 1] = pad .. ks .. " = " .. (format_field(k, t[k]) or format(t[k], pad, seen, depth + 1))
   end
   seen[t] = nil
   if #parts == 0 then return "{}" end

@@ -19,12 +19,13 @@
 
 /* ---- open / close ---- */
 
-/* qinspect.open(path [, {rw=, force_share=, backing=, repair=}]) -> image, or
- * nil, message, code (io.open style, convention 11). */
+/* qinspect.open(path [, {rw=, force_share=, backing=, repair=, force=}]) ->
+ * image, or nil, message, code (io.open style, convention 11). force: the
+ * forensic open (QI_OPEN_FORCE; img.damage lists what could not be loaded). */
 int qi_bind_open(lua_State *L)
 {
     static const char *const opt_names[] = { "rw", "force_share", "backing", "repair",
-                                             NULL };
+                                             "force", NULL };
     const char *path = luaL_checkstring(L, 1);
     qi_open_opts o = QI_OPEN_OPTS_INIT;
     qi_bind_image *b;
@@ -41,7 +42,9 @@ int qi_bind_open(lua_State *L)
             o.flags |= QI_OPEN_NO_BACKING;
         if (lua_getfield(L, 2, "repair") != LUA_TNIL && lua_toboolean(L, -1))
             o.flags |= QI_OPEN_REPAIR;
-        lua_pop(L, 4);
+        if (lua_getfield(L, 2, "force") != LUA_TNIL && lua_toboolean(L, -1))
+            o.flags |= QI_OPEN_FORCE;
+        lua_pop(L, 5);
     }
     b = qi_bind_newbox(L);
     rc = qi_image_open(&b->img, path, &o, &err);
@@ -444,6 +447,24 @@ static int f_header_error(lua_State *L, void *o, qi_image *img)
     return 1;
 }
 
+/* img.damage: what a forensic open could not load, a list of error
+ * objects ({structure, offset, message, reason (= message), code, file});
+ * empty after a normal open. */
+static int f_damage(lua_State *L, void *o, qi_image *img)
+{
+    uint32_t n = qi_image_damage_count(img);
+    (void)o;
+    lua_createtable(L, (int)n, 0);
+    for (uint32_t i = 0; i < n; i++) {
+        const qi_err *e = qi_image_damage(img, i);
+        qi_bind_push_err(L, e, e->code);
+        lua_getfield(L, -1, "message");
+        lua_setfield(L, -2, "reason");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
 static int is_qcow2(qi_image *img)
 {
     return qi_meta_header(img) != NULL;
@@ -529,6 +550,8 @@ static const qi_bind_field image_fields[] = {
     { "writable", f_writable, NULL, QI_FIELD_DERIVED, "opened read-write (-w)" },
     { "header_error", f_header_error, NULL, QI_FIELD_DERIVED | QI_FIELD_ANY_STATE,
       "nil, or the error of a header a raw edit left invalid (raw edits only until fixed)" },
+    { "damage", f_damage, NULL, QI_FIELD_DERIVED | QI_FIELD_ANY_STATE,
+      "what a forensic open (force) could not load: list of {structure, offset, reason}" },
     { "refcount_bits", f_refcount_bits, NULL, 0, "width of a refcount entry" },
     { "extended_l2", f_extended_l2, NULL, QI_FIELD_DERIVED, "L2 entries have subclusters" },
     { "l2_entries", f_l2_entries, NULL, QI_FIELD_DERIVED, "entries per L2 table" },
@@ -699,6 +722,26 @@ static int m_poke(lua_State *L)
     return 1;
 }
 
+/* img:peek(host_offset, len) -> the raw bytes of the image file there
+ * (shorter at the end of the file, "" past it; at most 1 MiB). Works on
+ * any open image, a forensic or broken one included. */
+static int m_peek(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image_any(L, 1);
+    uint64_t off = qi_bind_checkoffset(L, 2);
+    lua_Integer len = luaL_checkinteger(L, 3);
+    luaL_Buffer b;
+    size_t got;
+    int rc;
+    luaL_argcheck(L, len >= 0 && len <= (lua_Integer)QI_META_PEEK_MAX, 3,
+                  "length must be 0 .. 1 MiB");
+    char *p = luaL_buffinitsize(L, &b, (size_t)len);
+    if ((rc = qi_meta_peek(img, off, p, (size_t)len, &got)) < 0)
+        return qi_bind_raise(L, img, rc);
+    luaL_pushresultsize(&b, got);
+    return 1;
+}
+
 /* img:set_refcount(host_offset, n) -> the old refcount (a raw edit through
  * the refcount block cache; logged in img:edits()). */
 static int m_set_refcount(lua_State *L)
@@ -828,6 +871,7 @@ static const luaL_Reg image_methods[] = {
     { "flush", m_flush },
     { "trace", m_trace },
     { "poke", m_poke },
+    { "peek", m_peek },
     { "set_refcount", m_set_refcount },
     { "edits", m_edits },
     { "read_snapshot", m_read_snapshot },

@@ -54,7 +54,14 @@ int qi_cli_usage_error(const char *cmd, const char *fmt, ...)
  * (main.c) */
 int qi_cli_engine_error(const qi_err *e, int code);
 
-/* Open PATH with FLAGS (QI_OPEN_*); on failure print the error and return
+/* The --force line of the read commands' --help. */
+#define QI_CLI_FORCE_HELP \
+    "  --force      forensic open: read-only, opens any image with a readable\n" \
+    "               header even where QEMU refuses; what could not be loaded is\n" \
+    "               printed as warnings and stays unavailable\n"
+
+/* Open PATH with FLAGS (QI_OPEN_*; with QI_OPEN_FORCE every damage the open
+ * found is printed as a warning line); on failure print the error and return
  * NULL. The caller closes the image with qi_image_close. (main.c) */
 qi_image *qi_cli_open(const char *path, unsigned flags);
 

@@ -397,6 +397,7 @@ static int parse_opt(int ch, const char *arg, qi_cli_convert_args *a, unsigned *
         a->qcow2 = !strcmp(arg, "qcow2");
         return QI_CLI_OK;
     case 'U': *flags |= QI_OPEN_FORCE_SHARE; return QI_CLI_OK;
+    case 'X': *flags |= QI_OPEN_FORCE; return QI_CLI_OK;
     case 'l': a->snap = arg; return QI_CLI_OK;
     case 'B': a->backing = arg; return QI_CLI_OK;
     case 'F': a->backing_fmt = arg; return QI_CLI_OK;
@@ -433,6 +434,7 @@ static int parse_args(int argc, char **argv, qi_cli_convert_args *a, unsigned *f
 {
     static const struct option lopts[] = {
         { "force-share", no_argument, NULL, 'U' },
+        { "force", no_argument, NULL, 'X' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -453,7 +455,8 @@ static int parse_args(int argc, char **argv, qi_cli_convert_args *a, unsigned *f
                 "  -n           write into the existing DST (not created)\n"
                 "  -l SNAPSHOT  snapshot.name=NAME, snapshot.id=ID or ID_OR_NAME\n"
                 "  -S SIZE      hole granularity (default 4k, 0 = no holes)\n"
-                "  -p           progress on a terminal; -q quiet; -W accepted\n");
+                "  -p           progress on a terminal; -q quiet; -W accepted\n"
+                QI_CLI_FORCE_HELP);
             return -1;
         case ':': return qi_cli_usage_error("convert", "option '%s' needs an argument", argv[optind - 1]);
         case '?': return qi_cli_usage_error("convert", "unknown option '%s'", argv[optind - 1]);

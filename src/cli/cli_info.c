@@ -100,6 +100,11 @@ static qi_json *qcow2_specific_data(const qi_image *img)
         qi_json_set(data, "corrupt",
                     qi_json_bool(h->incompatible_features & QI_INCOMPAT_CORRUPT));
     }
+    if (h->crypt_method == 1) {
+        qi_json *enc = qi_json_object();
+        qi_json_set(enc, "format", qi_json_string("aes"));
+        qi_json_set(data, "encrypt", enc);
+    }
     qi_json_set(data, "refcount-bits", qi_json_int(qi_meta_refcount_bits(img)));
     if (h->version > 2) {
         uint32_t nbm = 0;
@@ -136,6 +141,8 @@ static qi_json *image_info(const qi_image *img)
     qi_json_set(o, "virtual-size", qi_json_int((int64_t)qi_image_size(img)));
     if (qi_image_cluster_size(img))
         qi_json_set(o, "cluster-size", qi_json_int(qi_image_cluster_size(img)));
+    if (h && h->crypt_method)
+        qi_json_set(o, "encrypted", qi_json_bool(true));
     if (bname && *bname) {
         const char *full = qi_image_backing_full_name(img);
         const char *fmt = qi_image_backing_format(img);
@@ -163,6 +170,8 @@ static void print_human(const qi_image *img, const qi_json *spec_data)
            "disk size: %s\n", qi_image_path(img), qi_image_format(img),
            qi_cli_human_size(vsize, sizeof vsize, qi_image_size(img)), qi_image_size(img),
            qi_cli_human_size(dsize, sizeof dsize, qi_image_allocated_bytes(img)));
+    if (h && h->crypt_method)
+        printf("encrypted: yes\n");
     if (qi_image_cluster_size(img))
         printf("cluster_size: %" PRIu32 "\n", qi_image_cluster_size(img));
     if (h && (h->incompatible_features & QI_INCOMPAT_DIRTY))
@@ -264,10 +273,12 @@ int qi_cli_info(int argc, char **argv)
         { "force-share", no_argument, NULL, 'U' },
         { "format", required_argument, NULL, 'f' },
         { "backing-chain", no_argument, NULL, 'B' },
+        { "force", no_argument, NULL, 'F' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    unsigned flags = QI_OPEN_NO_BACKING | QI_OPEN_PROBE;
+    /* as qemu-img info: no backing chain, no data file, no key */
+    unsigned flags = QI_OPEN_NO_BACKING | QI_OPEN_PROBE | QI_OPEN_INFO;
     int json = 0, c, rc, n = 0;
     bool chain = false;
     qi_image *imgs[QI_MAX_BACKING_DEPTH + 1];
@@ -282,11 +293,12 @@ int qi_cli_info(int argc, char **argv)
             break;
         case 'U': flags |= QI_OPEN_FORCE_SHARE; break;
         case 'B': chain = true; break;
+        case 'F': flags |= QI_OPEN_FORCE; break;
         case 'f':
             if (qi_cli_parse_format(optarg, &flags) < 0)
                 return qi_cli_usage_error("info", "unknown format '%s' (raw or qcow2)", optarg);
             break;
-        case 'h': return qi_cli_help("info", NULL);
+        case 'h': return qi_cli_help("info", QI_CLI_FORCE_HELP);
         case ':': return qi_cli_usage_error("info", "option '%s' needs an argument", argv[optind - 1]);
         default: return qi_cli_usage_error("info", "unknown option '%s'", argv[optind - 1]);
         }

@@ -153,7 +153,7 @@ static int run_map(qi_image *img, map_ctx *m, uint64_t start, uint64_t len)
 
 int qi_cli_map(int argc, char **argv)
 {
-    enum { OPT_START = 256, OPT_MAXLEN, OPT_COMPRESSED };
+    enum { OPT_START = 256, OPT_MAXLEN, OPT_COMPRESSED, OPT_FORCE };
     static const struct option lopts[] = {
         { "output", required_argument, NULL, 'o' },
         { "force-share", no_argument, NULL, 'U' },
@@ -161,6 +161,7 @@ int qi_cli_map(int argc, char **argv)
         { "start-offset", required_argument, NULL, OPT_START },
         { "max-length", required_argument, NULL, OPT_MAXLEN },
         { "compressed", no_argument, NULL, OPT_COMPRESSED },
+        { "force", no_argument, NULL, OPT_FORCE },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -191,9 +192,10 @@ int qi_cli_map(int argc, char **argv)
                                           c == OPT_START ? "start offset" : "length", optarg);
             break;
         case OPT_COMPRESSED: m.compressed = true; break;
+        case OPT_FORCE: flags |= QI_OPEN_FORCE; break;
         case 'h':
             return qi_cli_help("map", "  --compressed  add the \"compressed\" key of QEMU 8.2 to JSON "
-                                      "records\n");
+                                      "records\n" QI_CLI_FORCE_HELP);
         case ':': return qi_cli_usage_error("map", "option '%s' needs an argument", argv[optind - 1]);
         default: return qi_cli_usage_error("map", "unknown option '%s'", argv[optind - 1]);
         }

@@ -23,10 +23,10 @@
 
 const qi_cli_cmd qi_cli_commands[] = {
     { "info", qi_cli_info, QI_CMD_NEEDS_IMAGE,
-      "info [--output=human|json] [--backing-chain] [-f FMT] [-U] FILE",
+      "info [--output=human|json] [--backing-chain] [-f FMT] [-U] [--force] FILE",
       "show image facts as qemu-img info does" },
     { "map", qi_cli_map, QI_CMD_NEEDS_IMAGE,
-      "map [--output=human|json] [--compressed] [-f FMT] [-U] [--start-offset=OFF] "
+      "map [--output=human|json] [--compressed] [-f FMT] [-U] [--force] [--start-offset=OFF] "
       "[--max-length=LEN] FILE",
       "list guest ranges and where their data lives, as qemu-img map" },
     { "check", qi_cli_check, QI_CMD_NEEDS_IMAGE,
@@ -37,7 +37,7 @@ const qi_cli_cmd qi_cli_commands[] = {
       "list, create, apply or delete internal snapshots as qemu-img snapshot" },
     { "convert", qi_cli_convert, QI_CMD_NEEDS_IMAGE,
       "convert [-f FMT] [-O raw|qcow2] [-o OPTS] [-c] [-m N] [-B FILE [-F FMT]] [-n] [-U]\n"
-      "            [-S SIZE] [-l SNAPSHOT] [-p] [-q] [-W] SRC DST",
+      "            [--force] [-S SIZE] [-l SNAPSHOT] [-p] [-q] [-W] SRC DST",
       "write the guest view of SRC to DST: a sparse raw file or a qcow2 image (-c compressed)" },
     { "create", qi_cli_create, 0,
       "create [-f qcow2|raw] [-o OPTS] [-b BACKING [-F FMT]] [-u] [-q] FILE [SIZE]",
@@ -51,7 +51,7 @@ const qi_cli_cmd qi_cli_commands[] = {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "Usage: qinspect [-w] [-U] [-e CHUNK]... IMAGE [SCRIPT [ARGS...]]\n"
+            "Usage: qinspect [-w] [-U] [--force] [-e CHUNK]... IMAGE [SCRIPT [ARGS...]]\n"
             "       qinspect COMMAND [OPTIONS] ARGS...\n"
             "       qinspect --help | --version\n"
             "\n"
@@ -62,6 +62,12 @@ static void usage(FILE *f)
             "       corrupt opens for repair: raw edits only until the bit is clear;\n"
             "       the refcounts of an image with the dirty bit are rebuilt first\n"
             "  -U   force share: read an image another program (QEMU) has open\n"
+            "  --force  forensic open: any image with a readable header opens, even\n"
+            "       where QEMU refuses (bad L1 or refcount table fields, unknown\n"
+            "       incompatible bits, a bad snapshot table, a missing backing file);\n"
+            "       what could not be loaded is in img.damage (printed as warnings)\n"
+            "       and raises when used; img:peek(off, len) reads raw bytes.\n"
+            "       Read-only unless -w. info, map and convert take --force too\n"
             "\n"
             "Commands:\n");
     for (const qi_cli_cmd *c = qi_cli_commands; c->name; c++)
@@ -119,6 +125,11 @@ qi_image *qi_cli_open(const char *path, unsigned flags)
             snprintf(err.file, sizeof err.file, "%s", path);
         qi_cli_engine_error(&err, rc);
         return NULL;
+    }
+    for (uint32_t i = 0; i < qi_image_damage_count(img); i++) {
+        char line[2048];
+        fprintf(stderr, "qinspect: warning: damage: %s\n",
+                qi_err_format(qi_image_damage(img, i), line, sizeof line));
     }
     return img;
 }

@@ -21,10 +21,10 @@
 #include "repl.h"
 #include "session.h"
 
-#define SESSION_USAGE "usage: qinspect [-w] [-U] [-e CHUNK]... IMAGE [SCRIPT [ARGS...]]"
+#define SESSION_USAGE "usage: qinspect [-w] [-U] [--force] [-e CHUNK]... IMAGE [SCRIPT [ARGS...]]"
 
 typedef struct session {
-    int rw, force_share;
+    int rw, force_share, force;
     char **chunks;          /* the -e arguments, in order (point into argv) */
     int n_chunks;
     const char *image;
@@ -73,6 +73,8 @@ static int parse_args(session *s, int argc, char **argv)
     for (; i < argc; i++) {
         if (opts && !strcmp(argv[i], "--")) {
             opts = 0;
+        } else if (opts && !strcmp(argv[i], "--force")) {
+            s->force = 1;
         } else if (opts && argv[i][0] == '-' && argv[i][1]) {
             if (parse_option(s, argc, argv, &i) < 0)
                 return -1;
@@ -94,6 +96,20 @@ static int parse_args(session *s, int argc, char **argv)
  * Returns 0, or -1 after printing "qinspect: FILE: MESSAGE". */
 #define SESSION_IMAGE "qinspect.session_image"
 
+/* A forensic open: one warning line on stderr per entry of img.damage
+ * (the image on top of the stack; stack unchanged). */
+static void warn_damage(lua_State *L)
+{
+    lua_getfield(L, -1, "damage");
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, -1, i);
+        fprintf(stderr, "qinspect: warning: damage: %s\n", luaL_tolstring(L, -1, NULL));
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+}
+
 static int open_image(lua_State *L, const session *s)
 {
     lua_getglobal(L, "qinspect");
@@ -106,12 +122,15 @@ static int open_image(lua_State *L, const session *s)
     lua_setfield(L, -2, "repair");
     lua_pushboolean(L, s->force_share);
     lua_setfield(L, -2, "force_share");
+    lua_pushboolean(L, s->force);
+    lua_setfield(L, -2, "force");
     lua_call(L, 2, 2);
     if (lua_isnil(L, -2)) {
         fprintf(stderr, "qinspect: %s\n", lua_tostring(L, -1));
         return -1;
     }
     lua_pop(L, 1);
+    warn_damage(L);
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, SESSION_IMAGE);
     lua_setglobal(L, "img");

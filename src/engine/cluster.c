@@ -71,7 +71,8 @@ static int load_l1(qi_image *img, uint64_t off, uint32_t n, qi_l1tab **out,
     qi_l1tab *t = NULL;
     int rc;
     *out = NULL;
-    if (n && (rc = qi_format_check_table(&img->g, off, 8ull * n, true, img->file->size,
+    /* past the end of the file the table reads as zeros, as in QEMU */
+    if (n && (rc = qi_format_check_table(&img->g, off, 8ull * n, true, UINT64_MAX,
                                          img->path, structure, off, &img->err)) < 0) {
         img->corrupt_seen = true;
         return rc;
@@ -108,6 +109,11 @@ int qi_cluster_view_active(qi_image *img, qi_l1view *v)
     v->tab = NULL;
     if (img->broken)    /* a raw edit left the header invalid (image.c) */
         return qi_err_copy(&img->err, &img->broken_err);
+    if (img->l1_bad)    /* a forensic open found its header fields invalid */
+        return qi_err_copy(&img->err, &img->l1_err);
+    if (img->info_only)
+        return qi_fail(img, QI_ENOTSUP, "", QI_NO_OFFSET, "opened for information only "
+                       "(QI_OPEN_INFO): no guest data access");
     if (!img->l1 && (rc = load_l1(img, img->hdr.l1_table_offset, img->hdr.l1_size,
                                   &img->l1, "L1 table")) < 0)
         return rc;
@@ -123,6 +129,9 @@ int qi_cluster_view_snapshot(qi_image *img, uint32_t snap, qi_l1view *v)
     v->tab = NULL;
     if (img->broken)
         return qi_err_copy(&img->err, &img->broken_err);
+    if (img->info_only)
+        return qi_fail(img, QI_ENOTSUP, "", QI_NO_OFFSET, "opened for information only "
+                       "(QI_OPEN_INFO): no guest data access");
     if (snap >= img->n_snaps)
         return qi_fail(img, QI_ENOENT, "snapshot table", QI_NO_OFFSET,
                        "no snapshot with index %" PRIu32, snap);
@@ -187,8 +196,9 @@ int qi_cluster_l2_offset(qi_image *img, const qi_l1view *v, uint64_t index,
                           ") has reserved bits set", index, e.raw);
     if (!e.l2_offset)
         return 0;
+    /* an L2 table past the end of the file reads as zeros, as in QEMU */
     if ((rc = qi_format_check_table(&img->g, e.l2_offset, img->g.cluster_size, true,
-                                    img->file->size, img->path, "L1 table", where,
+                                    UINT64_MAX, img->path, "L1 table", where,
                                     &img->err)) < 0) {
         img->corrupt_seen = true;
         return rc;
@@ -207,9 +217,8 @@ static int validate_l2(qi_image *img, const qi_l2_entry *e, uint64_t where)
             return qi_corrupt(img, "L2 table", where, "compressed cluster "
                               "%#018" PRIx64 " in an image with an external data file",
                               e->raw);
-        if (e->bitmap)
-            return qi_corrupt(img, "L2 table", where, "compressed cluster with "
-                              "a nonzero subcluster bitmap %#" PRIx64, e->bitmap);
+        /* the subcluster bitmap of a compressed entry is unused: QEMU
+         * reads the cluster whatever it holds (its check reports it) */
         return 0;
     }
     if ((e->type == QI_CLUSTER_NORMAL || e->type == QI_CLUSTER_ZERO_ALLOC) &&

@@ -69,9 +69,22 @@ static int check_v3(const qi_header *h, size_t len, uint64_t file_size,
     if (h->header_length > file_size)
         return corrupt(err, path, HDR, 100, "header_length %" PRIu32
                        " runs past the end of the file", h->header_length);
+    if ((h->incompatible_features & QI_INCOMPAT_EXTL2) && h->cluster_bits < 14)
+        return corrupt(err, path, HDR, 20, "extended L2 entries need clusters of "
+                       "at least 16 KiB (cluster_bits %" PRIu32 ")", h->cluster_bits);
+    return 0;
+}
+
+static int check_refcount_order(const qi_header *h, const char *path, qi_err *err)
+{
     if (h->refcount_order > 6)
         return corrupt(err, path, HDR, 96, "refcount_order %" PRIu32
                        " is above 6 (64-bit refcounts)", h->refcount_order);
+    return 0;
+}
+
+static int check_compression(const qi_header *h, const char *path, qi_err *err)
+{
     if (h->compression_type > 1)
         return qi_err_set(err, path, QI_ENOTSUP, HDR, 104,
                           "unknown compression type %u", h->compression_type);
@@ -82,9 +95,6 @@ static int check_v3(const qi_header *h, size_t len, uint64_t file_size,
                        h->compression_type);
     if (!h->compression_type && bit)
         return corrupt(err, path, HDR, 72, "compression type feature bit set with compression_type 0 (zlib)");
-    if ((h->incompatible_features & QI_INCOMPAT_EXTL2) && h->cluster_bits < 14)
-        return corrupt(err, path, HDR, 20, "extended L2 entries need clusters of "
-                       "at least 16 KiB (cluster_bits %" PRIu32 ")", h->cluster_bits);
     return 0;
 }
 
@@ -127,14 +137,14 @@ int qi_format_check_table(const qi_geom *g, uint64_t off, uint64_t size,
     return 0;
 }
 
-static int check_tables(const qi_header *h, uint64_t file_size, const char *path,
-                        qi_err *err)
+/* The header fields of one table (QI_HT_*), as QEMU checks them at open
+ * (validate_table_offset): size limits, cluster alignment, no overflow.
+ * Not the end of the file: QEMU reads a table past it as zeros. */
+static int check_l1_fields(const qi_header *h, const qi_geom *g, const char *path,
+                           qi_err *err)
 {
-    qi_geom g;
-    int rc;
-    qi_format_geom(h, &g);
     /* L1 must cover the virtual size: ceil(size / (cluster_size * l2_entries)) */
-    unsigned shift = g.cluster_bits + g.l2_bits;
+    unsigned shift = g->cluster_bits + g->l2_bits;
     uint64_t need = (h->size >> shift) + ((h->size & ((1ull << shift) - 1)) != 0);
     if (h->l1_size > QI_MAX_L1_ENTRIES)
         return corrupt(err, path, HDR, 36, "l1_size %" PRIu32 " is above the limit "
@@ -142,31 +152,51 @@ static int check_tables(const qi_header *h, uint64_t file_size, const char *path
     if (h->l1_size < need)
         return corrupt(err, path, HDR, 36, "L1 table is too small: l1_size %" PRIu32
                        " cannot map the virtual size", h->l1_size);
-    if (h->l1_size && (rc = qi_format_check_table(&g, h->l1_table_offset,
-                           (uint64_t)h->l1_size * 8, true, file_size, path,
-                           "L1 table", h->l1_table_offset, err)) < 0)
-        return rc;
+    /* the offset is checked even for an empty table, as QEMU does */
+    return qi_format_check_table(g, h->l1_table_offset, (uint64_t)h->l1_size * 8, true,
+                                 UINT64_MAX, path, "L1 table", h->l1_table_offset, err);
+}
+
+static int check_reftable_fields(const qi_header *h, const qi_geom *g, const char *path,
+                                 qi_err *err)
+{
     if (!h->refcount_table_clusters)
         return corrupt(err, path, HDR, 56, "refcount_table_clusters is 0: the image has no refcount table");
-    if ((uint64_t)h->refcount_table_clusters << g.cluster_bits > QI_MAX_REFTABLE_BYTES)
+    if ((uint64_t)h->refcount_table_clusters << g->cluster_bits > QI_MAX_REFTABLE_BYTES)
         return corrupt(err, path, HDR, 56, "refcount table of %" PRIu32 " clusters "
                        "is above the 8 MiB limit", h->refcount_table_clusters);
-    if ((rc = qi_format_check_table(&g, h->refcount_table_offset,
-                   (uint64_t)h->refcount_table_clusters << g.cluster_bits, true,
-                   file_size, path, "refcount table", h->refcount_table_offset, err)) < 0)
-        return rc;
+    return qi_format_check_table(g, h->refcount_table_offset,
+                                 (uint64_t)h->refcount_table_clusters << g->cluster_bits,
+                                 true, UINT64_MAX, path, "refcount table",
+                                 h->refcount_table_offset, err);
+}
+
+static int check_snaptable_fields(const qi_header *h, const qi_geom *g, const char *path,
+                                  qi_err *err)
+{
     if (h->nb_snapshots > QI_MAX_SNAPSHOTS)
         return corrupt(err, path, HDR, 60, "nb_snapshots %" PRIu32 " is above the "
                        "limit of 65536", h->nb_snapshots);
-    if (h->nb_snapshots && (rc = qi_format_check_table(&g, h->snapshots_offset,
-                                h->nb_snapshots * 40ull, true, file_size, path,
-                                "snapshot table", h->snapshots_offset, err)) < 0)
-        return rc;
-    return 0;
+    /* the offset is checked even with no snapshots, as QEMU does */
+    return qi_format_check_table(g, h->snapshots_offset, h->nb_snapshots * 40ull, true,
+                                 UINT64_MAX, path, "snapshot table", h->snapshots_offset,
+                                 err);
 }
 
-int qi_format_parse_header(const uint8_t *buf, size_t len, uint64_t file_size,
-                           const char *path, qi_header *h, qi_err *err)
+int qi_format_check_header_table(const qi_header *h, int which, const char *path,
+                                 qi_err *err)
+{
+    qi_geom g;
+    qi_format_geom(h, &g);
+    switch (which) {
+    case QI_HT_L1: return check_l1_fields(h, &g, path, err);
+    case QI_HT_REFTABLE: return check_reftable_fields(h, &g, path, err);
+    default: return check_snaptable_fields(h, &g, path, err);
+    }
+}
+
+int qi_format_parse_header_base(const uint8_t *buf, size_t len, uint64_t file_size,
+                                const char *path, qi_header *h, qi_err *err)
 {
     int rc;
     if (len < 72)
@@ -190,9 +220,32 @@ int qi_format_parse_header(const uint8_t *buf, size_t len, uint64_t file_size,
     if (h->crypt_method > 2)
         return corrupt(err, path, HDR, 32, "unknown encryption method %" PRIu32,
                        h->crypt_method);
-    if ((rc = check_backing_name(h, 1u << h->cluster_bits, file_size, path, err)) < 0)
+    return 0;
+}
+
+int qi_format_check_header_field(const qi_header *h, int which, uint64_t file_size,
+                                 const char *path, qi_err *err)
+{
+    switch (which) {
+    case QI_HF_REFCOUNT_ORDER: return check_refcount_order(h, path, err);
+    case QI_HF_COMPRESSION: return check_compression(h, path, err);
+    default: return check_backing_name(h, 1u << h->cluster_bits, file_size, path, err);
+    }
+}
+
+int qi_format_parse_header(const uint8_t *buf, size_t len, uint64_t file_size,
+                           const char *path, qi_header *h, qi_err *err)
+{
+    int rc;
+    if ((rc = qi_format_parse_header_base(buf, len, file_size, path, h, err)) < 0)
         return rc;
-    return check_tables(h, file_size, path, err);
+    for (int f = QI_HF_REFCOUNT_ORDER; f <= QI_HF_BACKING_NAME; f++)
+        if ((rc = qi_format_check_header_field(h, f, file_size, path, err)) < 0)
+            return rc;
+    for (int t = QI_HT_L1; t <= QI_HT_SNAPSHOTS; t++)
+        if ((rc = qi_format_check_header_table(h, t, path, err)) < 0)
+            return rc;
+    return 0;
 }
 
 void qi_format_geom(const qi_header *h, qi_geom *g)
@@ -256,9 +309,10 @@ void qi_format_decode_l2(const qi_geom *g, bool data_file, uint64_t raw,
         out->host_offset = raw & g->coffset_mask;
         out->csectors = (uint32_t)((raw >> g->csize_shift) & g->csize_mask) + 1;
         out->csize = (uint64_t)out->csectors * 512 - (out->host_offset & 511);
-        /* offset bits at or above 2^56 are reserved (x > 56 for small clusters) */
+        /* offset bits at or above 2^56 are reserved (x > 56 for small
+         * clusters). COPIED is not: QEMU reads such a cluster (only its
+         * check calls the bit a corruption, compressed_copied). */
         out->reserved = out->host_offset & ~(QI_MAX_OFFSET - 1);
-        out->reserved |= raw & QI_OFLAG_COPIED;
         return;
     }
     out->host_offset = raw & QI_L2E_OFFSET_MASK;

@@ -49,9 +49,33 @@ typedef struct qi_geom {
 
 /* Parse the fixed header (first LEN bytes of the file, LEN >= 72) into H and
  * validate every field that can be checked without other structures, against
- * FILE_SIZE. Returns 0 or QI_ECORRUPT / QI_ENOTSUP (recorded in ERR). */
+ * FILE_SIZE: qi_format_parse_header_base, then the fields of the three
+ * tables (qi_format_check_header_table). Returns 0 or QI_ECORRUPT /
+ * QI_ENOTSUP (recorded in ERR). */
 int qi_format_parse_header(const uint8_t *buf, size_t len, uint64_t file_size,
                            const char *path, qi_header *h, qi_err *err);
+
+/* The part of the header that must be valid for the file to be read at all
+ * (magic, version, cluster size, header length, virtual size, encryption
+ * method); not the fields of qi_format_check_header_field or the tables.
+ * Same returns. */
+int qi_format_parse_header_base(const uint8_t *buf, size_t len, uint64_t file_size,
+                                const char *path, qi_header *h, qi_err *err);
+
+/* One header field that a forensic open can do without (QI_HF_*): the
+ * refcount order (refcounts unavailable), the compression type (compressed
+ * clusters unavailable), the backing file name (no backing file). Returns 0
+ * or QI_ECORRUPT / QI_ENOTSUP (recorded). */
+enum { QI_HF_REFCOUNT_ORDER, QI_HF_COMPRESSION, QI_HF_BACKING_NAME };
+int qi_format_check_header_field(const qi_header *h, int which, uint64_t file_size,
+                                 const char *path, qi_err *err);
+
+/* The header fields of one table, as QEMU checks them at open: size limits,
+ * cluster alignment, below 2^56; a table past the end of the file is valid
+ * (it reads as zeros, as in QEMU). Returns 0 or QI_ECORRUPT (recorded). */
+enum { QI_HT_L1, QI_HT_REFTABLE, QI_HT_SNAPSHOTS };
+int qi_format_check_header_table(const qi_header *h, int which, const char *path,
+                                 qi_err *err);
 
 /* Geometry of a validated header. */
 void qi_format_geom(const qi_header *h, qi_geom *g);
@@ -67,7 +91,8 @@ int qi_format_walk_extensions(const uint8_t *buf, size_t len, uint64_t start,
                               void *payload, qi_err *err);
 
 /* Check that a table of SIZE bytes at OFF is cluster aligned (if ALIGN) and
- * lies inside a file of FILE_SIZE bytes and below 2^56. */
+ * lies inside a file of FILE_SIZE bytes (UINT64_MAX: no such check) and
+ * below 2^56. */
 int qi_format_check_table(const qi_geom *g, uint64_t off, uint64_t size,
                           bool align, uint64_t file_size, const char *path,
                           const char *structure, uint64_t where, qi_err *err);

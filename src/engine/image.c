@@ -54,6 +54,24 @@ static int lock_mode(const qi_open_opts *o, bool top)
     return QI_LOCK_READ;
 }
 
+/* ---- forensic open ---- */
+
+/* A failure RC while opening with QI_OPEN_FORCE: the error in img->err is
+ * kept in the damage list and open goes on (0). Without the flag, or for a
+ * failure that is no damage (out of memory), RC. */
+static int tolerate(qi_image *img, const qi_open_opts *o, int rc)
+{
+    if (rc >= 0 || !(o->flags & QI_OPEN_FORCE) || rc == QI_ENOMEM)
+        return rc;
+    qi_err *d = realloc(img->damage, (img->n_damage + 1) * sizeof *d);
+    if (!d)
+        return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
+    img->damage = d;
+    img->err.code = rc;
+    img->damage[img->n_damage++] = img->err;
+    return 0;
+}
+
 /* ---- header extensions ---- */
 
 static int on_ext(void *payload, uint32_t type, uint32_t len, uint64_t off,
@@ -119,6 +137,7 @@ static int on_ext(void *payload, uint32_t type, uint32_t len, uint64_t off,
 
 static int check_features(qi_image *img, const qi_open_opts *o)
 {
+    int rc;
     uint64_t unknown = img->hdr.incompatible_features & ~QI_INCOMPAT_KNOWN;
     if (unknown) {
         /* like QEMU: names from the feature table, then what is left as a
@@ -138,14 +157,20 @@ static int check_features(qi_image *img, const qi_open_opts *o)
         if (unknown)
             snprintf(names + used, sizeof names - used, "%sUnknown incompatible "
                      "feature: %" PRIx64, used ? ", " : "", unknown);
-        return qi_fail(img, QI_ENOTSUP, "header", 72, "Unsupported qcow2 feature(s): %s",
-                       names);
+        rc = tolerate(img, o, qi_fail(img, QI_ENOTSUP, "header", 72, "Unsupported qcow2 "
+                                      "feature(s): %s", names));
+        if (rc < 0)
+            return rc;
     }
-    if (img->hdr.crypt_method)
-        return qi_fail(img, QI_ENOTSUP, "header", 32, "encrypted images (%s) are "
-                       "not supported", img->hdr.crypt_method == 1 ? "AES" : "LUKS");
+    /* qemu-img info shows an AES image without its key (no I/O) */
+    bool info_aes = (o->flags & QI_OPEN_INFO) && img->hdr.crypt_method == 1;
+    if (img->hdr.crypt_method && !info_aes &&
+        (rc = tolerate(img, o, qi_fail(img, QI_ENOTSUP, "header", 32, "encrypted images "
+                                       "(%s) are not supported",
+                                       img->hdr.crypt_method == 1 ? "AES" : "LUKS"))) < 0)
+        return rc;
     if ((img->hdr.incompatible_features & QI_INCOMPAT_CORRUPT) && (o->flags & QI_OPEN_RW) &&
-        !(o->flags & QI_OPEN_REPAIR))
+        !(o->flags & (QI_OPEN_REPAIR | QI_OPEN_FORCE)))
         return qi_fail(img, QI_ECORRUPT, "header", 72, "the image is marked corrupt "
                        "(incompatible bit 1); it can only be opened read-only, or "
                        "read-write for repair");
@@ -182,7 +207,8 @@ static char *resolve_relative(const char *image_path, const char *name)
 static int read_names(qi_image *img)
 {
     const qi_header *h = &img->hdr;
-    if (h->backing_file_offset) {
+    /* an empty name is no backing file, as in QEMU */
+    if (h->backing_file_offset && h->backing_file_size) {
         /* format.c checked that the name lies inside cluster 0 and the file */
         img->backing_name = qi_mem_strndup(img->hdr_buf + h->backing_file_offset,
                                            h->backing_file_size);
@@ -199,15 +225,13 @@ static int read_names(qi_image *img)
 /* ---- snapshot table ---- */
 
 /* Make at least NEED bytes of the snapshot table from its start available
- * in *buf (grown in 64 KiB steps, never past the 64 MiB table limit or the
- * end of the file). */
+ * in *buf (grown in 64 KiB steps, never past the 64 MiB table limit). Past
+ * the end of the file the table reads as zeros, as in QEMU. */
 static int snap_window(qi_image *img, uint8_t **buf, uint64_t *have, uint64_t need)
 {
-    uint64_t off = img->hdr.snapshots_offset, avail = img->file->size - off;
+    uint64_t off = img->hdr.snapshots_offset, avail = QI_MAX_SNAPSHOTS_SIZE;
     if (need <= *have)
         return 0;
-    if (avail > QI_MAX_SNAPSHOTS_SIZE)
-        avail = QI_MAX_SNAPSHOTS_SIZE;
     uint64_t want = (need + 0xffff) & ~0xffffull;
     if (want > avail)
         want = avail;
@@ -224,11 +248,15 @@ static int snap_window(qi_image *img, uint8_t **buf, uint64_t *have, uint64_t ne
     return rc;
 }
 
-static int read_snapshots(qi_image *img)
+/* The snapshot table as QEMU reads it at open (qcow2_read_snapshots): the
+ * entries' sizes and names; not their L1 tables. KEEP_GOOD (forensic
+ * open): on failure the entries before the bad one stay in img->snaps. */
+static int read_snapshots(qi_image *img, bool keep_good)
 {
     const qi_header *h = &img->hdr;
     uint64_t off = h->snapshots_offset, have = 0, pos = 0;
     uint8_t *buf = NULL;
+    uint32_t bad = 0;
     int rc = 0;
     if (!h->nb_snapshots)
         return 0;
@@ -237,6 +265,7 @@ static int read_snapshots(qi_image *img)
     for (uint32_t i = 0; i < h->nb_snapshots; i++) {
         size_t used;
         qi_snapshot *s = &img->snaps[i];
+        bad = i;
         /* the fixed part, then the whole entry (at most 40 + 1024 + 2 * 65535) */
         if ((rc = snap_window(img, &buf, &have, pos + 40)) < 0)
             goto out;
@@ -249,12 +278,8 @@ static int read_snapshots(qi_image *img)
         img->n_snaps = i + 1; /* so close frees the names of a partial entry */
         if (rc < 0)
             goto out;
-        if (s->l1_table_offset & (img->g.cluster_size - 1)) {
-            rc = qi_corrupt(img, "snapshot table", off + pos, "snapshot '%s' L1 table "
-                            "offset %#" PRIx64 " is not cluster aligned", s->id,
-                            s->l1_table_offset);
-            goto out;
-        }
+        /* the entry's L1 table is checked when it is used (cluster.c), as
+         * QEMU does: a bad one makes only that snapshot unavailable */
         pos += used;
         if (pos > have)
             pos = have;
@@ -262,6 +287,12 @@ static int read_snapshots(qi_image *img)
 out:
     if (rc == QI_ECORRUPT)
         img->corrupt_seen = true;
+    if (rc < 0 && keep_good && img->n_snaps > bad) {
+        free(img->snaps[bad].id);
+        free(img->snaps[bad].name);
+        img->snaps[bad].id = img->snaps[bad].name = NULL;
+        img->n_snaps = bad;
+    }
     free(buf);
     return rc;
 }
@@ -315,7 +346,57 @@ out:
 
 /* ---- open ---- */
 
-static int read_header(qi_image *img)
+/* The header fields of the active L1, refcount and snapshot tables. With
+ * QI_OPEN_FORCE a bad one is damage: the table is unavailable (its error
+ * kept for its users), the snapshot table read as empty. */
+static int check_table_fields(qi_image *img, const qi_open_opts *o)
+{
+    for (int t = QI_HT_L1; t <= QI_HT_SNAPSHOTS; t++) {
+        int rc = qi_format_check_header_table(&img->hdr, t, img->path, &img->err);
+        if (rc == 0)
+            continue;
+        if (t == QI_HT_L1) {
+            img->l1_bad = true;
+            img->l1_err = img->err;
+        } else if (t == QI_HT_REFTABLE) {
+            img->reftable_bad = true;
+            img->reftable_err = img->err;
+        } else {
+            img->hdr.nb_snapshots = 0;  /* the file keeps its value (hdr_buf) */
+        }
+        if ((rc = tolerate(img, o, rc)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* The header fields a forensic open can do without: with QI_OPEN_FORCE a
+ * bad one is damage and the in-memory header (never written back as a
+ * whole) gets a value that loads nothing: refcount order 4 with the
+ * refcount table unavailable, no backing file. A bad compression type
+ * stays: compressed clusters then fail to read, naming it. */
+static int check_soft_fields(qi_image *img, const qi_open_opts *o)
+{
+    for (int f = QI_HF_REFCOUNT_ORDER; f <= QI_HF_BACKING_NAME; f++) {
+        int rc = qi_format_check_header_field(&img->hdr, f, img->file->size, img->path,
+                                              &img->err);
+        if (rc == 0)
+            continue;
+        if (f == QI_HF_REFCOUNT_ORDER) {
+            img->reftable_bad = true;
+            img->reftable_err = img->err;
+            img->hdr.refcount_order = 4;
+        } else if (f == QI_HF_BACKING_NAME) {
+            img->hdr.backing_file_offset = 0;
+            img->hdr.backing_file_size = 0;
+        }
+        if ((rc = tolerate(img, o, rc)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int read_header(qi_image *img, const qi_open_opts *o)
 {
     uint8_t first[112] = { 0 };
     size_t want = img->file->size < 112 ? (size_t)img->file->size : 112;
@@ -324,8 +405,8 @@ static int read_header(qi_image *img)
     if ((rc = qi_bio_pread(img->file, first, want, 0, &img->err, "header")) < 0)
         return rc;
     /* parse once on the fixed part to learn the cluster size */
-    if ((rc = qi_format_parse_header(first, want, img->file->size, img->path, &h,
-                                     &img->err)) < 0)
+    if ((rc = qi_format_parse_header_base(first, want, img->file->size, img->path, &h,
+                                          &img->err)) < 0)
         return rc;
     img->hdr_len = 1u << h.cluster_bits;
     if (img->hdr_len > img->file->size)
@@ -336,11 +417,17 @@ static int read_header(qi_image *img)
                            "header")) < 0)
         return rc;
     img->hdr = h;
+    if ((rc = check_soft_fields(img, o)) < 0)
+        return rc;
     qi_format_geom(&img->hdr, &img->g);
     img->size = h.size;
-    uint64_t end = h.backing_file_offset ? h.backing_file_offset : img->g.cluster_size;
-    return qi_format_walk_extensions(img->hdr_buf, img->hdr_len, h.header_length,
-                                     end, img->path, on_ext, img, &img->err);
+    if ((rc = check_table_fields(img, o)) < 0)
+        return rc;
+    uint64_t end = img->hdr.backing_file_offset ? img->hdr.backing_file_offset
+                                                : img->g.cluster_size;
+    return tolerate(img, o, qi_format_walk_extensions(img->hdr_buf, img->hdr_len,
+                                                      h.header_length, end, img->path,
+                                                      on_ext, img, &img->err));
 }
 
 static void free_snapshots(qi_image *img)
@@ -374,7 +461,7 @@ static int commit_snapshots(qi_image *img)
     free_snapshots(img);
     qi_cluster_l1tab_drop(img->snap_l1);
     img->snap_l1 = NULL;
-    return read_snapshots(img);
+    return read_snapshots(img, false);
 }
 
 /* QI_HDR_L1: l1_size (bytes 36-39) and l1_table_offset (40-47) are
@@ -481,7 +568,9 @@ static int open_data_file(qi_image *img, const qi_open_opts *o)
 {
     char *full;
     int rc;
-    if (!(img->hdr.incompatible_features & QI_INCOMPAT_DATA_FILE))
+    /* qemu-img info does not open the data file either */
+    if (!(img->hdr.incompatible_features & QI_INCOMPAT_DATA_FILE) ||
+        (o->flags & QI_OPEN_INFO))
         return 0;
     /* QEMU opens a relative data file name relative to the current
      * directory (unlike backing names). Do the same, and only when that
@@ -546,9 +635,11 @@ static int open_backing(qi_image *img, const qi_open_opts *o, const chain *me)
 static int parse_all(qi_image *img, const qi_open_opts *o)
 {
     int rc;
-    if ((rc = read_header(img)) < 0 || (rc = check_features(img, o)) < 0 ||
-        (rc = read_names(img)) < 0 || (rc = read_snapshots(img)) < 0 ||
-        (rc = read_bitmaps(img)) < 0)
+    if ((rc = read_header(img, o)) < 0 || (rc = check_features(img, o)) < 0 ||
+        (rc = tolerate(img, o, read_names(img))) < 0)
+        return rc;
+    if ((rc = tolerate(img, o, read_snapshots(img, o->flags & QI_OPEN_FORCE))) < 0 ||
+        (rc = tolerate(img, o, read_bitmaps(img))) < 0)
         return rc;
     return 0;
 }
@@ -567,6 +658,10 @@ static void free_parsed(qi_image *img)
     free(img->backing_full);
     free(img->backing_fmt);
     free(img->data_file_name);
+    free(img->damage);
+    img->damage = NULL;
+    img->n_damage = 0;
+    img->l1_bad = img->reftable_bad = false;
     img->bitmaps = NULL;
     img->hdr_buf = NULL;
     img->exts = NULL;
@@ -652,9 +747,11 @@ static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
         return 0;
     }
     img->opts = *o;
+    img->info_only = (o->flags & QI_OPEN_INFO) != 0;
     if ((rc = parse_all(img, o)) < 0 ||
         (rc = make_caches(img, o)) < 0 || (rc = open_data_file(img, o)) < 0 ||
-        (rc = open_backing(img, o, &me)) < 0 || (rc = rebuild_if_dirty(img)) < 0)
+        (rc = tolerate(img, o, open_backing(img, o, &me))) < 0 ||
+        (rc = rebuild_if_dirty(img)) < 0)
         goto fail;
     *out = img;
     return 0;
@@ -662,6 +759,32 @@ fail:
     qi_err_copy(err, &img->err);
     qi_image_close(img);
     return rc;
+}
+
+/* A normal open refused PATH (ERR, RC): when a forensic open of it would
+ * work, the message says so (not for a lock held by another program, which
+ * --force does not override, or a lack of memory). The probe is read-only,
+ * takes shared locks and opens no backing chain. */
+static void hint_force(const char *path, const qi_open_opts *o, int fmt, int rc,
+                       qi_err *err)
+{
+    qi_open_opts f = *o;
+    qi_image *img;
+    qi_err ferr;
+    if (rc == QI_EBUSY || rc == QI_ENOMEM || (o->flags & QI_OPEN_FORCE) || !err)
+        return;
+    f.flags = (o->flags & ~(QI_OPEN_RW | QI_OPEN_REPAIR)) | QI_OPEN_FORCE |
+              QI_OPEN_FORCE_SHARE | QI_OPEN_NO_BACKING;
+    qi_err_clear(&ferr);
+    if (open_chain(&img, path, &f, fmt, NULL, &ferr) < 0)
+        return;
+    qi_image_close(img);
+    size_t n = strlen(err->message);
+    static const char more[] = " (a forensic open reads it anyway: --force, "
+                               "or qinspect.open(path, {force=true}))";
+    if (n + sizeof more > sizeof err->message)
+        n = sizeof err->message - sizeof more;
+    memcpy(err->message + n, more, sizeof more);
 }
 
 int qi_image_open(qi_image **out, const char *path, const qi_open_opts *opts,
@@ -673,7 +796,10 @@ int qi_image_open(qi_image **out, const char *path, const qi_open_opts *opts,
         opts = &def;
     int fmt = (opts->flags & QI_OPEN_RAW) ? FMT_RAW
             : (opts->flags & QI_OPEN_PROBE) ? FMT_PROBE : FMT_QCOW2;
-    return open_chain(out, path, opts, fmt, NULL, err);
+    int rc = open_chain(out, path, opts, fmt, NULL, err);
+    if (rc < 0)
+        hint_force(path, opts, fmt, rc, err);
+    return rc;
 }
 
 void qi_image_close(qi_image *img)
@@ -735,6 +861,12 @@ static void take_parsed(qi_image *img, qi_image *t)
     img->n_snaps = t->n_snaps;
     img->bitmaps = t->bitmaps;
     img->n_bitmaps = t->n_bitmaps;
+    img->damage = t->damage;
+    img->n_damage = t->n_damage;
+    img->l1_bad = t->l1_bad;
+    img->l1_err = t->l1_err;
+    img->reftable_bad = t->reftable_bad;
+    img->reftable_err = t->reftable_err;
 }
 
 /* Everything derived from the old header: cached tables (clean: the edit
@@ -832,6 +964,16 @@ int qi_image_reload_header(qi_image *img)
         img->corrupt_seen = false;
     img->broken = false;
     return 0;
+}
+
+uint32_t qi_image_damage_count(const qi_image *img)
+{
+    return img->n_damage;
+}
+
+const qi_err *qi_image_damage(const qi_image *img, uint32_t i)
+{
+    return i < img->n_damage ? &img->damage[i] : NULL;
 }
 
 const qi_err *qi_image_header_error(const qi_image *img)

@@ -104,6 +104,16 @@ struct qi_image {
     qi_open_opts opts;
     bool broken;
     qi_err broken_err;
+
+    /* Forensic open (QI_OPEN_FORCE): every structure open could not load,
+     * in the order found; the active L1 or refcount table whose header
+     * fields are invalid is unavailable (l1_err / reftable_err is returned
+     * when it is used: cluster.c, refcount.c). Set only by image.c. */
+    qi_err *damage;
+    uint32_t n_damage;
+    bool info_only;             /* QI_OPEN_INFO: no guest I/O (cluster.c) */
+    bool l1_bad, reftable_bad;
+    qi_err l1_err, reftable_err;
 };
 
 /* Read the header cluster, extensions, feature bits, snapshot table and

@@ -323,6 +323,24 @@ int qi_meta_poke(qi_image *img, uint64_t off, const void *buf, size_t len, void 
 
 /* ---- header fields ---- */
 
+int qi_meta_peek(qi_image *img, uint64_t off, void *buf, size_t len, size_t *got)
+{
+    uint64_t size = img->file->size;
+    int rc;
+    *got = 0;
+    if (len > QI_META_PEEK_MAX)
+        return qi_fail(img, QI_EINVAL, "peek", off, "%zu bytes asked, at most %u per peek",
+                       len, QI_META_PEEK_MAX);
+    if (off >= size)
+        return 0;
+    if (len > size - off)
+        len = (size_t)(size - off);
+    if ((rc = qi_bio_pread(img->file, buf, len, off, &img->err, "peek")) < 0)
+        return rc;
+    *got = len;
+    return 0;
+}
+
 static const qi_header_field header_fields[] = {
     { "magic", 0, 4, 2 },
     { "version", 4, 4, 2 },

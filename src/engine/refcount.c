@@ -32,7 +32,10 @@ int qi_refcount_load_table(qi_image *img)
     int rc;
     if (img->reftable)
         return 0;
-    /* the header check already bounded bytes by 8 MiB and the file size */
+    if (img->reftable_bad)  /* a forensic open found its header fields invalid */
+        return qi_err_copy(&img->err, &img->reftable_err);
+    /* the header check bounded bytes by 8 MiB; past the end of the file the
+     * table reads as zeros, as in QEMU */
     raw = qi_mem_alloc_capped(n, 8, QI_MAX_REFTABLE_BYTES);
     img->reftable = qi_mem_alloc_capped(n, 8, QI_MAX_REFTABLE_BYTES);
     if (!raw || !img->reftable) {

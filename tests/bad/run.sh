@@ -141,10 +141,62 @@ sanitizer_report() {
     grep -Eq 'AddressSanitizer|LeakSanitizer|runtime error:|UndefinedBehaviorSanitizer' "$work/err"
 }
 
+# check_oracle NAME FILE: QEMU decides. qinspect info opens FILE exactly
+# when qemu-img info does (and then prints the same JSON); qinspect convert -O raw succeeds exactly when
+# qemu-img convert does, and then both write the same bytes (QEMU's read of
+# the active data); where qemu-img map works, qinspect map --output=json
+# prints the same runs. A disagreement is a `not ok`, whichever way.
+check_oracle() {
+    qi=$(timeout 10 qemu-img info -f qcow2 "$2" >/dev/null 2>&1; echo $?)
+    us=$(timeout "$OP_TIMEOUT" "$QINSPECT" info "$2" >/dev/null 2>"$work/err" </dev/null; echo $?)
+    if [ "$qi" -eq 0 ] && [ "$us" -eq 0 ]; then
+        timeout 10 qemu-img info -f qcow2 --output=json "$2" >"$work/q.info" 2>/dev/null
+        timeout "$OP_TIMEOUT" "$QINSPECT" info --output=json "$2" >"$work/u.info" \
+            2>/dev/null </dev/null
+        if cmp -s "$work/q.info" "$work/u.info"; then
+            ok "$1: info opens as qemu-img info does, same JSON"
+        else
+            notok "$1: info --output=json differs from qemu-img info's"
+            diff "$work/q.info" "$work/u.info" | head -n 6 | sed 's/^/#   /'
+        fi
+    elif [ $((qi == 0)) -eq $((us == 0)) ]; then
+        ok "$1: info refuses as qemu-img info does (qemu-img $qi, qinspect $us)"
+    else
+        notok "$1: info: qemu-img info exit $qi, qinspect info exit $us"
+        show_err
+    fi
+    qc=$(timeout 10 qemu-img convert -f qcow2 -O raw "$2" "$work/q.raw" >/dev/null 2>&1; echo $?)
+    uc=$(timeout "$OP_TIMEOUT" "$QINSPECT" convert -O raw "$2" "$work/u.raw" \
+             >/dev/null 2>"$work/err" </dev/null; echo $?)
+    if [ "$qc" -eq 0 ] && [ "$uc" -eq 0 ]; then
+        if cmp -s "$work/q.raw" "$work/u.raw"; then
+            ok "$1: convert reads the same bytes as qemu-img convert"
+        else
+            notok "$1: convert: the bytes differ from qemu-img convert's"
+        fi
+    elif [ $((qc == 0)) -eq $((uc == 0)) ]; then
+        ok "$1: convert fails as qemu-img convert does (qemu-img $qc, qinspect $uc)"
+    else
+        notok "$1: convert: qemu-img convert exit $qc, qinspect convert exit $uc"
+        show_err
+    fi
+    rm -f "$work/q.raw" "$work/u.raw"
+    if timeout 10 qemu-img map -f qcow2 --output=json "$2" >"$work/q.map" 2>/dev/null; then
+        timeout "$OP_TIMEOUT" "$QINSPECT" map --output=json "$2" >"$work/u.map" \
+            2>"$work/err" </dev/null
+        if cmp -s "$work/q.map" "$work/u.map"; then
+            ok "$1: map --output=json equals qemu-img map"
+        else
+            notok "$1: map --output=json differs from qemu-img map"
+            show_err
+        fi
+    fi
+}
+
 # check_case ID NAME: all TAP lines of one case (made in $work/cases/ID).
 check_case() {
     name=$2 dir=$work/cases/$1
-    file= fail= path= qemu= hexes=
+    file= fail= path= qemu= hexes= oracle=
     : >"$work/wants"
     while IFS= read -r line; do
         case $line in
@@ -154,6 +206,7 @@ check_case() {
         hex=*) hexes=${line#hex=} ;;
         path=*) path=${line#path=} ;;
         qemu=*) qemu=${line#qemu=} ;;
+        oracle=*) oracle=${line#oracle=} ;;
         esac
     done <"$dir/expect"
     diag "$name: qemu-img 7.2: $qemu"
@@ -207,6 +260,8 @@ check_case() {
             fi ;;
         esac
     done
+
+    [ "$oracle" = yes ] && check_oracle "$name" "$file"
 
     if [ -n "$rss_problem" ]; then
         notok "$name: peak RSS: $rss_problem"

@@ -143,9 +143,10 @@ kinds d.qcow2 >k.out
 t_check "an L2 entry pointing at the L1 table: that cluster is marked as shared by two kinds" \
     grep -q "^$l1"$'\tL1 table\t-\tshared' k.out
 
-# ---- damage that stops the walk: an L1 entry far past the end of the file ----
+# ---- damage that stops the walk: an L1 entry far past the end of the file,
+# unaligned (an aligned L2 table past the end reads as zeros, as in QEMU) ----
 cp a.qcow2 e.qcow2
-python3 -c "f=open('e.qcow2','r+b'); f.seek($l1); f.write(((1 << 40) | (1 << 63)).to_bytes(8, 'big'))"
+python3 -c "f=open('e.qcow2','r+b'); f.seek($l1); f.write(((1 << 40) | 0x200 | (1 << 63)).to_bytes(8, 'big'))"
 kinds e.qcow2 >k.out 2>k.err
 t_check "an L1 entry past EOF: the scan completes, says the walk is incomplete and where" \
     grep -q "^info.*true.*L" k.out

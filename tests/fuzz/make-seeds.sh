@@ -190,6 +190,12 @@ for s in json.load(sys.stdin).get("snapshots", []): print(s["id"])'); do
         i=$((i + 1))
     done
 }
+# active FILE: size= and crc= of the active guest disk only (for a seed
+# whose snapshots qemu-img cannot name)
+active() {
+    qemu-img convert -f qcow2 -O raw "$1" "$tmp/g.raw"
+    printf 'size=%s crc=%s' "$(wc -c < "$tmp/g.raw" | tr -d ' ')" "$(crc "$tmp/g.raw")"
+}
 # clean FILE: an undamaged seed
 clean() {
     if ! qemu-img check -q -f qcow2 "$1"; then
@@ -252,7 +258,7 @@ echo "# above QEMU's L1 limit (fmt 10) QEMU fails the open (EFBIG); ENOMEM is"
 echo "# the API's code for a size from disk above a cap (include/qi/error.h)"
 expect l1-huge.qcow2 open=ECORRUPT\|ENOMEM:L1_table\|header
 expect l2-unaligned.qcow2 read=ECORRUPT:L1_table\|L2_table
-expect l2-past-eof.qcow2 read=ECORRUPT:L1_table\|L2_table
+expect l2-past-eof.qcow2 "$(active l2-past-eof.qcow2)"
 expect data-unaligned.qcow2 read=ECORRUPT:L2_table\|data_cluster
 expect data-past-eof.qcow2 read=ECORRUPT:L2_table\|data_cluster
 echo '# QEMU reads the guest disk without refcounts; only refcount lookups fail'
@@ -261,8 +267,9 @@ expect reftable-garbage.qcow2 "$(guest reftable-garbage.qcow2)" \
 expect reftable-unaligned.qcow2 open=ECORRUPT:refcount_table\|header
 echo '# an extension running past the extension area fails the open (fmt 3)'
 expect ext-too-long.qcow2 open=ECORRUPT:header_extension\|header
-echo "# a snapshot table cut by the end of the file (fmt 7): an error for QEMU's check"
-expect snap-truncated.qcow2 open=ECORRUPT:snapshot_table
+echo "# a snapshot table cut by the end of the file (fmt 7): an error for QEMU's check;"
+echo "# QEMU's open reads the missing bytes as zeros"
+expect snap-truncated.qcow2 "$(active snap-truncated.qcow2)"
 expect refcount-order.qcow2 open=ECORRUPT:header
 } > EXPECT
 

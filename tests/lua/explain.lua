@@ -147,4 +147,16 @@ local ft = X.text(objs[13][2])
 t.ok(ft:find("L2 entry at 0x1000", 1, true) and ft:find(P.copied_missing.explanation, 1, true)
      and ft:find("qemu-img check prints: ERROR OFLAG_COPIED", 1, true),
      "explain(finding) says where, the rule and qemu-img's line")
+-- a snapshot (it has no .offset field: what it points to is its L1 table)
+do
+  local i = open("basic")
+  local sn = i.snapshots[0]
+  local ok, text = pcall(X.text, sn)
+  t.ok(ok and type(text) == "string" and text:find(string.format("0x%x", sn.l1_table_offset), 1, true),
+       "explain(img.snapshots[0]) does not raise and names its L1 table's cluster")
+  ok = pcall(X.text, i.snapshots)
+  t.ok(ok, "explain(img.snapshots) does not raise")
+  i:close()
+end
+
 t.done()

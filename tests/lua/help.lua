@@ -71,6 +71,17 @@ t.ok(#missing == 0, "every method is documented in LUA API")
 if #missing > 0 then t.diag("undocumented: " .. table.concat(missing, ", ")) end
 t.ok(#extra == 0, "every documented method exists")
 if #extra > 0 then t.diag("no such method: " .. table.concat(extra, ", ")) end
+-- help() returns no value (a REPL prints every returned value, nil included)
+do
+  local real = print
+  print = function() end
+  local n = select("#", H.help())
+  print = real
+  t.ok(n == 0, "help() returns no value (got " .. n .. ")")
+  t.ok(H.text("forensic"):find("force", 1, true) and H.text("forensic"):find("img:peek", 1, true)
+       and H.text("forensic"):find("img.damage", 1, true), "help 'forensic': force, img.damage, img:peek")
+end
+
 
 -- every method has a signature in help.lua, shown by help(obj) and help(fn)
 local nosig, nmeth = {}, 0

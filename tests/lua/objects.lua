@@ -165,4 +165,32 @@ t.ok(okh and hr == nil and htext:find("^image") and not hmiss,
      "help(img) prints the image's methods and fields" .. (hmiss and " (missing " .. hmiss .. ")" or ""))
 t.ok(qinspect.pretty == require("qinspect.pretty") and qinspect.pretty.paging ~= nil,
      "qinspect.pretty is the pretty printer, with its paging switch")
+-- pairs on table objects walks them as :entries() does (0-based)
+do
+  local i = assert(qinspect.open(E.path))
+  for _, tab in ipairs({ i.snapshots, i.l1, i.l1[0]:l2() }) do
+    local n, okidx = 0, true
+    for k, v in pairs(tab) do
+      okidx = okidx and k == n and v == tab[k]
+      n = n + 1
+    end
+    t.ok(okidx and n == #tab and n > 0, "pairs(" .. tostring(tab) .. ") gives " .. #tab .. " entries, 0-based")
+  end
+  -- the header summary gives the cluster size in units, not its bit count
+  local cs = i.cluster_size
+  local unit = cs >= 1 << 20 and (cs >> 20) .. " MiB" or cs >= 1024 and (cs >> 10) .. " KiB" or cs .. " B"
+  t.ok(tostring(i.header):find(unit .. " clusters", 1, true) ~= nil,
+       "tostring(header) says '" .. unit .. " clusters': " .. tostring(i.header))
+  i:close()
+end
+
+-- the pretty printer shows raw values as 0x%016x and offsets in hex in
+-- plain records (bit 63 set must not print as a negative decimal)
+do
+  local P = require "qinspect.pretty"
+  local text = P.format({ raw = 1 << 63 | 0x50000, host_offset = 0x50000, index = 3 })
+  t.ok(text:find("raw = 0x8000000000050000", 1, true) and text:find("host_offset = 0x50000", 1, true)
+       and text:find("index = 3", 1, true), "pp: raw as 0x%016x, offsets as 0x%x, counts in decimal")
+end
+
 t.done()

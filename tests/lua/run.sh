@@ -77,12 +77,14 @@ make_images() {
     must qemu-img create -q -f qcow2 -b base.raw -F raw over.qcow2 1M
     qio -c 'write -P 0x55 64k 64k' over.qcow2
     # a corrupt copy of basic: L1 entry 0 points far beyond the end of file
+    # at an unaligned offset (qemu-io: "L2 table offset ... unaligned", EIO;
+    # an aligned one past EOF would read as zeros, as in QEMU)
     must cp basic.qcow2 bad.qcow2
     must python3 - bad.qcow2 <<'PY'
 import struct, sys
 with open(sys.argv[1], "r+b") as f:
     f.seek(40); l1 = struct.unpack(">Q", f.read(8))[0]
-    f.seek(l1); f.write(struct.pack(">Q", (1 << 63) | (1 << 40)))
+    f.seek(l1); f.write(struct.pack(">Q", (1 << 63) | (1 << 40) | 0x200))
 PY
     echo "this is not an image" > text.img || bail "cannot write text.img"
     make_crafted

@@ -147,7 +147,12 @@ static int run_check(const char *path, unsigned flags, unsigned repair, int json
         return EXIT_UNSUPPORTED;
     }
     rc = qi_check(img, &opts, &res);
-    if (json)
+    if (repair && rc < 0) {
+        /* qemu-img prints the lines met and "Check failed", no summary */
+        for (size_t i = 0; i < res.n_findings; i++)
+            if (res.findings[i].qemu[0])
+                fprintf(stderr, "%s\n", res.findings[i].qemu);
+    } else if (json)
         print_json(path, &res);
     else
         print_human(&res, quiet);

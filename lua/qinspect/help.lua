@@ -290,7 +290,7 @@ snapshot while the
 image has persistent bitmaps (QEMU refuses that too).]]
 
 T.check = [[
-Checking an image: img:check{}, or qinspect check FILE (read-only)
+Checking an image: img:check{}, or qinspect check [-r leaks|all] FILE
 Rebuilds every refcount in memory from the metadata and compares, as
 qemu-img check does; returns qemu-img's counters under Lua names
 (corruptions, leaks, check_errors, image_end_offset, total_clusters,
@@ -302,7 +302,12 @@ allocated_clusters, fragmented_clusters, compressed_clusters) and findings:
 Each finding: code (a key of qinspect.problems), severity, summary,
 structure, offset, guest_offset/guest_length (when a guest range is hit),
 expected, found, and qemu: the line qemu-img check prints for it.
-Repair is not implemented yet: check{repair = ...} raises an error.]]
+Repair (image opened -w): img:check{repair = "leaks"} or {repair = "all"}
+repairs as qemu-img check -r does, in crash-safe order, and returns the
+check of the repaired image with corruptions_fixed and leaks_fixed; the
+first r.repaired findings are the repair pass's (fixed = true, fix says
+what changed). -r all also makes an entry past the end of the file a zero
+cluster (qemu-img leaves it); on a dedup image COPIED missing is left.]]
 
 T.problems = nil -- generated from qinspect.problems below
 

@@ -248,6 +248,11 @@ typedef int (*qi_change_cb)(void *payload, const qi_change *c);
  * cached metadata written too). Returns 0 or the callback's value. */
 int qi_image_dry_run_changes(qi_image *img, qi_change_cb cb, void *payload);
 
+/* Close IMG as qi_image_close does (its close-time writes too: clearing
+ * the dirty bit of lazy refcounts, saving bitmaps) and, for a dry run, walk
+ * every change before freeing it. Returns 0 or the callback's value. */
+int qi_image_close_dry_run(qi_image *img, qi_change_cb cb, void *payload);
+
 /* Whether IMG was opened with QI_OPEN_DRY_RUN. */
 bool qi_image_dry_run(const qi_image *img);
 

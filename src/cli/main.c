@@ -33,7 +33,7 @@ const qi_cli_cmd qi_cli_commands[] = {
       "check [-f FMT] [--output=human|json] [-q] [-U] FILE",
       "check refcounts and metadata read-only, as qemu-img check (exit 0/1/2/3/63)" },
     { "snapshot", qi_cli_snapshot, QI_CMD_NEEDS_IMAGE,
-      "snapshot -l|-c NAME|-a NAME|-d NAME [-f FMT] [-U] [-q] FILE",
+      "snapshot -l|-c NAME|-a NAME|-d NAME [-f FMT] [-U] [-q] [--undo FILE|--dry-run] FILE",
       "list, create, apply or delete internal snapshots as qemu-img snapshot" },
     { "convert", qi_cli_convert, QI_CMD_NEEDS_IMAGE,
       "convert [-f FMT] [-O raw|qcow2] [-o OPTS] [-c] [-m N] [-B FILE [-F FMT]] [-n] [-U]\n"
@@ -43,8 +43,11 @@ const qi_cli_cmd qi_cli_commands[] = {
       "create [-f qcow2|raw] [-o OPTS] [-b BACKING [-F FMT]] [-u] [-q] FILE [SIZE]",
       "make a new image as qemu-img create does" },
     { "resize", qi_cli_resize, QI_CMD_NEEDS_IMAGE | QI_CMD_NEEDS_WRITE,
-      "resize [-f FMT] [-q] [--shrink] FILE [+|-]SIZE",
+      "resize [-f FMT] [-q] [--shrink] [--undo FILE|--dry-run] FILE [+|-]SIZE",
       "change the virtual size as qemu-img resize (smaller: --shrink)" },
+    { "undo", qi_cli_undo, QI_CMD_NEEDS_IMAGE | QI_CMD_NEEDS_WRITE,
+      "undo [--force] [-q] UNDOFILE IMAGE",
+      "restore an image from the undo file of a run with --undo" },
     { NULL, NULL, 0, NULL, NULL },
 };
 

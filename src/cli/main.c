@@ -54,7 +54,7 @@ const qi_cli_cmd qi_cli_commands[] = {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "Usage: qinspect [-w] [-U] [-e CHUNK]... IMAGE [SCRIPT [ARGS...]]\n"
+            "Usage: qinspect [-w [--undo FILE|--dry-run]] [-U] [-e CHUNK]... IMAGE [SCRIPT [ARGS...]]\n"
             "       qinspect COMMAND [OPTIONS] ARGS...\n"
             "       qinspect --help | --version\n"
             "\n"
@@ -64,6 +64,11 @@ static void usage(FILE *f)
             "  -w   open IMAGE read-write (default: read-only); an image marked\n"
             "       corrupt opens for repair: raw edits only until the bit is clear;\n"
             "       the refcounts of an image with the dirty bit are rebuilt first\n"
+            "  --undo FILE  with -w: save the original bytes of everything the session\n"
+            "       overwrites to FILE first (restore: qinspect undo FILE IMAGE)\n"
+            "  --dry-run    with -w: write nothing; print every change at the end\n"
+            "       (kept in memory, at most 256 MiB). resize, snapshot -c/-a/-d and\n"
+            "       check -r take --undo FILE and --dry-run too\n"
             "  -U   force share: read an image another program (QEMU) has open\n"
             "\n"
             "Commands:\n");

@@ -189,8 +189,15 @@ static int inc_ref(void *payload, const qi_ref *r)
     return inc(payload, r->host_offset, r->length);
 }
 
-/* On-disk refcount of cluster K into *V. Returns 0, 1 when it cannot be
- * read (QEMU: an unaligned block is -EIO), or a negative I/O error. */
+/* QEMU's block layer refuses a read ending past BDRV_MAX_LENGTH (INT64_MAX
+ * rounded down to 1 GiB) with -EIO: a refcount table entry may hold such
+ * an offset (its mask keeps bits 56..63). */
+#define QEMU_MAX_LENGTH 0x7fffffffc0000000ull
+
+/* On-disk refcount of cluster K into *V. Returns 0; 1 when it cannot be
+ * read because the block is unaligned (QEMU: -EIO after signalling the
+ * corruption); 2 when QEMU could not read it (-EIO, nothing signalled);
+ * or a negative I/O error. */
 static int disk_refcount(ck *c, uint64_t k, uint64_t *v)
 {
     const qi_geom *g = &c->img->g;
@@ -203,6 +210,8 @@ static int disk_refcount(ck *c, uint64_t k, uint64_t *v)
         return 0;
     if (off & (g->cluster_size - 1))
         return 1;
+    if (off > QEMU_MAX_LENGTH - g->cluster_size)
+        return 2;
     if ((int64_t)i != c->block_index) {
         int rc = read_padded(c, c->block, g->cluster_size, off, "refcount block");
         c->block_index = -1;
@@ -469,9 +478,9 @@ static int compare(ck *c, uint64_t *highest)
         uint64_t disk, refs = c->count[k];
         if ((rc = disk_refcount(c, k, &disk)) < 0)
             return rc;
-        if (rc == 1) {
+        if (rc > 0) {
             uint64_t i = k / c->img->g.refblock_entries;
-            if (!c->told_unaligned++)   /* QEMU signals the corruption once */
+            if (rc == 1 && !c->told_unaligned++)   /* QEMU signals it once */
                 finding(c, QI_PROB_READ_ERROR, "refcount table entry",
                         c->img->hdr.refcount_table_offset + 8 * i, "qcow2: Image is "
                         "corrupt: Refblock offset %#" PRIx64 " unaligned (reftable index: "

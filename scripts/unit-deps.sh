@@ -8,14 +8,14 @@ L1="$L0 cache"
 L2="$L1 refcount layout"
 L3="$L2 cluster bitmap"
 L4="$L3 image rw cwrite map meta refwalk rebuild create shrink"
-L5="$L4 problem"
+L5="$L4 problem check repair"
 case ${1%%_*} in
     err|mem|hashtab|bio|format|compress) deps=$L0 ;;
     cache) deps=$L1 ;;
     refcount|layout) deps=$L2 ;;
     cluster|bitmap) deps=$L3 ;;
     image|rw|cwrite|map|meta|refwalk|rebuild|create|shrink) deps=$L4 ;;
-    problem) deps=$L5 ;;
+    problem|check|repair) deps=$L5 ;;
     *) echo "unit-deps.sh: unknown module '$1'" >&2; exit 1 ;;
 esac
 dir=$(dirname "$0")/../src/engine

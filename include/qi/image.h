@@ -25,6 +25,9 @@ typedef struct qi_image qi_image;
                                    * (incompatible bit 1) opens read-write for
                                    * raw edits; guest writes are refused until
                                    * the bit is clear */
+#define QI_OPEN_CHECK       0x200u /* with QI_OPEN_RW: as BDRV_O_CHECK, a
+                                   * dirty image is not rebuilt at open (the
+                                   * repair does it and counts it) */
 #define QI_OPEN_UNSAFE      0x80u /* with QI_OPEN_RW: no fdatasync at all, as
                                    * qemu-img convert's default cache=unsafe
                                    * for its new image: writes keep their

@@ -7,8 +7,15 @@
  * end offset. JSON: every counter of the contract, even at 0, plus a
  * "findings" array of the records qi_check returns. Exit status as
  * qemu-img's: 0 clean, 1 check not completed (or could not open),
- * 2 corruptions, 3 leaks only, 63 not a qcow2 image. Repair (-r) is not
- * implemented yet: refused before anything is opened.
+ * 2 corruptions, 3 leaks only, 63 not a qcow2 image.
+ * -r leaks|all opens the image read-write (refused while QEMU holds it:
+ * the lock test of the open) and repairs it (qi_repair): the repair pass's
+ * lines, then, when something was repaired, qemu-img's "The following
+ * inconsistencies were found and repaired" block and the check of the
+ * repaired image, whose counters (plus the _fixed ones) the JSON holds and
+ * whose result gives the exit status, as qemu-img's.
+ * --dry-run and --undo FILE are parsed; until the undo engine is merged
+ * they are refused with "not implemented yet".
  * Calls: include/qi, json.c, cli.h helpers. */
 #include <getopt.h>
 #include <inttypes.h>
@@ -23,7 +30,20 @@
 
 static void print_human(const qi_check_result *r, bool quiet)
 {
-    for (size_t i = 0; i < r->n_findings; i++)
+    size_t first = 0;
+    if (r->n_repair) {
+        for (size_t i = 0; i < r->n_repair; i++)
+            if (r->findings[i].qemu[0])
+                fprintf(stderr, "%s\n", r->findings[i].qemu);
+        if (!quiet)
+            printf("The following inconsistencies were found and repaired:\n\n"
+                   "    %" PRId64 " leaked clusters\n    %" PRId64 " corruptions\n\n"
+                   "Double checking the fixed image now...\n", r->leaks_fixed,
+                   r->corruptions_fixed);
+        fflush(stdout);
+        first = r->n_repair;
+    }
+    for (size_t i = first; i < r->n_findings; i++)
         if (r->findings[i].qemu[0])
             fprintf(stderr, "%s\n", r->findings[i].qemu);
     if (quiet)
@@ -68,6 +88,10 @@ static qi_json *finding_json(const qi_finding *f)
     qi_json_set(o, "summary", qi_json_string(p ? p->summary : ""));
     if (f->qemu[0])
         qi_json_set(o, "qemu", qi_json_string(f->qemu));
+    if (f->fixed)
+        qi_json_set(o, "fixed", qi_json_bool(true));
+    if (f->fix[0])
+        qi_json_set(o, "fix", qi_json_string(f->fix));
     return o;
 }
 
@@ -105,11 +129,15 @@ static int exit_status(int rc, const qi_check_result *r)
     return r->corruptions ? 2 : r->leaks ? 3 : 0;
 }
 
-static int run_check(const char *path, unsigned flags, int json, bool quiet)
+static int run_check(const char *path, unsigned flags, unsigned repair, int json, bool quiet)
 {
     qi_check_result res;
     qi_check_opts opts = QI_CHECK_OPTS_INIT;
-    qi_image *img = qi_cli_open(path, flags);
+    qi_image *img;
+    opts.flags = repair;
+    if (repair)
+        flags |= QI_OPEN_RW | QI_OPEN_REPAIR | QI_OPEN_CHECK;
+    img = qi_cli_open(path, flags);
     int rc, status;
     if (!img)
         return QI_CLI_ERR;
@@ -143,14 +171,18 @@ int qi_cli_check(int argc, char **argv)
         { "format", required_argument, NULL, 'f' },
         { "repair", required_argument, NULL, 'r' },
         { "quiet", no_argument, NULL, 'q' },
+        { "dry-run", no_argument, NULL, 'n' },
+        { "undo", required_argument, NULL, 'u' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     /* qemu-img check opens the backing chain too: a missing backing file
      * fails the check (exit 1) */
-    unsigned flags = QI_OPEN_PROBE;
+    unsigned flags = QI_OPEN_PROBE, repair = 0;
     int json = 0, c;
     bool quiet = false;
+    const char *undo = NULL;
+    bool dry_run = false;
 
     optind = 0;
     opterr = 0;
@@ -163,8 +195,15 @@ int qi_cli_check(int argc, char **argv)
         case 'U': flags |= QI_OPEN_FORCE_SHARE; break;
         case 'q': quiet = true; break;
         case 'r':
-            return qi_cli_error("check -r %s: repair is not implemented yet (the check is "
-                                "read-only); nothing was opened", optarg);
+            if (!strcmp(optarg, "leaks"))
+                repair = QI_CHECK_REPAIR_LEAKS;
+            else if (!strcmp(optarg, "all"))
+                repair = QI_CHECK_REPAIR_ALL;
+            else
+                return qi_cli_usage_error("check", "-r must be leaks or all, not '%s'", optarg);
+            break;
+        case 'n': dry_run = true; break;
+        case 'u': undo = optarg; break;
         case 'f':
             if (qi_cli_parse_format(optarg, &flags) < 0)
                 return qi_cli_usage_error("check", "unknown format '%s' (raw or qcow2)", optarg);
@@ -176,5 +215,13 @@ int qi_cli_check(int argc, char **argv)
     }
     if (argc - optind != 1)
         return qi_cli_usage_error("check", "expected one FILE argument");
-    return run_check(argv[optind], flags, json, quiet);
+    if ((dry_run || undo) && !repair)
+        return qi_cli_usage_error("check", "--dry-run and --undo go with -r leaks|all");
+    if (dry_run || undo)    /* the undo engine (branch undo) is not merged yet */
+        return qi_cli_error("check: %s is not implemented yet; nothing was opened",
+                            dry_run ? "--dry-run" : "--undo");
+    if (repair && (flags & QI_OPEN_FORCE_SHARE))
+        return qi_cli_usage_error("check", "-U (force-share) goes only with a read-only "
+                                  "check, not with -r");
+    return run_check(argv[optind], flags, repair, json, quiet);
 }

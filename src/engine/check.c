@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "endian.h"
 #include "mem.h"
 #include "problem.h"
@@ -60,6 +61,8 @@ typedef struct ck {
     bool dedup;
     unsigned told_unaligned;    /* unaligned refcount blocks met in compare */
     bool copied_rule;           /* this L2 table is judged by the COPIED rule */
+    bool no_refstruct;          /* count neither the refcount table nor its
+                                 * blocks (the repair's rebuild) */
     uint64_t next_contig;       /* fragmentation in this L2 table: the
                                  * offset that would be contiguous */
 } ck;
@@ -526,7 +529,7 @@ static int load_reftable(ck *c)
     return 0;
 }
 
-static bool is_dedup(const qi_image *img)
+bool qi_check_is_dedup(const qi_image *img)
 {
     for (uint32_t i = 0; i < img->n_exts; i++)
         if (img->exts[i].type == DEDUP_EXT_MAGIC)
@@ -546,8 +549,11 @@ static int count_all(ck *c)
         if ((rc = walk_l1(c, img->snaps[s].l1_table_offset, img->snaps[s].l1_size,
                           false)) < 0)
             return rc;
-    if ((rc = qi_refwalk_fixed(img, inc_ref, c)) < 0 ||
-        (rc = inc(c, img->hdr.refcount_table_offset, 8 * c->rt_entries)) < 0)
+    if ((rc = qi_refwalk_fixed(img, inc_ref, c)) < 0)
+        return rc;
+    if (c->no_refstruct)
+        return 0;
+    if ((rc = inc(c, img->hdr.refcount_table_offset, 8 * c->rt_entries)) < 0)
         return rc;
     return walk_refblocks(c);
 }
@@ -579,27 +585,43 @@ static int run(ck *c)
     return 0;
 }
 
-int qi_check(qi_image *img, const qi_check_opts *opts, qi_check_result *res)
+int qi_check_count(qi_image *img, qi_check_result *res, bool no_refstruct,
+                   uint32_t **count, uint64_t *n)
 {
-    ck c = { .img = img, .res = res, .block_index = -1 };
+    ck c = { .img = img, .res = res, .block_index = -1, .no_refstruct = no_refstruct };
     int rc;
-    (void)opts;
     memset(res, 0, sizeof *res);
+    if (count)
+        *count = NULL;
     if (img->raw)
         return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "a raw image has no qcow2 metadata");
-    if (img->writable && (rc = qi_image_flush(img)) < 0)
-        return rc;
     c.rc_max = qi_format_refcount_max(img->g.refcount_order);
-    c.dedup = is_dedup(img);
+    c.dedup = qi_check_is_dedup(img);
     res->total_clusters = (img->size + img->g.cluster_size - 1) >> img->g.cluster_bits;
     if ((rc = run(&c)) < 0)
         res->check_errors++;
+    if (count && rc == 0) {
+        *count = c.count;
+        *n = c.n;
+        c.count = NULL;
+    }
     free(c.copied);
     free(c.count);
     free(c.reftable);
     free(c.block);
     free(c.tab);
     return rc;
+}
+
+int qi_check(qi_image *img, const qi_check_opts *opts, qi_check_result *res)
+{
+    int rc;
+    memset(res, 0, sizeof *res);
+    if (opts && (opts->flags & (QI_CHECK_REPAIR_LEAKS | QI_CHECK_REPAIR_ALL)))
+        return qi_repair(img, opts, res);
+    if (!img->raw && img->writable && (rc = qi_image_flush(img)) < 0)
+        return rc;
+    return qi_check_count(img, res, false, NULL, NULL);
 }
 
 void qi_check_result_free(qi_check_result *res)

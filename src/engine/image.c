@@ -441,6 +441,8 @@ static int commit_header(qi_image *img)
          (what & QI_HDR_DIRTY ? QI_INCOMPAT_DIRTY : 0);
     if (what & QI_HDR_CLEAN)
         f &= ~QI_INCOMPAT_DIRTY;
+    if (what & QI_HDR_CONSISTENT)
+        f &= ~QI_INCOMPAT_CORRUPT;
     if (f != img->hdr.incompatible_features && img->hdr.version >= 3) {
         qi_put_be64(b, f);
         if ((rc = qi_bio_pwrite(img->file, b, 8, 72, &img->err, "header")) < 0 ||
@@ -581,6 +583,7 @@ static int rebuild_if_dirty(qi_image *img)
 {
     int rc;
     if (!img->writable || !(img->hdr.incompatible_features & QI_INCOMPAT_DIRTY) ||
+        (img->opts.flags & QI_OPEN_CHECK) ||
         (rc = qi_rebuild_refcounts(img, NULL)) == 0)
         return 0;
     qi_err e = img->err;

@@ -135,6 +135,8 @@ int qi_image_write_state(qi_image *img);
 #define QI_HDR_SNAPSHOTS 0x40u  /* nb_snapshots and snapshots_offset: the new
                                  * table (written and synced by the caller)
                                  * is read again into img->snaps */
+#define QI_HDR_CONSISTENT 0x80u /* clear the corrupt bit (a repair left the
+                                 * image clean) */
 
 /* Record a corruption in IMG's error slot; returns QI_ECORRUPT. */
 #define qi_corrupt(img, st, off, ...) \

@@ -147,7 +147,9 @@ static int run_check(const char *path, unsigned flags, unsigned repair, int json
         return EXIT_UNSUPPORTED;
     }
     rc = qi_check(img, &opts, &res);
-    if (json)
+    if (rc < 0)     /* qemu-img prints no summary when the check failed */
+        print_human(&res, true);
+    else if (json)
         print_json(path, &res);
     else
         print_human(&res, quiet);

@@ -558,6 +558,22 @@ static int count_all(ck *c)
     return walk_refblocks(c);
 }
 
+/* QEMU's check reads the snapshot table before counting anything
+ * (qcow2_check_read_snapshot_table through qcow2_validate_table): even with
+ * no snapshot, an offset that is not cluster aligned or ends past INT64_MAX
+ * fails the whole check with -EINVAL ("ERROR snapshot table offset
+ * invalid"). With snapshots our open has refused such a table already. */
+static int snapshot_offset(ck *c)
+{
+    qi_image *img = c->img;
+    uint64_t off = img->hdr.snapshots_offset, size = 40ull * img->hdr.nb_snapshots;
+    if (!(off & (img->g.cluster_size - 1)) && off <= (uint64_t)INT64_MAX - size)
+        return 0;
+    finding(c, QI_PROB_READ_ERROR, "header", 64, "ERROR snapshot table offset invalid");
+    return qi_fail(img, QI_EINVAL, "header", 64, "snapshot table offset %#" PRIx64
+                   " invalid (not cluster aligned or past 2^63)", off);
+}
+
 static int run(ck *c)
 {
     qi_image *img = c->img;
@@ -566,7 +582,7 @@ static int run(ck *c)
     int rc;
     if (!(c->tab = malloc(bytes)) || !(c->block = malloc(g->cluster_size)))
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
-    if ((rc = load_reftable(c)) < 0 ||
+    if ((rc = snapshot_offset(c)) < 0 || (rc = load_reftable(c)) < 0 ||
         (rc = grow(c, ((img->file->size + g->cluster_size - 1) >> g->cluster_bits) - 1)) < 0)
         return rc;
     /* QEMU's array is exactly the file's clusters; grow() rounds up, but the

@@ -42,7 +42,8 @@
 # part 3 is one `not ok` line for the whole corpus, saying so.
 #
 # Env: QINSPECT (binary, default ./qinspect), CORRUPT_CASES (space-
-# separated subset of case names). Output: TAP.
+# separated subset of case names), CORRUPT_JOBS (cases run at once,
+# default 2). Output: TAP.
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -53,6 +54,9 @@ export TZ=UTC
 n=0 failed=0
 ok() { n=$((n + 1)); echo "ok $n - $*"; }
 notok() { n=$((n + 1)) failed=$((failed + 1)); echo "not ok $n - $*"; }
+# in a case (a background job): unnumbered lines, numbered at the end
+case_ok() { echo "ok - $*"; }
+case_notok() { echo "not ok - $*"; }
 diag() { sed 's/^/# /'; }
 
 for t in qemu-img qemu-io python3 cmp; do
@@ -170,28 +174,28 @@ run_case() {
     mkdir -p "$w/q" "$w/m" "$w/r" "$w/qr"
     cd "$w" || return
     if ! (set -e; . "$d/make.sh") >make.log 2>&1; then
-        notok "$name: make.sh failed"; diag <make.log; return
+        case_notok "$name: make.sh failed"; diag <make.log; return
     fi
     for c in q m r qr; do cp "$IMG" "$c/$IMG"; done
     (cd q && qemu-img check --output=json "$IMG" >../q.json 2>../q.err); qrc=$?
     (cd m && "$QINSPECT" check --output=json "$IMG" >../m.json 2>../m.err); mrc=$?
     if out=$(expect1 "$d" q.json "$qrc" 2>&1); then
-        ok "$name: qemu-img check classifies the damage as expect.1 (exit $qrc)"
+        case_ok "$name: qemu-img check classifies the damage as expect.1 (exit $qrc)"
     else
-        notok "$name: qemu-img check classifies the damage as expect.1"
+        case_notok "$name: qemu-img check classifies the damage as expect.1"
         { echo "$out"; cat q.err; } | head -20 | diag
     fi
     out=$(parity q.json m.json 2>&1)
     if [ $? = 0 ] && [ "$qrc" = "$mrc" ] && cmp -s "$IMG" "m/$IMG"; then
-        ok "$name: qinspect check: same counters and exit as qemu-img ($mrc), file unchanged"
+        case_ok "$name: qinspect check: same counters and exit as qemu-img ($mrc), file unchanged"
     else
-        notok "$name: qinspect check differs from qemu-img check (exit $qrc vs $mrc)"
+        case_notok "$name: qinspect check differs from qemu-img check (exit $qrc vs $mrc)"
         cmp -s "$IMG" "m/$IMG" || echo "qinspect check changed the file" | diag
         { echo "$out"; echo "--- qemu-img"; cat q.err; echo "--- qinspect"; cat m.err; } |
             head -30 | diag
     fi
     if [ "$repair" = no ]; then
-        n_repair_missing=$((n_repair_missing + 1)); return
+        echo REPAIR-NOT-RUN; return
     fi
     (cd qr && qemu-img check -r all "$IMG" >../qr.out 2>&1)
     (cd r && "$QINSPECT" check -r all "$IMG" >../r.out 2>&1); rrc=$?
@@ -202,17 +206,17 @@ run_case() {
         # qemu-img's own repair leaves this damage: no worse than it
         if [ "$qqrc" != 0 ] && { [ "$qrc" = 0 ] || { [ "$qrc" = "$qqrc" ] &&
                 out=$(parity qafter.json after.json lenient); }; }; then
-            ok "$name: qinspect -r all (exit $rrc): qemu-img check exit $qrc, no worse" \
+            case_ok "$name: qinspect -r all (exit $rrc): qemu-img check exit $qrc, no worse" \
                 "than after qemu-img -r all (exit $qqrc), expect.2 holds"
         else
-            notok "$name: unfixed-as-qemu: qemu-img check exit $qqrc after qemu-img -r all," \
+            case_notok "$name: unfixed-as-qemu: qemu-img check exit $qqrc after qemu-img -r all," \
                 "$qrc after qinspect -r all"
             { echo "$out"; cat r.out; } | head -20 | diag
         fi
     elif [ "$e2" = 0 ] && [ "$qrc" = 0 ]; then
-        ok "$name: repaired by qinspect -r all (exit $rrc): qemu-img check clean, expect.2 holds"
+        case_ok "$name: repaired by qinspect -r all (exit $rrc): qemu-img check clean, expect.2 holds"
     else
-        notok "$name: after qinspect check -r all (exit $rrc): qemu-img check exit $qrc"
+        case_notok "$name: after qinspect check -r all (exit $rrc): qemu-img check exit $qrc"
         { echo "$out"; echo "--- qinspect -r all"; cat r.out; echo "--- qemu-img check";
           cat after.err after.json; } | head -30 | diag
     fi
@@ -224,12 +228,31 @@ if [ -n "${CORRUPT_CASES:-}" ]; then
 else
     for c in "$here"/*/; do cases="$cases ${c%/}"; done
 fi
+# Cases run CORRUPT_JOBS at a time, each into its own file (its test lines
+# unnumbered); the files are then printed in order and numbered here.
+jobs_max=${CORRUPT_JOBS:-2}
+i=0
 for d in $cases; do
+    i=$((i + 1))
     if [ -f "$d/make.sh" ] && [ -f "$d/expect.1" ] && [ -f "$d/expect.2" ]; then
-        run_case "$d"
+        (n=0 failed=0; run_case "$d") >"$work/tap.$i" 2>&1 &
+        while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n; done
     else
-        notok "${d##*/}: make.sh, expect.1 or expect.2 missing"
+        echo "not ok - ${d##*/}: make.sh, expect.1 or expect.2 missing" >"$work/tap.$i"
     fi
+done
+wait
+j=0
+while [ "$j" -lt "$i" ]; do
+    j=$((j + 1))
+    while IFS= read -r line; do
+        case $line in
+        "ok - "*) ok "${line#ok - }" ;;
+        "not ok - "*) notok "${line#not ok - }" ;;
+        "REPAIR-NOT-RUN") n_repair_missing=$((n_repair_missing + 1)) ;;
+        *) printf '%s\n' "$line" ;;
+        esac
+    done <"$work/tap.$j"
 done
 if [ "$repair" = no ]; then
     notok "repair part not run for $n_repair_missing cases: qinspect check -r all is not" \

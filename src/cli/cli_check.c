@@ -177,11 +177,8 @@ static int run_check(const char *path, unsigned flags, unsigned repair, int json
     rc = qi_check(img, &opts, &res);
     if (repair && w->dry_run && json)
         changes = qi_cli_changes_json(img);
-    if (repair && rc < 0) {
-        /* qemu-img prints the lines met and "Check failed", no summary */
-        for (size_t i = 0; i < res.n_findings; i++)
-            if (res.findings[i].qemu[0])
-                fprintf(stderr, "%s\n", res.findings[i].qemu);
+    if (rc < 0) {   /* qemu-img prints the lines met, no summary */
+        print_human(&res, true);
         qi_json_free(changes);
     } else if (json) {
         print_json(path, &res, changes);

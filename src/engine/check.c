@@ -192,8 +192,15 @@ static int inc_ref(void *payload, const qi_ref *r)
     return inc(payload, r->host_offset, r->length);
 }
 
-/* On-disk refcount of cluster K into *V. Returns 0, 1 when it cannot be
- * read (QEMU: an unaligned block is -EIO), or a negative I/O error. */
+/* QEMU's block layer refuses a read ending past BDRV_MAX_LENGTH (INT64_MAX
+ * rounded down to 1 GiB) with -EIO: a refcount table entry may hold such
+ * an offset (its mask keeps bits 56..63). */
+#define QEMU_MAX_LENGTH 0x7fffffffc0000000ull
+
+/* On-disk refcount of cluster K into *V. Returns 0; 1 when it cannot be
+ * read because the block is unaligned (QEMU: -EIO after signalling the
+ * corruption); 2 when QEMU could not read it (-EIO, nothing signalled);
+ * or a negative I/O error. */
 static int disk_refcount(ck *c, uint64_t k, uint64_t *v)
 {
     const qi_geom *g = &c->img->g;
@@ -206,6 +213,8 @@ static int disk_refcount(ck *c, uint64_t k, uint64_t *v)
         return 0;
     if (off & (g->cluster_size - 1))
         return 1;
+    if (off > QEMU_MAX_LENGTH - g->cluster_size)
+        return 2;
     if ((int64_t)i != c->block_index) {
         int rc = read_padded(c, c->block, g->cluster_size, off, "refcount block");
         c->block_index = -1;
@@ -472,9 +481,9 @@ static int compare(ck *c, uint64_t *highest)
         uint64_t disk, refs = c->count[k];
         if ((rc = disk_refcount(c, k, &disk)) < 0)
             return rc;
-        if (rc == 1) {
+        if (rc > 0) {
             uint64_t i = k / c->img->g.refblock_entries;
-            if (!c->told_unaligned++)   /* QEMU signals the corruption once */
+            if (rc == 1 && !c->told_unaligned++)   /* QEMU signals it once */
                 finding(c, QI_PROB_READ_ERROR, "refcount table entry",
                         c->img->hdr.refcount_table_offset + 8 * i, "qcow2: Image is "
                         "corrupt: Refblock offset %#" PRIx64 " unaligned (reftable index: "
@@ -549,6 +558,22 @@ static int count_all(ck *c)
     return walk_refblocks(c);
 }
 
+/* QEMU's check reads the snapshot table before counting anything
+ * (qcow2_check_read_snapshot_table through qcow2_validate_table): even with
+ * no snapshot, an offset that is not cluster aligned or ends past INT64_MAX
+ * fails the whole check with -EINVAL ("ERROR snapshot table offset
+ * invalid"). With snapshots our open has refused such a table already. */
+static int snapshot_offset(ck *c)
+{
+    qi_image *img = c->img;
+    uint64_t off = img->hdr.snapshots_offset, size = 40ull * img->hdr.nb_snapshots;
+    if (!(off & (img->g.cluster_size - 1)) && off <= (uint64_t)INT64_MAX - size)
+        return 0;
+    finding(c, QI_PROB_READ_ERROR, "header", 64, "ERROR snapshot table offset invalid");
+    return qi_fail(img, QI_EINVAL, "header", 64, "snapshot table offset %#" PRIx64
+                   " invalid (not cluster aligned or past 2^63)", off);
+}
+
 static int run(ck *c)
 {
     qi_image *img = c->img;
@@ -557,7 +582,7 @@ static int run(ck *c)
     int rc;
     if (!(c->tab = malloc(bytes)) || !(c->block = malloc(g->cluster_size)))
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
-    if ((rc = load_reftable(c)) < 0 ||
+    if ((rc = snapshot_offset(c)) < 0 || (rc = load_reftable(c)) < 0 ||
         (rc = grow(c, ((img->file->size + g->cluster_size - 1) >> g->cluster_bits) - 1)) < 0)
         return rc;
     /* QEMU's array is exactly the file's clusters; grow() rounds up, but the

@@ -239,6 +239,18 @@ undo_ok "rebuild" lazy.undo lazy.qcow2 lazy.orig
 [ "$(dirty_flag lazy.qcow2)" = true ] && t_ok "rebuild: dirty again after undo" ||
     t_fail "rebuild: dirty again after undo"
 dry_compare rebuild "" lazy.orig
+# a clean lazy image: a write sets the dirty bit, the close clears it; the
+# dry run lists the clear as its last change
+cp lazy.qcow2 lazyclean.qcow2
+"$QINSPECT" -w -e '' lazyclean.qcow2 >/dev/null 2>&1
+out=$("$QINSPECT" -w --dry-run -e 'img:write(0, "x")' lazyclean.qcow2 2>&1)
+if [ "$(dirty_flag lazyclean.qcow2)" = false ] &&
+   printf '%s\n' "$out" | tail -n 2 | head -n 1 | grep -q 'header at 0x48: 0000000000000001 -> 0000000000000000'; then
+    t_ok "lazy write --dry-run: the dirty bit cleared at close is the last change"
+else
+    t_fail "lazy write --dry-run: the dirty bit cleared at close is the last change"
+    printf '%s\n' "$out" | t_diag
+fi
 
 # ---- an external data file ----
 qemu-img create -q -f qcow2 -o data_file=ext.data ext.qcow2 4M

@@ -10,6 +10,7 @@
 #   tests/repl/run.sh                 the REPL through tmux
 #   tests/bad/run.sh                  crafted bad images
 #   tests/crash/run.sh                a crash at every write index of the write paths
+#   tests/corrupt/run.sh              the corruption corpus: check parity and repair
 # A suite counts its "ok" and "not ok" lines. Counted as one more failure
 # each, and printed with the suite name: a suite that exits nonzero without
 # printing a failing line, exits with 86 (a sanitizer's status, below),
@@ -210,7 +211,7 @@ for t in tests/cli/*.sh; do
 done
 [ "$n_cli" -gt 0 ] || missing cli "no tests/cli/*.sh suite"
 
-for t in tests/lua/run.sh tests/repl/run.sh tests/crash/run.sh; do
+for t in tests/lua/run.sh tests/repl/run.sh tests/crash/run.sh tests/corrupt/run.sh; do
     if [ -f "$t" ]; then
         run_suite "${t#tests/}" bash "$t"
     else

@@ -10,6 +10,7 @@
 #ifndef QI_CHECK_H
 #define QI_CHECK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -70,11 +71,20 @@ const qi_problem *qi_problem_at(size_t i);
 const char *qi_severity_name(qi_severity s);
 
 
-/* The read-only check (check.c): QEMU's qcow2_check_refcounts rules. */
+/* The check (check.c): QEMU's qcow2_check_refcounts rules; with a repair
+ * flag, the repair (repair.c) as qemu-img check -r leaks|all makes it. */
+#define QI_CHECK_REPAIR_LEAKS 0x1u  /* -r leaks: refcounts above the
+                                     * references lowered; COPIED fixed only
+                                     * when nothing else is wrong */
+#define QI_CHECK_REPAIR_ALL   0x2u  /* -r all: leaks, refcounts too low,
+                                     * COPIED, preallocated unaligned entries,
+                                     * damaged refcount structures rebuilt,
+                                     * entries past the end of the file made
+                                     * zero clusters (qemu-img leaves them) */
 #define QI_CHECK_KEEP_COUNTS 0x100u /* RES keeps the references counted per
                                     * host cluster (counts, n_counts) */
 typedef struct qi_check_opts {
-    unsigned flags;             /* QI_CHECK_KEEP_COUNTS */
+    unsigned flags;             /* QI_CHECK_REPAIR_*, QI_CHECK_KEEP_COUNTS */
 } qi_check_opts;
 #define QI_CHECK_OPTS_INIT { 0 }
 
@@ -90,6 +100,8 @@ typedef struct qi_finding {
     uint64_t expected, found;   /* e.g. references vs refcount */
     char qemu[160];             /* the line qemu-img check prints for it
                                  * (no newline), "" when qemu-img is silent */
+    bool fixed;                 /* a repair changed the image for it */
+    char fix[160];              /* what the repair did or kept, "" none */
 } qi_finding;
 
 typedef struct qi_check_result {
@@ -104,6 +116,11 @@ typedef struct qi_check_result {
     uint32_t *counts;           /* QI_CHECK_KEEP_COUNTS: references per host
                                  * cluster, counted as qemu-img check counts */
     uint64_t n_counts;
+    size_t n_repair;            /* after a repair: findings[0 .. n_repair)
+                                 * are the repair pass's (as qemu-img prints
+                                 * them while repairing), the rest the check
+                                 * of the repaired image, whose counters
+                                 * RES holds (plus the two _fixed ones) */
     size_t cap_findings;
 } qi_check_result;
 
@@ -128,6 +145,26 @@ void qi_check_result_free(qi_check_result *res);
 int qi_check_findings_at(const qi_check_result *res, uint32_t cluster_bits, uint64_t site,
                          uint64_t target, int (*cb)(void *payload, const qi_finding *f),
                          void *payload, uint64_t *refs);
+/* The repair (repair.c; qi_check with a QI_CHECK_REPAIR_* flag calls it):
+ * for an image opened read-write (QI_OPEN_RW | QI_OPEN_CHECK, and
+ * QI_OPEN_REPAIR for one marked corrupt). What it changes, in this order,
+ * each step synced before the next (crash tables in repair.c):
+ *   0. (all) unaligned preallocated-zero L2 entries become zero clusters
+ *      (as QEMU); L2 entries past the end of the file become zero clusters
+ *      (QEMU leaves them: they read as zeros, and still do; the finding
+ *      names the guest range whose data was lost before the repair);
+ *   1. damaged refcount structures (all): a new refcount table and blocks
+ *      written past the end of the file, then the header switched to them;
+ *      else refcounts too low raised (all), then COPIED cleared where the
+ *      refcount is above 1, then refcounts too high lowered (leaks, all),
+ *      then COPIED set where the refcount is 1 (not on a dedup image, where
+ *      COPIED missing is allowed);
+ *   2. dirty and corrupt bits cleared when the image is clean afterwards.
+ * Then the image is checked again: RES holds that check's counters with
+ * corruptions_fixed and leaks_fixed as qemu-img counts them. Nothing that
+ * reads data differently is changed. Returns 0 (RES says what is left) or
+ * QI_E*: QI_ERDONLY, QI_EIO, QI_ENOSPC, QI_ENOMEM. */
+int qi_repair(qi_image *img, const qi_check_opts *opts, qi_check_result *res);
 
 /* Memory budget of the in-memory refcounts: 4 bytes per host cluster. */
 #define QI_CHECK_MAX_BYTES ((size_t)1 << 30)

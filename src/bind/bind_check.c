@@ -6,9 +6,13 @@
  * allocated_clusters, fragmented_clusters, compressed_clusters,
  * corruptions_fixed, leaks_fixed) and `findings`, a list of records
  * {code, severity, summary, structure, offset, guest_offset, guest_length,
- * expected, found, qemu}; `code` is the problem's name in
- * qinspect.problems. Repair is not implemented yet: a `repair` key is
- * refused. The result lives in a scratch userdata whose __gc frees it, so
+ * expected, found, qemu, fixed, fix}; `code` is the problem's name in
+ * qinspect.problems. img:check{repair="leaks"|"all"} (an image opened -w)
+ * repairs as qemu-img check -r does (qi_repair) and returns the check of
+ * the repaired image with corruptions_fixed and leaks_fixed; its
+ * `findings` then hold the repair pass's records (fixed = true where the
+ * image changed) followed by the check's, and `repaired` how many of them
+ * are the repair pass's. The result lives in a scratch userdata whose __gc frees it, so
  * a Lua error while building the tables leaks nothing (convention 12).
  * Calls: bind_util, bind_err, include/qi. */
 #include <string.h>
@@ -53,6 +57,12 @@ void qi_bind_push_finding(lua_State *L, const qi_finding *f)
         lua_pushstring(L, f->qemu);
         lua_setfield(L, -2, "qemu");
     }
+    lua_pushboolean(L, f->fixed);
+    lua_setfield(L, -2, "fixed");
+    if (f->fix[0]) {
+        lua_pushstring(L, f->fix);
+        lua_setfield(L, -2, "fix");
+    }
 }
 
 static void push_result(lua_State *L, const qi_check_result *r)
@@ -68,6 +78,7 @@ static void push_result(lua_State *L, const qi_check_result *r)
     set_int(L, "allocated_clusters", (lua_Integer)r->allocated_clusters);
     set_int(L, "fragmented_clusters", (lua_Integer)r->fragmented_clusters);
     set_int(L, "compressed_clusters", (lua_Integer)r->compressed_clusters);
+    set_int(L, "repaired", (lua_Integer)r->n_repair);
     lua_createtable(L, (int)(r->n_findings < 1u << 20 ? r->n_findings : 1u << 20), 0);
     for (size_t i = 0; i < r->n_findings; i++) {
         qi_bind_push_finding(L, &r->findings[i]);
@@ -85,8 +96,18 @@ int qi_bind_check(lua_State *L)
     qi_check_result *r;
     int rc;
     qi_bind_checkoptions(L, 2, names);
-    if (lua_istable(L, 2) && lua_getfield(L, 2, "repair") != LUA_TNIL)
-        return luaL_error(L, "check: repair is not implemented yet (the check is read-only)");
+    if (lua_istable(L, 2) && lua_getfield(L, 2, "repair") != LUA_TNIL) {
+        const char *m = lua_tostring(L, -1);
+        if (m && !strcmp(m, "leaks"))
+            opts.flags = QI_CHECK_REPAIR_LEAKS;
+        else if (m && !strcmp(m, "all"))
+            opts.flags = QI_CHECK_REPAIR_ALL;
+        else
+            return luaL_error(L, "bad argument #1 to 'check' (repair must be \"leaks\" or "
+                              "\"all\")");
+        if (!qi_image_writable(img))
+            return luaL_error(L, "check: image opened read-only; reopen with -w to repair");
+    }
     if (!strcmp(qi_image_format(img), "raw"))
         return luaL_error(L, "check: a raw image has no qcow2 metadata to check");
     r = lua_newuserdatauv(L, sizeof *r, 0);

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "endian.h"
 #include "mem.h"
 #include "problem.h"
@@ -60,6 +61,8 @@ typedef struct ck {
     bool dedup;
     unsigned told_unaligned;    /* unaligned refcount blocks met in compare */
     bool copied_rule;           /* this L2 table is judged by the COPIED rule */
+    bool no_refstruct;          /* count neither the refcount table nor its
+                                 * blocks (the repair's rebuild) */
     uint64_t next_contig;       /* fragmentation in this L2 table: the
                                  * offset that would be contiguous */
 } ck;
@@ -191,8 +194,15 @@ static int inc_ref(void *payload, const qi_ref *r)
     return inc(payload, r->host_offset, r->length);
 }
 
-/* On-disk refcount of cluster K into *V. Returns 0, 1 when it cannot be
- * read (QEMU: an unaligned block is -EIO), or a negative I/O error. */
+/* QEMU's block layer refuses a read ending past BDRV_MAX_LENGTH (INT64_MAX
+ * rounded down to 1 GiB) with -EIO: a refcount table entry may hold such
+ * an offset (its mask keeps bits 56..63). */
+#define QEMU_MAX_LENGTH 0x7fffffffc0000000ull
+
+/* On-disk refcount of cluster K into *V. Returns 0; 1 when it cannot be
+ * read because the block is unaligned (QEMU: -EIO after signalling the
+ * corruption); 2 when QEMU could not read it (-EIO, nothing signalled);
+ * or a negative I/O error. */
 static int disk_refcount(ck *c, uint64_t k, uint64_t *v)
 {
     const qi_geom *g = &c->img->g;
@@ -205,6 +215,8 @@ static int disk_refcount(ck *c, uint64_t k, uint64_t *v)
         return 0;
     if (off & (g->cluster_size - 1))
         return 1;
+    if (off > QEMU_MAX_LENGTH - g->cluster_size)
+        return 2;
     if ((int64_t)i != c->block_index) {
         int rc = read_padded(c, c->block, g->cluster_size, off, "refcount block");
         c->block_index = -1;
@@ -483,9 +495,9 @@ static int compare(ck *c, uint64_t *highest)
         uint64_t disk, refs = c->count[k];
         if ((rc = disk_refcount(c, k, &disk)) < 0)
             return rc;
-        if (rc == 1) {
+        if (rc > 0) {
             uint64_t i = k / c->img->g.refblock_entries;
-            if (!c->told_unaligned++)   /* QEMU signals the corruption once */
+            if (rc == 1 && !c->told_unaligned++)   /* QEMU signals it once */
                 finding(c, QI_PROB_READ_ERROR, "refcount table entry",
                         c->img->hdr.refcount_table_offset + 8 * i, "qcow2: Image is "
                         "corrupt: Refblock offset %#" PRIx64 " unaligned (reftable index: "
@@ -531,7 +543,7 @@ static int load_reftable(ck *c)
     return 0;
 }
 
-static bool is_dedup(const qi_image *img)
+bool qi_check_is_dedup(const qi_image *img)
 {
     for (uint32_t i = 0; i < img->n_exts; i++)
         if (img->exts[i].type == DEDUP_EXT_MAGIC)
@@ -551,10 +563,29 @@ static int count_all(ck *c)
         if ((rc = walk_l1(c, img->snaps[s].l1_table_offset, img->snaps[s].l1_size,
                           false)) < 0)
             return rc;
-    if ((rc = qi_refwalk_fixed(img, inc_ref, c)) < 0 ||
-        (rc = inc(c, img->hdr.refcount_table_offset, 8 * c->rt_entries)) < 0)
+    if ((rc = qi_refwalk_fixed(img, inc_ref, c)) < 0)
+        return rc;
+    if (c->no_refstruct)
+        return 0;
+    if ((rc = inc(c, img->hdr.refcount_table_offset, 8 * c->rt_entries)) < 0)
         return rc;
     return walk_refblocks(c);
+}
+
+/* QEMU's check reads the snapshot table before counting anything
+ * (qcow2_check_read_snapshot_table through qcow2_validate_table): even with
+ * no snapshot, an offset that is not cluster aligned or ends past INT64_MAX
+ * fails the whole check with -EINVAL ("ERROR snapshot table offset
+ * invalid"). With snapshots our open has refused such a table already. */
+static int snapshot_offset(ck *c)
+{
+    qi_image *img = c->img;
+    uint64_t off = img->hdr.snapshots_offset, size = 40ull * img->hdr.nb_snapshots;
+    if (!(off & (img->g.cluster_size - 1)) && off <= (uint64_t)INT64_MAX - size)
+        return 0;
+    finding(c, QI_PROB_READ_ERROR, "header", 64, "ERROR snapshot table offset invalid");
+    return qi_fail(img, QI_EINVAL, "header", 64, "snapshot table offset %#" PRIx64
+                   " invalid (not cluster aligned or past 2^63)", off);
 }
 
 static int run(ck *c)
@@ -565,7 +596,7 @@ static int run(ck *c)
     int rc;
     if (!(c->tab = malloc(bytes)) || !(c->block = malloc(g->cluster_size)))
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
-    if ((rc = load_reftable(c)) < 0 ||
+    if ((rc = snapshot_offset(c)) < 0 || (rc = load_reftable(c)) < 0 ||
         (rc = grow(c, ((img->file->size + g->cluster_size - 1) >> g->cluster_bits) - 1)) < 0)
         return rc;
     /* QEMU's array is exactly the file's clusters, and so is ours; a
@@ -583,30 +614,49 @@ static int run(ck *c)
     return 0;
 }
 
-int qi_check(qi_image *img, const qi_check_opts *opts, qi_check_result *res)
+int qi_check_count(qi_image *img, qi_check_result *res, bool no_refstruct,
+                   uint32_t **count, uint64_t *n)
 {
-    ck c = { .img = img, .res = res, .block_index = -1 };
+    ck c = { .img = img, .res = res, .block_index = -1, .no_refstruct = no_refstruct };
     int rc;
     memset(res, 0, sizeof *res);
+    if (count)
+        *count = NULL;
     if (img->raw)
         return qi_fail(img, QI_EINVAL, "", QI_NO_OFFSET, "a raw image has no qcow2 metadata");
-    if (img->writable && (rc = qi_image_flush(img)) < 0)
-        return rc;
     c.rc_max = qi_format_refcount_max(img->g.refcount_order);
-    c.dedup = is_dedup(img);
+    c.dedup = qi_check_is_dedup(img);
     res->total_clusters = (img->size + img->g.cluster_size - 1) >> img->g.cluster_bits;
     if ((rc = run(&c)) < 0)
         res->check_errors++;
-    free(c.copied);
-    if (opts && (opts->flags & QI_CHECK_KEEP_COUNTS)) {
-        res->counts = c.count;      /* the caller's now (qi_check_result_free) */
-        res->n_counts = c.n;
+    if (count && rc == 0) {
+        *count = c.count;
+        *n = c.n;
         c.count = NULL;
     }
+    free(c.copied);
     free(c.count);
     free(c.reftable);
     free(c.block);
     free(c.tab);
+    return rc;
+}
+
+int qi_check(qi_image *img, const qi_check_opts *opts, qi_check_result *res)
+{
+    int rc;
+    memset(res, 0, sizeof *res);
+    if (opts && (opts->flags & (QI_CHECK_REPAIR_LEAKS | QI_CHECK_REPAIR_ALL)))
+        return qi_repair(img, opts, res);
+    if (!img->raw && img->writable && (rc = qi_image_flush(img)) < 0)
+        return rc;
+    if (!opts || !(opts->flags & QI_CHECK_KEEP_COUNTS))
+        return qi_check_count(img, res, false, NULL, NULL);
+    uint32_t *counts = NULL;
+    uint64_t n = 0;
+    rc = qi_check_count(img, res, false, &counts, &n);
+    res->counts = counts;           /* the caller's now (qi_check_result_free) */
+    res->n_counts = n;
     return rc;
 }
 

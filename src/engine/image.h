@@ -25,6 +25,8 @@ struct qi_image {
     qi_bio *file;               /* the image file */
     qi_bio *data;               /* where guest data lives: file or data file */
     qi_bio *data_file;          /* external data file (owned), or NULL */
+    struct qi_journal *journal; /* undo file or dry-run overlay of file and
+                                 * data_file (journal.c), or NULL */
     qi_header hdr;
     qi_geom g;
     uint8_t *hdr_buf;           /* first cluster (or the whole short file) */
@@ -148,6 +150,8 @@ int qi_image_write_state(qi_image *img);
 #define QI_HDR_SNAPSHOTS 0x40u  /* nb_snapshots and snapshots_offset: the new
                                  * table (written and synced by the caller)
                                  * is read again into img->snaps */
+#define QI_HDR_CONSISTENT 0x80u /* clear the corrupt bit (a repair left the
+                                 * image clean) */
 
 /* Record a corruption in IMG's error slot; returns QI_ECORRUPT. */
 #define qi_corrupt(img, st, off, ...) \

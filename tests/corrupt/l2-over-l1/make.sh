@@ -1,0 +1,5 @@
+# L1 entry points at the L1 table itself (qemu-iotests 060)
+mk "" 4M
+io "write -P 0x11 0 128k" "write -P 0x22 1M 64k"
+keep
+poke 'w64(l1e(0), COPIED | l1)'

@@ -1,0 +1,5 @@
+# the refcount table's refcount 0
+mk "" 4M
+io "write -P 0x11 0 128k" "write -P 0x22 1M 64k"
+keep
+poke 'set_rc(rt, 0)'

@@ -1,0 +1,8 @@
+# a snapshot's L1 entry zeroed: its L2 and data are leaked
+mk "" 4M
+io "write -P 0x11 0 128k" "write -P 0x22 1M 64k"
+keep
+snap s1
+io "write -P 0x33 0 64k"
+keep
+poke 'w64(snap_l1e(0, 0), 0)'

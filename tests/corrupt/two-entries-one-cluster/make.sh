@@ -1,0 +1,5 @@
+# two L2 entries point at the same data cluster
+mk "" 4M
+io "write -P 0x11 0 128k" "write -P 0x22 1M 64k"
+keep
+poke 'w64(l2e(3 * M), r64(l2e(0)))'

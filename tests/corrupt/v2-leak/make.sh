@@ -1,0 +1,5 @@
+# compat=0.10: a leaked cluster
+mk "compat=0.10" 4M
+io "write -P 0x11 0 128k" "write -P 0x22 1M 64k"
+keep
+poke 'truncate(eof + cs); set_rc(eof, 1)'

@@ -67,6 +67,9 @@ const qi_problem *qi_problem_find(const char *name);
 size_t qi_problem_count(void);
 const qi_problem *qi_problem_at(size_t i);
 
+/* What `check -r` does about problem CODE (one sentence), or NULL. */
+const char *qi_problem_repair(qi_problem_code code);
+
 /* "note", "leak" or "corruption". */
 const char *qi_severity_name(qi_severity s);
 

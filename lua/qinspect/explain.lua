@@ -387,7 +387,8 @@ local function finding_text(f)
   out[#out + 1] = "Rule: " .. p.explanation
   if f.qemu then out[#out + 1] = "qemu-img check prints: " .. f.qemu
   else out[#out + 1] = "qemu-img check does not report this (a qinspect finding)." end
-  if f.fix and f.fix ~= "" then out[#out + 1] = "Repair: " .. f.fix end
+  if f.fix and f.fix ~= "" then out[#out + 1] = "Repair " .. (f.fixed and "did" or "kept") .. ": " .. f.fix
+  elseif f.repair then out[#out + 1] = "Repair: " .. f.repair end
   return table.concat(out, "\n")
 end
 

@@ -57,6 +57,10 @@ void qi_bind_push_finding(lua_State *L, const qi_finding *f)
         lua_pushstring(L, f->qemu);
         lua_setfield(L, -2, "qemu");
     }
+    if (qi_problem_repair(f->code)) {
+        lua_pushstring(L, qi_problem_repair(f->code));
+        lua_setfield(L, -2, "repair");
+    }
     lua_pushboolean(L, f->fixed);
     lua_setfield(L, -2, "fixed");
     if (f->fix[0]) {

@@ -139,7 +139,38 @@ static void print_human(const qi_check_result *r, bool quiet)
         printf("Image end offset: %" PRIu64 "\n", r->image_end_offset);
 }
 
-static qi_json *finding_json(const qi_finding *f)
+/* --explain: every finding of the final check (and of the repair pass)
+ * with where it is, what it means and what the repair does or did. */
+static void print_explained(const qi_check_result *r)
+{
+    if (!r->n_findings)
+        return;
+    printf("\nFindings explained (%zu):\n", r->n_findings);
+    for (size_t i = 0; i < r->n_findings; i++) {
+        const qi_finding *f = &r->findings[i];
+        const qi_problem *p = qi_problem_lookup(f->code);
+        const char *fix = qi_problem_repair(f->code);
+        printf("\n[%s] %s: %s\n", qi_severity_name(f->severity), p ? p->name : "unknown",
+               p ? p->summary : "");
+        printf("  where: %s at 0x%" PRIx64, f->structure && f->structure[0] ? f->structure
+               : "image", f->offset);
+        if (f->guest_offset != QI_NO_GUEST)
+            printf(", guest data 0x%" PRIx64 " + %" PRIu64 " bytes", f->guest_offset,
+                   f->guest_length);
+        printf("\n");
+        if (f->expected || f->found)
+            printf("  expected %" PRIu64 ", found %" PRIu64 "\n", f->expected, f->found);
+        if (p)
+            printf("  means: %s\n", p->explanation);
+        printf("  qemu-img check: %s\n", f->qemu[0] ? f->qemu : "(silent: a qinspect finding)");
+        if (f->fix[0])
+            printf("  repair %s: %s\n", f->fixed ? "did" : "kept", f->fix);
+        else if (fix)
+            printf("  repair: %s\n", fix);
+    }
+}
+
+static qi_json *finding_json(const qi_finding *f, bool explain)
 {
     const qi_problem *p = qi_problem_lookup(f->code);
     qi_json *o = qi_json_object();
@@ -160,10 +191,18 @@ static qi_json *finding_json(const qi_finding *f)
         qi_json_set(o, "fixed", qi_json_bool(true));
     if (f->fix[0])
         qi_json_set(o, "fix", qi_json_string(f->fix));
+    if (explain) {
+        const char *fix = qi_problem_repair(f->code);
+        if (p)
+            qi_json_set(o, "explanation", qi_json_string(p->explanation));
+        if (fix)
+            qi_json_set(o, "repair", qi_json_string(fix));
+    }
     return o;
 }
 
-static int print_json(const char *path, const qi_check_result *r, qi_json *changes)
+static int print_json(const char *path, const qi_check_result *r, qi_json *changes,
+                      bool explain)
 {
     qi_json *o = qi_json_object(), *a = qi_json_array();
     qi_json_set(o, "image-end-offset", qi_json_uint(r->image_end_offset));
@@ -179,7 +218,7 @@ static int print_json(const char *path, const qi_check_result *r, qi_json *chang
     qi_json_set(o, "filename", qi_json_string(path));
     qi_json_set(o, "format", qi_json_string("qcow2"));
     for (size_t i = 0; i < r->n_findings; i++)
-        qi_json_push(a, finding_json(&r->findings[i]));
+        qi_json_push(a, finding_json(&r->findings[i], explain));
     qi_json_set(o, "findings", a);
     if (changes)
         qi_json_set(o, "changes", changes);
@@ -218,7 +257,13 @@ static char *default_undo(const char *path)
     return NULL;
 }
 
-static int run_check(const char *path, unsigned flags, unsigned repair, int json, bool quiet,
+/* How check prints: --output, -q, --explain. */
+typedef struct check_out {
+    int json;
+    bool quiet, explain;
+} check_out;
+
+static int run_check(const char *path, unsigned flags, unsigned repair, const check_out *out,
                      const qi_cli_write *w)
 {
     qi_check_result res;
@@ -239,23 +284,25 @@ static int run_check(const char *path, unsigned flags, unsigned repair, int json
         return EXIT_UNSUPPORTED;
     }
     rc = qi_check(img, &opts, &res);
-    if (repair && w->dry_run && json)
+    if (repair && w->dry_run && out->json)
         changes = qi_cli_changes_json(img);
     if (rc < 0) {   /* qemu-img prints the lines met, no summary */
         print_human(&res, true);
         qi_json_free(changes);
-    } else if (json) {
-        print_json(path, &res, changes);
+    } else if (out->json) {
+        print_json(path, &res, changes, out->explain);
     } else {
-        print_human(&res, quiet);
+        print_human(&res, out->quiet);
     }
+    if (rc >= 0 && !out->json && out->explain)
+        print_explained(&res);
     if (rc < 0)
         qi_cli_engine_error(qi_image_error(img), rc);
     else if (res.check_errors)
         fprintf(stderr, "qinspect: Check failed\n");  /* qemu-img's last line */
     status = exit_status(rc, &res);
     qi_check_result_free(&res);
-    if (repair && w->dry_run && !json) {
+    if (repair && w->dry_run && !out->json) {
         if (qi_cli_close_write(img, w, stdout) != QI_CLI_OK && status == QI_CLI_OK)
             status = QI_CLI_ERR;
     } else {
@@ -276,14 +323,15 @@ int qi_cli_check(int argc, char **argv)
         { "quiet", no_argument, NULL, 'q' },
         { "dry-run", no_argument, NULL, 'n' },
         { "undo", required_argument, NULL, 'u' },
+        { "explain", no_argument, NULL, 'e' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     /* qemu-img check opens the backing chain too: a missing backing file
      * fails the check (exit 1) */
     unsigned flags = QI_OPEN_PROBE, repair = 0;
-    int json = 0, c;
-    bool quiet = false;
+    check_out out = { 0, false, false };
+    int c;
     const char *undo = NULL;
     bool dry_run = false;
 
@@ -292,11 +340,12 @@ int qi_cli_check(int argc, char **argv)
     while ((c = getopt_long(argc, argv, ":hf:Uqr:", lopts, NULL)) != -1) {
         switch (c) {
         case 'o':
-            if ((json = qi_cli_parse_output(optarg)) < 0)
+            if ((out.json = qi_cli_parse_output(optarg)) < 0)
                 return qi_cli_usage_error("check", "--output must be human or json, not '%s'", optarg);
             break;
         case 'U': flags |= QI_OPEN_FORCE_SHARE; break;
-        case 'q': quiet = true; break;
+        case 'q': out.quiet = true; break;
+        case 'e': out.explain = true; break;
         case 'r':
             if (!strcmp(optarg, "leaks"))
                 repair = QI_CHECK_REPAIR_LEAKS;
@@ -327,7 +376,7 @@ int qi_cli_check(int argc, char **argv)
     char *def = NULL;
     if (repair && !dry_run && !undo && !(w.undo = def = default_undo(argv[optind])))
         return qi_cli_error("out of memory");
-    int status = run_check(argv[optind], flags, repair, json, quiet, &w);
+    int status = run_check(argv[optind], flags, repair, &out, &w);
     free(def);
     return status;
 }

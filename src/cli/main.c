@@ -30,7 +30,8 @@ const qi_cli_cmd qi_cli_commands[] = {
       "[--max-length=LEN] FILE",
       "list guest ranges and where their data lives, as qemu-img map" },
     { "check", qi_cli_check, QI_CMD_NEEDS_IMAGE,
-      "check [-f FMT] [--output=human|json] [-q] [-U] [-r leaks|all] [--dry-run] [--undo FILE] FILE",
+      "check [-f FMT] [--output=human|json] [-q] [-U] [--explain] [-r leaks|all] [--dry-run]\n"
+      "            [--undo FILE] FILE",
       "check refcounts and metadata as qemu-img check (exit 0/1/2/3/63); -r repairs" },
     { "snapshot", qi_cli_snapshot, QI_CMD_NEEDS_IMAGE,
       "snapshot -l|-c NAME|-a NAME|-d NAME [-f FMT] [-U] [-q] [--undo FILE|--dry-run] FILE",

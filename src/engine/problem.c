@@ -171,3 +171,47 @@ const char *qi_severity_name(qi_severity s)
     }
     return "unknown";
 }
+
+/* What `check -r` does about each problem (qemu-img's repair, and where
+ * qinspect's differs, why): shown by `check --explain` and explain(). */
+static const struct { qi_problem_code code; const char *text; } repairs[] = {
+    { QI_PROB_L1_RESERVED, "not repaired (neither does qemu-img): the entry needs a hand edit" },
+    { QI_PROB_L2_RESERVED, "not repaired (neither does qemu-img): the entry needs a hand edit" },
+    { QI_PROB_REFTABLE_RESERVED, "-r all rebuilds the refcount structures" },
+    { QI_PROB_L2_TABLE_UNALIGNED, "not repaired (neither does qemu-img): the table the entry "
+      "means cannot be known; fix the entry by hand" },
+    { QI_PROB_DATA_UNALIGNED, "-r all makes a preallocated-zero entry a zero cluster (as "
+      "qemu-img); a data entry is left (neither tool can know the cluster it meant)" },
+    { QI_PROB_REFBLOCK_UNALIGNED, "-r all rebuilds the refcount structures" },
+    { QI_PROB_TABLE_UNALIGNED, "not repaired: the header field needs a hand edit" },
+    { QI_PROB_COPIED_SHARED, "-r all clears COPIED (-r leaks too when nothing else is wrong)" },
+    { QI_PROB_COPIED_MISSING, "-r all sets COPIED (-r leaks too when nothing else is wrong)" },
+    { QI_PROB_COPIED_MISSING_DEDUP, "nothing to repair: allowed on a dedup image" },
+    { QI_PROB_COMPRESSED_COPIED, "not repaired (neither does qemu-img); QEMU reads the cluster" },
+    { QI_PROB_SUBCLUSTER_BOTH, "not repaired (neither does qemu-img): the bitmap needs a hand "
+      "edit" },
+    { QI_PROB_SUBCLUSTER_UNALLOCATED, "not repaired (neither does qemu-img)" },
+    { QI_PROB_COMPRESSED_BITMAP, "-r all clears the bitmap and keeps the compressed data "
+      "(qemu-img frees the cluster and loses it)" },
+    { QI_PROB_PAST_EOF, "-r all makes the entry a zero cluster (it reads as zeros already; "
+      "qemu-img leaves it): the guest range's data is lost either way" },
+    { QI_PROB_REFCOUNT_ZERO, "-r all raises the refcount to the references" },
+    { QI_PROB_REFCOUNT_LOW, "-r all raises the refcount to the references" },
+    { QI_PROB_REFCOUNT_HIGH, "-r leaks and -r all lower the refcount to the references" },
+    { QI_PROB_REFCOUNT_OVERFLOW, "not repaired: widen the refcounts (qemu-img amend -o "
+      "refcount_bits=) or convert to a new image" },
+    { QI_PROB_REFBLOCK_REFCOUNT, "-r all rebuilds the refcount structures" },
+    { QI_PROB_REFBLOCK_PAST_EOF, "-r all rebuilds the refcount structures" },
+    { QI_PROB_SUBCLUSTER_UNALLOC_ENTRY, "not repaired (neither does qemu-img)" },
+    { QI_PROB_COMPRESSED_DATA_FILE, "not repaired (neither does qemu-img)" },
+    { QI_PROB_READ_ERROR, "-r all rebuilds the refcount structures when they cannot be read; "
+      "otherwise nothing can be repaired until the metadata reads" },
+};
+
+const char *qi_problem_repair(qi_problem_code code)
+{
+    for (size_t i = 0; i < sizeof repairs / sizeof repairs[0]; i++)
+        if (repairs[i].code == code)
+            return repairs[i].text;
+    return NULL;
+}

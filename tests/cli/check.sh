@@ -290,4 +290,18 @@ assert not bad and (m['n'] > 0) == (q.get('corruptions', 0) + q.get('leaks', 0) 
 done
 t_check "Lua img:check{repair=...} on a read-only image is refused" bash -c \
     "! '$QINSPECT' dmg.qcow2 -e 'img:check{repair=\"all\"}' 2>l.err && grep -q 'read-only' l.err"
+# --explain: the qemu-img output first, unchanged, then one block per finding
+cp dmg.qcow2 ex.qcow2
+"$QINSPECT" check ex.qcow2 >plain.out 2>plain.err; prc=$?
+"$QINSPECT" check --explain ex.qcow2 >ex.out 2>ex.err; erc=$?
+"$QINSPECT" check --output=json ex.qcow2 >ex.json 2>/dev/null
+nf=$(python3 -c 'import json; print(len(json.load(open("ex.json"))["findings"]))')
+t_check "--explain keeps qemu-img's output and exit status ($prc) and adds a block per finding ($nf)" \
+    bash -c "[ $prc = $erc ] && [ $nf -gt 0 ] && cmp -s plain.err ex.err &&
+             head -c \$(stat -c %s plain.out) ex.out | cmp -s - plain.out &&
+             [ \$(grep -c '^  means: ' ex.out) = $nf ] && [ \$(grep -c '^  repair' ex.out) = $nf ]"
+"$QINSPECT" check --explain --output=json ex.qcow2 >exj.json 2>/dev/null
+t_check "--explain with JSON: each finding has its explanation and what the repair does" python3 -c "
+import json; f = json.load(open('exj.json'))['findings']
+assert f and all(x.get('explanation') and x.get('repair') for x in f), f"
 t_done

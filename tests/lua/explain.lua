@@ -16,6 +16,7 @@ local function open(name) return assert(qinspect.open(E.dir .. "/" .. name .. ".
 -- C source (src/engine/problem.c: {QI_PROB_X, "name", QI_SEV_Y, "summary",
 -- "explanation" ...}, string literals joined as the compiler joins them)
 local src = assert(io.open(E.root .. "/src/engine/problem.c")):read("a")
+src = assert(src:match("static const qi_problem table%[%] = {\n(.-\n)};"), "problem.c: table[] not found")
 local want, order = {}, {}
 for body in src:gmatch("{ (QI_PROB_.-) },\n") do
   local sev = body:match("^QI_PROB_[%w_]+, \"[%w_]+\", QI_SEV_(%u+),")

@@ -13,7 +13,7 @@ fail() { echo "layers: $*"; bad=1; }
 
 layer_of() {  # engine module (header or source base name) -> layer number
     case $1 in
-        err|mem|endian|hashtab|hash|bio|format|compress) echo 0 ;;
+        err|mem|endian|hashtab|hash|bio|journal|undo|format|compress) echo 0 ;;
         cache) echo 1 ;;
         refcount|image|layout) echo 2 ;;   # image.h is the shared state header
         cluster|dedupidx|bitmap) echo 3 ;;   # bitmap: persistent dirty bitmaps

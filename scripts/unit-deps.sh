@@ -3,14 +3,14 @@
 # (test_cache_write.c is a second test file of module cache):
 # MODULE's own layer and every layer below it (../shared/STYLE.md 1.1).
 # An upward call from a module then fails to link in its unit test.
-L0="err mem hashtab bio format compress"
+L0="err mem hashtab bio journal undo format compress"
 L1="$L0 cache"
 L2="$L1 refcount layout"
 L3="$L2 cluster bitmap"
 L4="$L3 image rw cwrite map meta refwalk rebuild create shrink"
 L5="$L4 problem check repair"
 case ${1%%_*} in
-    err|mem|hashtab|bio|format|compress) deps=$L0 ;;
+    err|mem|hashtab|bio|journal|undo|format|compress) deps=$L0 ;;
     cache) deps=$L1 ;;
     refcount|layout) deps=$L2 ;;
     cluster|bitmap) deps=$L3 ;;

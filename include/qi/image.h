@@ -34,6 +34,15 @@ typedef struct qi_image qi_image;
                                    * order, so a crash of the process leaves
                                    * what it leaves otherwise, but a crash of
                                    * the machine may lose any of them */
+#define QI_OPEN_DRY_RUN     0x100u /* with QI_OPEN_RW: every write, truncate
+                                   * and discard of the image file and its
+                                   * data file goes to an in-memory overlay
+                                   * (capped at QI_DRY_RUN_MAX_BYTES: past it
+                                   * a write fails with QI_ENOMEM and a clear
+                                   * message); reads see the overlay, syncs do
+                                   * nothing, the files stay byte-identical
+                                   * (opened read-only). The changes are
+                                   * listed by qi_image_dry_run_changes. */
 
 #define QI_MAX_BACKING_DEPTH 64
 
@@ -41,9 +50,19 @@ typedef struct qi_open_opts {
     unsigned flags;
     unsigned max_backing_depth; /* 0 = QI_MAX_BACKING_DEPTH */
     size_t cache_bytes;         /* L2 + refblock cache budget, 0 = default */
+    const char *undo_path;      /* with QI_OPEN_RW (not QI_OPEN_DRY_RUN): the
+                                 * undo file to create (an existing file is
+                                 * refused); before the first overwrite of any
+                                 * byte range of the image file or its data
+                                 * file, the original bytes are appended to it
+                                 * and made durable (qi/undo.h: format and
+                                 * restore). NULL = no undo file. */
 } qi_open_opts;
 
-#define QI_OPEN_OPTS_INIT { 0, 0, 0 }
+#define QI_OPEN_OPTS_INIT { 0, 0, 0, NULL }
+
+/* Memory held by a dry run (new bytes plus the old bytes of each change). */
+#define QI_DRY_RUN_MAX_BYTES (256u << 20)
 
 /* Open PATH. On success *out owns the image (free with qi_image_close).
  * On failure *out is NULL and ERR (may be NULL) holds the reason.
@@ -203,6 +222,42 @@ int qi_image_resize(qi_image *img, uint64_t new_size);
  * then save the persistent bitmaps' bits and clear their in_use flag.
  * A no-op on a read-only image. Returns 0, QI_EIO, QI_ENOSPC, QI_ECORRUPT. */
 int qi_image_flush(qi_image *img);
+
+/* One change a dry run (QI_OPEN_DRY_RUN) would have made, in the order the
+ * writes were made. KIND: QI_CHANGE_WRITE (LEN bytes at OFFSET: OLD as they
+ * were before this write, as the run saw them, NEW as written; bytes past
+ * the end of the file read as zeros in OLD), QI_CHANGE_DISCARD (LEN bytes at
+ * OFFSET become a hole, reading as zeros: OLD as for a write, NEW NULL),
+ * QI_CHANGE_TRUNCATE (the file length goes from OLD_SIZE to NEW_SIZE; OLD and
+ * NEW NULL, LEN 0). FILE is the path of the file written (the image or its
+ * external data file), STRUCTURE what the writer named. The pointers are
+ * valid during the callback only. */
+enum { QI_CHANGE_WRITE = 0, QI_CHANGE_DISCARD, QI_CHANGE_TRUNCATE };
+typedef struct qi_change {
+    int kind;
+    const char *file;
+    const char *structure;
+    uint64_t offset;
+    size_t len;
+    const uint8_t *old_bytes, *new_bytes;
+    uint64_t old_size, new_size;
+} qi_change;
+
+/* Called once per change; a nonzero return stops the walk and is returned. */
+typedef int (*qi_change_cb)(void *payload, const qi_change *c);
+
+/* Walk the changes of an image opened with QI_OPEN_DRY_RUN (none for any
+ * other image; call before qi_image_close, after qi_image_flush to see the
+ * cached metadata written too). Returns 0 or the callback's value. */
+int qi_image_dry_run_changes(qi_image *img, qi_change_cb cb, void *payload);
+
+/* Close IMG as qi_image_close does (its close-time writes too: clearing
+ * the dirty bit of lazy refcounts, saving bitmaps) and, for a dry run, walk
+ * every change before freeing it. Returns 0 or the callback's value. */
+int qi_image_close_dry_run(qi_image *img, qi_change_cb cb, void *payload);
+
+/* Whether IMG was opened with QI_OPEN_DRY_RUN. */
+bool qi_image_dry_run(const qi_image *img);
 
 /* One run of guest bytes with the same status, as qemu-img map reports it. */
 typedef struct qi_map_ext {

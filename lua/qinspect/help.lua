@@ -39,8 +39,9 @@ end
 local GENERAL = [[
 qinspect session globals:
   img          the image opened on the command line (help(img))
-  qinspect     the module: qinspect.open(path [, {rw=, force_share=, backing=, repair=}])
-               returns an image, or nil, message, code;
+  qinspect     the module: qinspect.open(path [, {rw= (or write=), force_share=, backing=,
+               repair=, undo=FILE, dry_run=}]) returns an image, or nil, message,
+               code (help "undo": undo files and dry runs);
                qinspect.create(path, size [, opts]) makes a new qcow2 image as
                qemu-img create does and returns it open read-write (help "create")
   hex(s)       hexdump of a string, e.g. hex(img:read(0, 512))
@@ -73,6 +74,22 @@ Bit 63 is COPIED (help "copied"). Bits 1-8 and 56-61 are reserved and must
 be 0. With extended L2 entries bit 0 is unused and subclusters say what is
 zero (help "subclusters"). An L1 entry is simpler: bits 9-55 give the L2
 table (0: none), bit 63 is COPIED, every other bit is reserved.]]
+
+T.undo = [[
+Undo files and dry runs (writes only: write=true, or -w)
+qinspect.open(path, {write=true, undo="FILE"}) (or qinspect -w --undo FILE)
+saves the original bytes of every range the session overwrites in the image
+file or its data file to FILE, durably, before the overwrite. A range is
+saved once; bytes past the original end of the file are not saved (restoring
+cuts the file back). Restore from the shell:
+  qinspect undo FILE IMAGE     (refuses if IMAGE changed since; --force)
+qinspect.open(path, {write=true, dry_run=true}) (or -w --dry-run) writes
+nothing: writes go to an overlay in memory (at most 256 MiB) that reads see,
+so the session behaves as if it wrote. img:changes() lists them in order:
+{kind="write"|"discard", file, structure, offset, length, old, new} or
+{kind="truncate", file, structure, old_size, new_size}. img:flush() first
+to see the cached metadata. -w --dry-run prints the list at the end.
+Commands take the same options: resize, snapshot -c/-a/-d, check -r.]]
 
 T.copied = [[
 COPIED (bit 63 of L1 and L2 entries)
@@ -290,7 +307,7 @@ snapshot while the
 image has persistent bitmaps (QEMU refuses that too).]]
 
 T.check = [[
-Checking an image: img:check{}, or qinspect check FILE (read-only)
+Checking an image: img:check{}, or qinspect check [-r leaks|all] FILE
 Rebuilds every refcount in memory from the metadata and compares, as
 qemu-img check does; returns qemu-img's counters under Lua names
 (corruptions, leaks, check_errors, image_end_offset, total_clusters,
@@ -302,7 +319,12 @@ allocated_clusters, fragmented_clusters, compressed_clusters) and findings:
 Each finding: code (a key of qinspect.problems), severity, summary,
 structure, offset, guest_offset/guest_length (when a guest range is hit),
 expected, found, and qemu: the line qemu-img check prints for it.
-Repair is not implemented yet: check{repair = ...} raises an error.]]
+Repair (image opened -w): img:check{repair = "leaks"} or {repair = "all"}
+repairs as qemu-img check -r does, in crash-safe order, and returns the
+check of the repaired image with corruptions_fixed and leaks_fixed; the
+first r.repaired findings are the repair pass's (fixed = true, fix says
+what changed). -r all also makes an entry past the end of the file a zero
+cluster (qemu-img leaves it); on a dedup image COPIED missing is left.]]
 
 T.problems = nil -- generated from qinspect.problems below
 

@@ -17,4 +17,10 @@ int luaopen_qinspect(lua_State *L);
  * Never raises. */
 int qi_bind_image_is_open(lua_State *L, int idx);
 
+/* Take the engine image out of the open image object at IDX (which then
+ * reads as closed): the caller closes it. NULL if the object is closed or
+ * borrowed (a backing image). Never raises. */
+struct qi_image;
+struct qi_image *qi_bind_image_take(lua_State *L, int idx);
+
 #endif

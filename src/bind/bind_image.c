@@ -19,12 +19,14 @@
 
 /* ---- open / close ---- */
 
-/* qinspect.open(path [, {rw=, force_share=, backing=, repair=}]) -> image, or
- * nil, message, code (io.open style, convention 11). */
+/* qinspect.open(path [, {rw= (or write=), force_share=, backing=, repair=,
+ * undo=FILE, dry_run=}]) -> image, or nil, message, code (io.open style,
+ * convention 11). undo and dry_run need rw (qi_open_opts.undo_path,
+ * QI_OPEN_DRY_RUN). */
 int qi_bind_open(lua_State *L)
 {
-    static const char *const opt_names[] = { "rw", "force_share", "backing", "repair",
-                                             NULL };
+    static const char *const opt_names[] = { "rw", "write", "force_share", "backing",
+                                             "repair", "undo", "dry_run", NULL };
     const char *path = luaL_checkstring(L, 1);
     qi_open_opts o = QI_OPEN_OPTS_INIT;
     qi_bind_image *b;
@@ -41,7 +43,15 @@ int qi_bind_open(lua_State *L)
             o.flags |= QI_OPEN_NO_BACKING;
         if (lua_getfield(L, 2, "repair") != LUA_TNIL && lua_toboolean(L, -1))
             o.flags |= QI_OPEN_REPAIR;
-        lua_pop(L, 4);
+        if (lua_getfield(L, 2, "write") != LUA_TNIL && lua_toboolean(L, -1))
+            o.flags |= QI_OPEN_RW;
+        if (lua_getfield(L, 2, "dry_run") != LUA_TNIL && lua_toboolean(L, -1))
+            o.flags |= QI_OPEN_DRY_RUN;
+        if (lua_getfield(L, 2, "undo") != LUA_TNIL)
+            o.undo_path = luaL_checkstring(L, -1);   /* the table keeps it alive */
+        lua_pop(L, 7);
+        if ((o.undo_path || (o.flags & QI_OPEN_DRY_RUN)) && !(o.flags & QI_OPEN_RW))
+            return luaL_error(L, "qinspect.open: undo and dry_run need write=true");
     }
     b = qi_bind_newbox(L);
     rc = qi_image_open(&b->img, path, &o, &err);
@@ -820,6 +830,55 @@ static int m_trace(lua_State *L)
     return 1;
 }
 
+static void push_bytes_field(lua_State *L, const char *key, const uint8_t *p, size_t n)
+{
+    if (p)
+        lua_pushlstring(L, (const char *)p, n);
+    else {
+        luaL_Buffer lb;
+        memset(luaL_buffinitsize(L, &lb, n), 0, n);
+        luaL_pushresultsize(&lb, n);
+    }
+    lua_setfield(L, -2, key);
+}
+
+static int push_change(void *payload, const qi_change *c)
+{
+    static const char *const kinds[] = { "write", "discard", "truncate" };
+    lua_State *L = payload;
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, kinds[c->kind]);
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, c->file);
+    lua_setfield(L, -2, "file");
+    lua_pushstring(L, c->structure);
+    lua_setfield(L, -2, "structure");
+    if (c->kind == QI_CHANGE_TRUNCATE) {
+        push_u64_field(L, "old_size", c->old_size);
+        push_u64_field(L, "new_size", c->new_size);
+    } else {
+        push_u64_field(L, "offset", c->offset);
+        push_u64_field(L, "length", c->len);
+        push_bytes_field(L, "old", c->old_bytes, c->len);
+        push_bytes_field(L, "new", c->new_bytes, c->len);
+    }
+    lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+    return 0;
+}
+
+/* img:changes() -> the writes a dry run (dry_run=true) made so far, in order:
+ * {kind="write"|"discard", file, structure, offset, length, old, new} (old
+ * and new as byte strings; a discard's new is zeros) or {kind="truncate",
+ * file, structure, old_size, new_size}. img:flush() first to see the cached
+ * metadata. An empty list for an image that is not a dry run. */
+static int m_changes(lua_State *L)
+{
+    qi_image *img = qi_bind_check_image_any(L, 1);
+    lua_newtable(L);
+    qi_image_dry_run_changes(img, push_change, L);
+    return 1;
+}
+
 /* img:flush(): write every cached change back in crash-safe order and sync. */
 static int m_flush(lua_State *L)
 {
@@ -838,6 +897,7 @@ static const luaL_Reg image_methods[] = {
     { "discard", m_discard },
     { "resize", m_resize },
     { "flush", m_flush },
+    { "changes", m_changes },
     { "trace", m_trace },
     { "poke", m_poke },
     { "set_refcount", m_set_refcount },

@@ -31,6 +31,20 @@ int qi_bind_image_is_open(lua_State *L, int idx)
     return luaL_testudata(L, idx, QI_MT_IMAGE) && qi_bind_box_open(L, idx);
 }
 
+qi_image *qi_bind_image_take(lua_State *L, int idx)
+{
+    qi_bind_image *b;
+    qi_image *img;
+    if (!qi_bind_image_is_open(L, idx))
+        return NULL;
+    b = lua_touserdata(L, idx);
+    if (b->flags & QI_BIND_BORROWED)
+        return NULL;
+    img = b->img;
+    b->img = NULL;   /* the object reads as closed from now on */
+    return img;
+}
+
 int qi_bind_box_open(lua_State *L, int idx)
 {
     qi_bind_image *b = lua_touserdata(L, idx);

@@ -9,6 +9,7 @@
 #ifndef QI_CLI_CLI_H
 #define QI_CLI_CLI_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -39,6 +40,7 @@ int qi_cli_convert(int argc, char **argv);
 int qi_cli_resize(int argc, char **argv);     /* cli_resize.c */
 int qi_cli_create(int argc, char **argv);     /* cli_create.c */
 int qi_cli_check(int argc, char **argv);      /* cli_check.c */
+int qi_cli_undo(int argc, char **argv);       /* cli_undo.c */
 
 /* Print "qinspect: " and the formatted message on stderr, one line.
  * Returns QI_CLI_ERR. (main.c) */
@@ -84,5 +86,29 @@ char *qi_cli_human_size(char *buf, size_t n, uint64_t v);
  * without a trailing newline, as block/qapi.c bdrv_snapshot_dump does.
  * (cli_snapshot.c) */
 void qi_cli_snapshot_dump(FILE *f, const qi_snapshot *sn);
+
+/* --undo FILE and --dry-run of the writing commands (cli_undo.c). */
+typedef struct qi_cli_write {
+    const char *undo;    /* --undo FILE, or NULL */
+    bool dry_run;        /* --dry-run */
+} qi_cli_write;
+
+/* Open PATH read-write (FLAGS | QI_OPEN_RW) with W's undo file or as a dry
+ * run (W may be NULL: neither); on failure print the error, return NULL. */
+qi_image *qi_cli_open_write(const char *path, unsigned flags, const qi_cli_write *w);
+
+/* Close IMG; for a dry run, first print on F "Dry run: nothing was
+ * written..." and one line per change (cli_undo.c format), then "N changes.".
+ * Returns QI_CLI_OK or QI_CLI_ERR (F could not be written). */
+int qi_cli_close_write(qi_image *img, const qi_cli_write *w, FILE *f);
+
+/* A dry run's changes so far (call after qi_image_flush) as a JSON array of
+ * {kind: write|discard|truncate, file, structure, offset, length, old, new}
+ * (old/new: hex, present up to QI_CLI_JSON_HEX_MAX bytes) or, for a
+ * truncate, {kind, file, structure, old-size, new-size}. Empty for a real
+ * run. The caller owns it (a json.h tree). */
+#define QI_CLI_JSON_HEX_MAX 65536
+struct qi_json;
+struct qi_json *qi_cli_changes_json(qi_image *img);
 
 #endif

@@ -14,14 +14,18 @@
  * inconsistencies were found and repaired" block and the check of the
  * repaired image, whose counters (plus the _fixed ones) the JSON holds and
  * whose result gives the exit status, as qemu-img's.
- * --dry-run and --undo FILE are parsed; until the undo engine is merged
- * they are refused with "not implemented yet".
+ * With -r, the bytes the repair overwrites go first to an undo file
+ * (--undo FILE; default FILE.qinspect-undo-YYYYmmddTHHMMSSZ; restore with
+ * qinspect undo), or --dry-run writes nothing and lists every change the
+ * repair would make (human: after the output; JSON: a "changes" array).
  * Calls: include/qi, json.c, cli.h helpers. */
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "json.h"
@@ -95,7 +99,7 @@ static qi_json *finding_json(const qi_finding *f)
     return o;
 }
 
-static int print_json(const char *path, const qi_check_result *r)
+static int print_json(const char *path, const qi_check_result *r, qi_json *changes)
 {
     qi_json *o = qi_json_object(), *a = qi_json_array();
     qi_json_set(o, "image-end-offset", qi_json_uint(r->image_end_offset));
@@ -113,6 +117,8 @@ static int print_json(const char *path, const qi_check_result *r)
     for (size_t i = 0; i < r->n_findings; i++)
         qi_json_push(a, finding_json(&r->findings[i]));
     qi_json_set(o, "findings", a);
+    if (changes)
+        qi_json_set(o, "changes", changes);
     char *s = qi_json_render(o, QI_JSON_PRETTY | QI_JSON_QDICT_ORDER);
     qi_json_free(o);
     if (!s)
@@ -129,16 +135,38 @@ static int exit_status(int rc, const qi_check_result *r)
     return r->corruptions ? 2 : r->leaks ? 3 : 0;
 }
 
-static int run_check(const char *path, unsigned flags, unsigned repair, int json, bool quiet)
+/* The default undo file of a repair: FILE.qinspect-undo-<UTC timestamp>,
+ * with -2, -3, ... appended when a repair in the same second made one. */
+static char *default_undo(const char *path)
+{
+    char stamp[32], *out;
+    time_t now = time(NULL);
+    struct tm tm;
+    size_t n;
+    if (!gmtime_r(&now, &tm) || !strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm))
+        return NULL;
+    n = strlen(path) + strlen(stamp) + sizeof ".qinspect-undo-" + 12;
+    if (!(out = malloc(n)))
+        return NULL;
+    snprintf(out, n, "%s.qinspect-undo-%s", path, stamp);
+    for (unsigned i = 2; access(out, F_OK) == 0 && i < 1000000; i++)
+        snprintf(out, n, "%s.qinspect-undo-%s-%u", path, stamp, i);
+    return out;
+}
+
+static int run_check(const char *path, unsigned flags, unsigned repair, int json, bool quiet,
+                     const qi_cli_write *w)
 {
     qi_check_result res;
     qi_check_opts opts = QI_CHECK_OPTS_INIT;
     qi_image *img;
+    qi_json *changes = NULL;
+    int rc, status;
     opts.flags = repair;
     if (repair)
-        flags |= QI_OPEN_RW | QI_OPEN_REPAIR | QI_OPEN_CHECK;
-    img = qi_cli_open(path, flags);
-    int rc, status;
+        img = qi_cli_open_write(path, flags | QI_OPEN_REPAIR | QI_OPEN_CHECK, w);
+    else
+        img = qi_cli_open(path, flags);
     if (!img)
         return QI_CLI_ERR;
     if (!strcmp(qi_image_format(img), "raw")) {
@@ -147,19 +175,28 @@ static int run_check(const char *path, unsigned flags, unsigned repair, int json
         return EXIT_UNSUPPORTED;
     }
     rc = qi_check(img, &opts, &res);
-    if (rc < 0)     /* qemu-img prints no summary when the check failed */
+    if (repair && w->dry_run && json)
+        changes = qi_cli_changes_json(img);
+    if (rc < 0) {   /* qemu-img prints the lines met, no summary */
         print_human(&res, true);
-    else if (json)
-        print_json(path, &res);
-    else
+        qi_json_free(changes);
+    } else if (json) {
+        print_json(path, &res, changes);
+    } else {
         print_human(&res, quiet);
+    }
     if (rc < 0)
         qi_cli_engine_error(qi_image_error(img), rc);
     else if (res.check_errors)
         fprintf(stderr, "qinspect: Check failed\n");  /* qemu-img's last line */
     status = exit_status(rc, &res);
     qi_check_result_free(&res);
-    qi_image_close(img);
+    if (repair && w->dry_run && !json) {
+        if (qi_cli_close_write(img, w, stdout) != QI_CLI_OK && status == QI_CLI_OK)
+            status = QI_CLI_ERR;
+    } else {
+        qi_image_close(img);
+    }
     if (fflush(stdout) && status == QI_CLI_OK)
         status = qi_cli_error("write error on standard output");
     return status;
@@ -219,11 +256,14 @@ int qi_cli_check(int argc, char **argv)
         return qi_cli_usage_error("check", "expected one FILE argument");
     if ((dry_run || undo) && !repair)
         return qi_cli_usage_error("check", "--dry-run and --undo go with -r leaks|all");
-    if (dry_run || undo)    /* the undo engine (branch undo) is not merged yet */
-        return qi_cli_error("check: %s is not implemented yet; nothing was opened",
-                            dry_run ? "--dry-run" : "--undo");
     if (repair && (flags & QI_OPEN_FORCE_SHARE))
         return qi_cli_usage_error("check", "-U (force-share) goes only with a read-only "
                                   "check, not with -r");
-    return run_check(argv[optind], flags, repair, json, quiet);
+    qi_cli_write w = { undo, dry_run };
+    char *def = NULL;
+    if (repair && !dry_run && !undo && !(w.undo = def = default_undo(argv[optind])))
+        return qi_cli_error("out of memory");
+    int status = run_check(argv[optind], flags, repair, json, quiet, &w);
+    free(def);
+    return status;
 }

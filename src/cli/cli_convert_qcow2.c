@@ -493,7 +493,7 @@ static int create_target(qconv *q)
     const qi_cli_convert_args *a = q->a;
     qi_cli_opts o = QI_CLI_OPTS_INIT;
     qi_create_opts c = QI_CREATE_OPTS_INIT;
-    qi_open_opts oo = { QI_OPEN_RW | QI_OPEN_UNSAFE, 0, 0 };
+    qi_open_opts oo = { QI_OPEN_RW | QI_OPEN_UNSAFE, 0, 0, NULL };
     qi_err err = { 0 };
     char msg[512] = "";
     int rc = QI_CLI_ERR;

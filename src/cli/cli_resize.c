@@ -5,7 +5,8 @@
  * with the k/M/G/T/P/E suffixes, "+SIZE"/"-SIZE" relative to the size now;
  * a smaller size needs --shrink (qemu-img's refusal and warning without). Opens FILE read-write
  * with its backing chain, calls qi_image_resize, flushes, and prints
- * "Image resized." as qemu-img does (-q: nothing). Calls: include/qi,
+ * "Image resized." as qemu-img does (-q: nothing). --undo FILE and
+ * --dry-run as every writing command (cli_undo.c). Calls: include/qi,
  * cli.h helpers. */
 #include <getopt.h>
 #include <inttypes.h>
@@ -15,7 +16,7 @@
 #include "cli.h"
 
 static int do_resize(const char *path, unsigned flags, const char *arg, bool quiet,
-                     bool shrink)
+                     bool shrink, const qi_cli_write *w)
 {
     qi_image *img;
     uint64_t n, size;
@@ -25,7 +26,7 @@ static int do_resize(const char *path, unsigned flags, const char *arg, bool qui
         return qi_cli_usage_error("resize", "invalid size '%s' (bytes, or a number with "
                                   "a k, M, G, T, P or E suffix, optionally after + or -)",
                                   arg);
-    if (!(img = qi_cli_open(path, flags)))
+    if (!(img = qi_cli_open_write(path, flags, w)))
         return QI_CLI_ERR;
     size = qi_image_size(img);
     /* qemu-img's check: a size of 0 or below */
@@ -56,6 +57,8 @@ static int do_resize(const char *path, unsigned flags, const char *arg, bool qui
         qi_image_close(img);
         return QI_CLI_ERR;
     }
+    if (w->dry_run)
+        return qi_cli_close_write(img, w, stdout);
     qi_image_close(img);
     if (!quiet)
         printf("Image resized.\n");
@@ -68,6 +71,8 @@ int qi_cli_resize(int argc, char **argv)
         { "format", required_argument, NULL, 'f' },
         { "help", no_argument, NULL, 'h' },
         { "shrink", no_argument, NULL, 'S' },
+        { "undo", required_argument, NULL, 'u' },
+        { "dry-run", no_argument, NULL, 'n' },
         { NULL, 0, NULL, 0 },
     };
     static const char extra[] =
@@ -75,7 +80,11 @@ int qi_cli_resize(int argc, char **argv)
         "  -SIZE subtracts; the new size must be a multiple of 512.\n"
         "  --shrink: allow a smaller size (refused without it, as qemu-img does);\n"
         "  the clusters past the new end are freed and the file is cut.\n"
-        "  -q: print nothing on success.\n";
+        "  -q: print nothing on success.\n"
+        "  --undo FILE: save the bytes the resize overwrites to FILE first\n"
+        "  (restore with 'qinspect undo FILE IMAGE'); --dry-run: write nothing,\n"
+        "  print every change the resize would make.\n";
+    qi_cli_write w = { NULL, false };
     unsigned flags = QI_OPEN_RW | QI_OPEN_PROBE;
     bool quiet = false, shrink = false;
     const char *size;
@@ -93,6 +102,8 @@ int qi_cli_resize(int argc, char **argv)
         switch (c) {
         case 'q': quiet = true; break;
         case 'S': shrink = true; break;
+        case 'u': w.undo = optarg; break;
+        case 'n': w.dry_run = true; break;
         case 'f':
             if (qi_cli_parse_format(optarg, &flags) < 0)
                 return qi_cli_usage_error("resize", "unknown format '%s' (raw or qcow2)",
@@ -109,5 +120,5 @@ int qi_cli_resize(int argc, char **argv)
     }
     if (argc - optind != 1)
         return qi_cli_usage_error("resize", "expected one FILE argument before SIZE");
-    return do_resize(argv[optind], flags, size, quiet, shrink);
+    return do_resize(argv[optind], flags, size, quiet, shrink, &w);
 }

@@ -126,7 +126,8 @@ static int run_op(qi_image *img, int action, const char *name)
     return rc < 0 ? op_error(img, rc, prefix) : QI_CLI_OK;
 }
 
-static int change_snapshots(const char *path, unsigned flags, int action, const char *arg)
+static int change_snapshots(const char *path, unsigned flags, int action, const char *arg,
+                            const qi_cli_write *w)
 {
     char name[256];
     qi_image *img;
@@ -136,13 +137,15 @@ static int change_snapshots(const char *path, unsigned flags, int action, const 
                             "read-only images", path);
     /* qemu-img keeps a name in a 256-byte buffer: longer ones are cut */
     snprintf(name, sizeof name, "%s", arg);
-    if (!(img = qi_cli_open(path, flags | QI_OPEN_RW)))
+    if (!(img = qi_cli_open_write(path, flags, w)))
         return QI_CLI_ERR;
     if (!qi_meta_header(img)) {
         qi_image_close(img);
         return qi_cli_error("%s: a raw image has no internal snapshots", path);
     }
     ret = run_op(img, action, name);
+    if (ret == QI_CLI_OK && w->dry_run)
+        return qi_cli_close_write(img, w, stdout);
     qi_image_close(img);
     return ret;
 }
@@ -153,8 +156,11 @@ int qi_cli_snapshot(int argc, char **argv)
         { "force-share", no_argument, NULL, 'U' },
         { "format", required_argument, NULL, 'f' },
         { "help", no_argument, NULL, 'h' },
+        { "undo", required_argument, NULL, 'u' },
+        { "dry-run", no_argument, NULL, 'n' },
         { NULL, 0, NULL, 0 },
     };
+    qi_cli_write w = { NULL, false };
     unsigned flags = QI_OPEN_NO_BACKING | QI_OPEN_PROBE;
     int c, action = 0;
     const char *what = NULL;
@@ -163,7 +169,10 @@ int qi_cli_snapshot(int argc, char **argv)
         "  -c NAME: create a snapshot of the current state (duplicate names allowed)\n"
         "  -a NAME: apply (revert to) a snapshot, found by id, then by name\n"
         "  -d NAME: delete the snapshot with that name\n"
-        "  -q: quiet (nothing is printed on success anyway)\n";
+        "  -q: quiet (nothing is printed on success anyway)\n"
+        "  --undo FILE (-c/-a/-d): save the bytes the change overwrites to FILE\n"
+        "  first (restore with 'qinspect undo FILE IMAGE'); --dry-run: write\n"
+        "  nothing, print every change it would make.\n";
 
     optind = 0;
     opterr = 0;
@@ -177,6 +186,8 @@ int qi_cli_snapshot(int argc, char **argv)
             break;
         case 'U': flags |= QI_OPEN_FORCE_SHARE; break;
         case 'q': break;
+        case 'u': w.undo = optarg; break;
+        case 'n': w.dry_run = true; break;
         case 'f':
             if (qi_cli_parse_format(optarg, &flags) < 0)
                 return qi_cli_usage_error("snapshot", "unknown format '%s' (raw or qcow2)", optarg);
@@ -193,7 +204,9 @@ int qi_cli_snapshot(int argc, char **argv)
         return qi_cli_usage_error("snapshot", "one of -l, -c, -a, -d is required");
     if (argc - optind != 1)
         return qi_cli_usage_error("snapshot", "expected one FILE argument");
+    if (action == 'l' && (w.undo || w.dry_run))
+        return qi_cli_usage_error("snapshot", "-l writes nothing: no --undo or --dry-run");
     if (action != 'l')
-        return change_snapshots(argv[optind], flags, action, what);
+        return change_snapshots(argv[optind], flags, action, what, &w);
     return list_snapshots(argv[optind], flags);
 }

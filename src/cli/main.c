@@ -30,10 +30,10 @@ const qi_cli_cmd qi_cli_commands[] = {
       "[--max-length=LEN] FILE",
       "list guest ranges and where their data lives, as qemu-img map" },
     { "check", qi_cli_check, QI_CMD_NEEDS_IMAGE,
-      "check [-f FMT] [--output=human|json] [-q] [-U] FILE",
-      "check refcounts and metadata read-only, as qemu-img check (exit 0/1/2/3/63)" },
+      "check [-f FMT] [--output=human|json] [-q] [-U] [-r leaks|all] [--dry-run] [--undo FILE] FILE",
+      "check refcounts and metadata as qemu-img check (exit 0/1/2/3/63); -r repairs" },
     { "snapshot", qi_cli_snapshot, QI_CMD_NEEDS_IMAGE,
-      "snapshot -l|-c NAME|-a NAME|-d NAME [-f FMT] [-U] [-q] FILE",
+      "snapshot -l|-c NAME|-a NAME|-d NAME [-f FMT] [-U] [-q] [--undo FILE|--dry-run] FILE",
       "list, create, apply or delete internal snapshots as qemu-img snapshot" },
     { "convert", qi_cli_convert, QI_CMD_NEEDS_IMAGE,
       "convert [-f FMT] [-O raw|qcow2] [-o OPTS] [-c] [-m N] [-B FILE [-F FMT]] [-n] [-U]\n"
@@ -43,15 +43,18 @@ const qi_cli_cmd qi_cli_commands[] = {
       "create [-f qcow2|raw] [-o OPTS] [-b BACKING [-F FMT]] [-u] [-q] FILE [SIZE]",
       "make a new image as qemu-img create does" },
     { "resize", qi_cli_resize, QI_CMD_NEEDS_IMAGE | QI_CMD_NEEDS_WRITE,
-      "resize [-f FMT] [-q] [--shrink] FILE [+|-]SIZE",
+      "resize [-f FMT] [-q] [--shrink] [--undo FILE|--dry-run] FILE [+|-]SIZE",
       "change the virtual size as qemu-img resize (smaller: --shrink)" },
+    { "undo", qi_cli_undo, QI_CMD_NEEDS_IMAGE | QI_CMD_NEEDS_WRITE,
+      "undo [--force] [-q] UNDOFILE IMAGE",
+      "restore an image from the undo file of a run with --undo" },
     { NULL, NULL, 0, NULL, NULL },
 };
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "Usage: qinspect [-w] [-U] [-e CHUNK]... IMAGE [SCRIPT [ARGS...]]\n"
+            "Usage: qinspect [-w [--undo FILE|--dry-run]] [-U] [-e CHUNK]... IMAGE [SCRIPT [ARGS...]]\n"
             "       qinspect COMMAND [OPTIONS] ARGS...\n"
             "       qinspect --help | --version\n"
             "\n"
@@ -61,6 +64,11 @@ static void usage(FILE *f)
             "  -w   open IMAGE read-write (default: read-only); an image marked\n"
             "       corrupt opens for repair: raw edits only until the bit is clear;\n"
             "       the refcounts of an image with the dirty bit are rebuilt first\n"
+            "  --undo FILE  with -w: save the original bytes of everything the session\n"
+            "       overwrites to FILE first (restore: qinspect undo FILE IMAGE)\n"
+            "  --dry-run    with -w: write nothing; print every change at the end\n"
+            "       (kept in memory, at most 256 MiB). resize, snapshot -c/-a/-d and\n"
+            "       check -r take --undo FILE and --dry-run too\n"
             "  -U   force share: read an image another program (QEMU) has open\n"
             "\n"
             "Commands:\n");

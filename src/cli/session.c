@@ -18,13 +18,16 @@
 #include <lualib.h>
 
 #include "bind.h"
+#include "cli.h"
 #include "repl.h"
 #include "session.h"
 
-#define SESSION_USAGE "usage: qinspect [-w] [-U] [-e CHUNK]... IMAGE [SCRIPT [ARGS...]]"
+#define SESSION_USAGE "usage: qinspect [-w [--undo FILE|--dry-run]] [-U] [-e CHUNK]... IMAGE " \
+                      "[SCRIPT [ARGS...]]"
 
 typedef struct session {
     int rw, force_share;
+    qi_cli_write w;         /* --undo FILE, --dry-run (with -w) */
     char **chunks;          /* the -e arguments, in order (point into argv) */
     int n_chunks;
     const char *image;
@@ -41,10 +44,30 @@ static int usage_error(const char *what, const char *arg)
     return -1;
 }
 
+/* --undo FILE (or --undo=FILE) and --dry-run. */
+static int parse_long(session *s, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    if (!strcmp(a, "--dry-run")) {
+        s->w.dry_run = true;
+    } else if (!strncmp(a, "--undo=", 7) && a[7]) {
+        s->w.undo = a + 7;
+    } else if (!strcmp(a, "--undo")) {
+        if (*i + 1 >= argc)
+            return usage_error("option requires an argument:", "--undo");
+        s->w.undo = argv[++*i];
+    } else {
+        return usage_error("unknown option", a);
+    }
+    return 0;
+}
+
 /* One option word at argv[*i] (not "--"): flags may be grouped ("-wU");
  * 'e' takes the rest of the word or the next argument. */
 static int parse_option(session *s, int argc, char **argv, int *i)
 {
+    if (argv[*i][1] == '-')
+        return parse_long(s, argc, argv, i);
     for (const char *p = argv[*i] + 1; *p; p++) {
         if (*p == 'w') {
             s->rw = 1;
@@ -85,6 +108,10 @@ static int parse_args(session *s, int argc, char **argv)
     }
     if (!s->image)
         return usage_error("missing IMAGE", NULL);
+    if ((s->w.undo || s->w.dry_run) && !s->rw)
+        return usage_error("--undo and --dry-run need -w", NULL);
+    if (s->w.undo && s->w.dry_run)
+        return usage_error("--dry-run writes nothing: it takes no --undo file", NULL);
     s->argc = argc;
     s->argv = argv;
     return 0;
@@ -99,9 +126,15 @@ static int open_image(lua_State *L, const session *s)
     lua_getglobal(L, "qinspect");
     lua_getfield(L, -1, "open");
     lua_pushstring(L, s->image);
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 5);
     lua_pushboolean(L, s->rw);
     lua_setfield(L, -2, "rw");
+    if (s->w.undo) {
+        lua_pushstring(L, s->w.undo);
+        lua_setfield(L, -2, "undo");
+    }
+    lua_pushboolean(L, s->w.dry_run);
+    lua_setfield(L, -2, "dry_run");
     lua_pushboolean(L, s->rw);     /* -w opens an image marked corrupt for repair */
     lua_setfield(L, -2, "repair");
     lua_pushboolean(L, s->force_share);
@@ -216,6 +249,13 @@ static int pmain(lua_State *L)
     if (run_session(L, s) < 0 || flush_image(L, s) < 0)
         return 0;
     s->status = 0;
+    if (s->w.dry_run) {  /* close it here, listing what the session would write */
+        lua_getfield(L, LUA_REGISTRYINDEX, SESSION_IMAGE);
+        qi_image *img = qi_bind_image_take(L, -1);
+        lua_pop(L, 1);
+        if (img)
+            s->status = qi_cli_close_write(img, &s->w, stdout);
+    }
     return 0;
 }
 

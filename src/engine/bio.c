@@ -9,7 +9,10 @@
  * them. Writes: full pwrite, fdatasync as the barrier, truncate; b->size is
  * the live end of file. Fault injection for the crash tests stops all
  * writing after N writes and can undo the writes not yet synced (a lost
- * disk cache). Calls: libc only. Never prints. */
+ * disk cache). A handle opened under a journal (journal.c) saves the
+ * original bytes to an undo file before each overwrite, or in a dry run
+ * sends every write to an in-memory overlay that reads then see.
+ * Calls: libc, journal. Never prints. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -24,6 +27,7 @@
 #include "qi/trace.h"
 #include "bio.h"
 #include "err.h"
+#include "journal.h"
 
 enum { PERM_READ = 0, PERM_WRITE = 1, PERM_WRITE_UNCHANGED = 2, PERM_RESIZE = 3 };
 static const char *const perm_names[] = { "consistent read", "write",
@@ -95,7 +99,7 @@ lockfail:
 }
 
 static int open_as(qi_bio **out, const char *path, bool writable, int oflags,
-                   int lock, qi_err *err)
+                   int lock, bool dry, qi_err *err)
 {
     qi_bio *b = NULL;
     struct stat st;
@@ -105,7 +109,7 @@ static int open_as(qi_bio **out, const char *path, bool writable, int oflags,
         free(b);
         return qi_err_set(err, path, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
     }
-    b->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | oflags, 0644);
+    b->fd = open(path, (writable && !dry ? O_RDWR : O_RDONLY) | O_CLOEXEC | oflags, 0644);
     if (b->fd < 0) {
         rc = qi_err_set(err, path, errno == ENOENT ? QI_ENOENT : QI_EIO, "",
                         QI_NO_OFFSET, "cannot open: %s", strerror(errno));
@@ -125,7 +129,7 @@ static int open_as(qi_bio **out, const char *path, bool writable, int oflags,
     b->ino = st.st_ino;
     b->blocks512 = (uint64_t)st.st_blocks;
     b->writable = writable;
-    if (writable) {
+    if (writable && !dry) {
         b->next_open = fault.open;
         fault.open = b;
     }
@@ -150,12 +154,23 @@ fail:
 int qi_bio_open(qi_bio **out, const char *path, bool writable, int lock,
                 qi_err *err)
 {
-    return open_as(out, path, writable, 0, lock, err);
+    return open_as(out, path, writable, 0, lock, false, err);
+}
+
+int qi_bio_open_journaled(qi_bio **out, const char *path, int lock,
+                          struct qi_journal *j, qi_err *err)
+{
+    int rc = open_as(out, path, true, 0, lock, qi_journal_dry(j), err);
+    if (rc == 0 && (rc = qi_journal_attach(j, *out, err)) < 0) {
+        qi_bio_close(*out);
+        *out = NULL;
+    }
+    return rc;
 }
 
 int qi_bio_create(qi_bio **out, const char *path, qi_err *err)
 {
-    return open_as(out, path, true, O_CREAT, QI_LOCK_WRITE, err);
+    return open_as(out, path, true, O_CREAT, QI_LOCK_WRITE, false, err);
 }
 
 static void free_undo(qi_bio *b)
@@ -279,6 +294,15 @@ int qi_bio_pwrite(qi_bio *b, const void *buf, size_t len, uint64_t off,
         fault.trace(fault.trace_payload, b, structure, off, len, buf);
     if ((rc = fault_gate(b, off, len, err, structure)) < 0)
         return rc;
+    if (b->journal && qi_journal_dry(b->journal)) {
+        if ((rc = qi_journal_dry_write(b->journal, b, buf, len, off, structure, err)) < 0)
+            return rc;
+        if (off + len > b->size)
+            b->size = off + len;
+        return 0;
+    }
+    if (b->journal && (rc = qi_journal_save(b->journal, b, off, len, err)) < 0)
+        return rc;
     while (done < len) {
         ssize_t n = pwrite(b->fd, p + done, len - done, (off_t)(off + done));
         if (n < 0) {
@@ -325,6 +349,15 @@ int qi_bio_truncate(qi_bio *b, uint64_t size, qi_err *err)
     if ((rc = fault_gate(b, size, size < b->size ? (size_t)(b->size - size) : 0,
                          err, "truncate")) < 0)
         return rc;
+    if (b->journal && qi_journal_dry(b->journal)) {
+        if ((rc = qi_journal_dry_truncate(b->journal, b, size, err)) < 0)
+            return rc;
+        b->size = size;
+        return 0;
+    }
+    if (b->journal && size < b->size &&
+        (rc = qi_journal_save(b->journal, b, size, b->size - size, err)) < 0)
+        return rc;
     while (ftruncate(b->fd, (off_t)size) < 0)
         if (errno != EINTR)
             return write_errno(b, size, err, "", "truncate");
@@ -344,6 +377,8 @@ int qi_bio_discard(qi_bio *b, uint64_t off, uint64_t len, qi_err *err,
     if (fstat(b->fd, &st) < 0)
         return qi_err_set(err, b->path, QI_EIO, structure, off, "fstat failed: %s",
                           strerror(errno));
+    if (b->journal && qi_journal_dry(b->journal))
+        st.st_size = (off_t)b->size;   /* the file as the dry run sees it */
     /* the file keeps its length: nothing past its end is touched */
     if (off >= (uint64_t)st.st_size || !len)
         return 0;
@@ -352,6 +387,10 @@ int qi_bio_discard(qi_bio *b, uint64_t off, uint64_t len, qi_err *err,
     if (fault.trace)
         fault.trace(fault.trace_payload, b, structure, off, (size_t)len, NULL);
     if ((rc = fault_gate(b, off, (size_t)len, err, structure)) < 0)
+        return rc;
+    if (b->journal && qi_journal_dry(b->journal))
+        return qi_journal_dry_write(b->journal, b, NULL, (size_t)len, off, structure, err);
+    if (b->journal && (rc = qi_journal_save(b->journal, b, off, len, err)) < 0)
         return rc;
     if (fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
                   (off_t)len) < 0) {
@@ -381,6 +420,8 @@ void qi_bio_close(qi_bio *b)
             break;
         }
     free_undo(b);
+    if (b->journal)
+        qi_journal_detach(b->journal, b);
     if (b->fd >= 0)
         close(b->fd);
     free(b->path);
@@ -389,6 +430,14 @@ void qi_bio_close(qi_bio *b)
 
 int qi_bio_pread(qi_bio *b, void *buf, size_t len, uint64_t off, qi_err *err,
                  const char *structure)
+{
+    if (qi_journal_dry_touched(b->journal, b))
+        return qi_journal_dry_read(b->journal, b, buf, len, off, err, structure);
+    return qi_bio_pread_raw(b, buf, len, off, err, structure);
+}
+
+int qi_bio_pread_raw(qi_bio *b, void *buf, size_t len, uint64_t off, qi_err *err,
+                     const char *structure)
 {
     uint8_t *p = buf;
     size_t done = 0;
@@ -418,6 +467,15 @@ int qi_bio_preadv(qi_bio *b, const struct iovec *iov, int iovcnt, uint64_t off,
     uint64_t total = 0;
     for (int i = 0; i < iovcnt; i++)
         total += iov[i].iov_len;
+    if (qi_journal_dry_touched(b->journal, b)) {
+        for (int i = 0; i < iovcnt; i++) {
+            int rc = qi_bio_pread(b, iov[i].iov_base, iov[i].iov_len, off, err, structure);
+            if (rc < 0)
+                return rc;
+            off += iov[i].iov_len;
+        }
+        return 0;
+    }
     if (off > (uint64_t)INT64_MAX || total > (uint64_t)INT64_MAX - off)
         return qi_err_set(err, b->path, QI_EIO, structure, off,
                           "read beyond the largest file offset");
@@ -444,6 +502,10 @@ int qi_bio_preadv(qi_bio *b, const struct iovec *iov, int iovcnt, uint64_t off,
 int qi_bio_stat_size(qi_bio *b, uint64_t *size)
 {
     struct stat st;
+    if (b->journal && qi_journal_dry(b->journal)) {
+        *size = b->size;
+        return 0;
+    }
     if (fstat(b->fd, &st) < 0)
         return QI_EIO;
     *size = (uint64_t)st.st_size;
@@ -452,6 +514,8 @@ int qi_bio_stat_size(qi_bio *b, uint64_t *size)
 
 int64_t qi_bio_next_data(qi_bio *b, uint64_t off)
 {
+    if (qi_journal_dry_touched(b->journal, b))  /* the overlay: all data */
+        return off < b->size ? (int64_t)off : (int64_t)b->size;
     off_t r = lseek(b->fd, (off_t)off, SEEK_DATA);
     if (r < 0)
         return errno == ENXIO ? (int64_t)b->size : -1;
@@ -460,6 +524,8 @@ int64_t qi_bio_next_data(qi_bio *b, uint64_t off)
 
 int64_t qi_bio_next_hole(qi_bio *b, uint64_t off)
 {
+    if (qi_journal_dry_touched(b->journal, b))
+        return off < b->size ? (int64_t)b->size : (int64_t)off;
     off_t r = lseek(b->fd, (off_t)off, SEEK_HOLE);
     if (r < 0)
         return errno == ENXIO ? (int64_t)off : -1;

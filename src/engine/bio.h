@@ -10,6 +10,7 @@
 #include "qi/error.h"
 
 struct qi_bio_undo;
+struct qi_journal;
 
 typedef struct qi_bio {
     int fd;
@@ -26,6 +27,8 @@ typedef struct qi_bio {
                          * QI_OPEN_UNSAFE */
     struct qi_bio_undo *undo;   /* fault injection: pre-images of unsynced writes */
     struct qi_bio *next_open;   /* fault injection: list of writable handles */
+    struct qi_journal *journal; /* undo file or dry-run overlay (journal.c), or NULL */
+    int journal_idx;            /* this file's index in it */
 } qi_bio;
 
 /* Lock modes for qi_bio_open */
@@ -44,6 +47,12 @@ int qi_bio_open(qi_bio **out, const char *path, bool writable, int lock,
  * returns as qi_bio_open. */
 int qi_bio_create(qi_bio **out, const char *path, qi_err *err);
 
+/* Open PATH for writing under the journal J (journal.c: an undo file, or a
+ * dry run: then the descriptor is read-only and every write goes to J's
+ * overlay), with the locks of LOCK. Same returns as qi_bio_open. */
+int qi_bio_open_journaled(qi_bio **out, const char *path, int lock,
+                          struct qi_journal *j, qi_err *err);
+
 /* Close and free; NULL is a no-op. Locks go away with the descriptor. */
 void qi_bio_close(qi_bio *b);
 
@@ -52,6 +61,10 @@ void qi_bio_close(qi_bio *b);
  * STRUCTURE). */
 int qi_bio_pread(qi_bio *b, void *buf, size_t len, uint64_t off, qi_err *err,
                  const char *structure);
+
+/* qi_bio_pread of the file itself, without a dry run's overlay. */
+int qi_bio_pread_raw(qi_bio *b, void *buf, size_t len, uint64_t off, qi_err *err,
+                     const char *structure);
 
 /* Read the contiguous file range at OFF into the IOVCNT buffers of IOV
  * (scatter read, zeros past the end of the file). Returns 0 or QI_EIO. */

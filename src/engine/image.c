@@ -23,6 +23,7 @@
 #include "cluster.h"
 #include "endian.h"
 #include "image.h"
+#include "journal.h"
 #include "mem.h"
 #include "rebuild.h"
 #include "refcount.h"
@@ -493,8 +494,12 @@ static int open_data_file(qi_image *img, const qi_open_opts *o)
         full = resolve_relative(img->path, img->data_file_name);
     if (!full)
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
-    rc = qi_bio_open(&img->data_file, full, (o->flags & QI_OPEN_RW) != 0,
-                     lock_mode(o, true), &img->err);
+    if (img->journal)
+        rc = qi_bio_open_journaled(&img->data_file, full, lock_mode(o, true),
+                                   img->journal, &img->err);
+    else
+        rc = qi_bio_open(&img->data_file, full, (o->flags & QI_OPEN_RW) != 0,
+                         lock_mode(o, true), &img->err);
     if (rc == 0)
         img->data_file->nosync = (o->flags & (QI_OPEN_RW | QI_OPEN_UNSAFE)) ==
                                  (QI_OPEN_RW | QI_OPEN_UNSAFE);
@@ -616,6 +621,24 @@ static int probe(qi_image *img, int *fmt)
     return 0;
 }
 
+/* The image file, under a journal when the caller asked for an undo file
+ * or a dry run (top image only: backing files are never written). */
+static int open_file(qi_image *img, const char *path, const qi_open_opts *o, bool top)
+{
+    bool dry = img->writable && (o->flags & QI_OPEN_DRY_RUN);
+    if (dry && o->undo_path)
+        return qi_err_set(&img->err, path, QI_EINVAL, "", QI_NO_OFFSET,
+                          "a dry run writes nothing: it takes no undo file");
+    if (img->writable && (dry || o->undo_path)) {
+        int rc = qi_journal_new(&img->journal, o->undo_path, dry, &img->err);
+        if (rc < 0)
+            return rc;
+        return qi_bio_open_journaled(&img->file, path, lock_mode(o, top), img->journal,
+                                     &img->err);
+    }
+    return qi_bio_open(&img->file, path, img->writable, lock_mode(o, top), &img->err);
+}
+
 /* Open a qcow2 file (or a raw file: FMT_RAW, or FMT_PROBE finding no qcow2
  * magic) and everything below it. */
 static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
@@ -631,8 +654,7 @@ static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
     }
     img->writable = !above && (o->flags & QI_OPEN_RW);
     img->meta_prealloc = -1;
-    if ((rc = qi_bio_open(&img->file, path, img->writable, lock_mode(o, !above),
-                          &img->err)) < 0)
+    if ((rc = open_file(img, path, o, !above)) < 0)
         goto fail;
     img->file->nosync = img->writable && (o->flags & QI_OPEN_UNSAFE);
     me = (chain){ above, img->file->dev, img->file->ino, above ? above->depth + 1 : 0 };
@@ -678,10 +700,8 @@ int qi_image_open(qi_image **out, const char *path, const qi_open_opts *opts,
     return open_chain(out, path, opts, fmt, NULL, err);
 }
 
-void qi_image_close(qi_image *img)
+static void close_writes(qi_image *img)
 {
-    if (!img)
-        return;
     if (img->writable && !img->raw && img->l2_cache && img->rb_cache &&
         qi_refcount_settle(img) == 0) {
         /* the bitmaps are saved (and in_use cleared) only over a settled
@@ -691,10 +711,19 @@ void qi_image_close(qi_image *img)
             (void)commit_header(img);
         }
     }
+}
+
+void qi_image_close(qi_image *img)
+{
+    if (!img)
+        return;
+    close_writes(img);
     qi_bitmap_free(img->bm);
     qi_image_close(img->backing);
     qi_cache_free(img->l2_cache);
     qi_cache_free(img->rb_cache);
+    (void)qi_journal_finish(img->journal, NULL);   /* the 'E' record */
+    qi_journal_free(img->journal);
     qi_bio_close(img->data_file);
     qi_bio_close(img->file);
     free_parsed(img);
@@ -941,4 +970,26 @@ int qi_image_resize(qi_image *img, uint64_t new_size)
     img->hdr_req.what = QI_HDR_SIZE;
     img->hdr_req.size = new_size;
     return img->commit_header(img);
+}
+
+int qi_image_dry_run_changes(qi_image *img, qi_change_cb cb, void *payload)
+{
+    return qi_journal_dry(img->journal) ? qi_journal_changes(img->journal, cb, payload) : 0;
+}
+
+int qi_image_close_dry_run(qi_image *img, qi_change_cb cb, void *payload)
+{
+    int rc = 0;
+    if (!img)
+        return 0;
+    close_writes(img);
+    if (qi_journal_dry(img->journal))
+        rc = qi_journal_changes(img->journal, cb, payload);
+    qi_image_close(img);   /* close_writes again: nothing left to write */
+    return rc;
+}
+
+bool qi_image_dry_run(const qi_image *img)
+{
+    return qi_journal_dry(img->journal);
 }

@@ -23,6 +23,8 @@ struct qi_image {
     qi_bio *file;               /* the image file */
     qi_bio *data;               /* where guest data lives: file or data file */
     qi_bio *data_file;          /* external data file (owned), or NULL */
+    struct qi_journal *journal; /* undo file or dry-run overlay of file and
+                                 * data_file (journal.c), or NULL */
     qi_header hdr;
     qi_geom g;
     uint8_t *hdr_buf;           /* first cluster (or the whole short file) */

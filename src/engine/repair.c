@@ -544,11 +544,12 @@ static int repair(rp *p, qi_check_result *r)
         return rc;
     if (needs_rebuild(r)) {
         if (!(p->flags & QI_CHECK_REPAIR_ALL)) {
-            qi_finding *f = add(p, NULL);
+            qi_finding *f;
             for (size_t i = 0; i < r->n_findings; i++)
-                if (r->findings[i].qemu[0])
+                if (r->findings[i].qemu[0] && r->findings[i].code != QI_PROB_COPIED_SHARED &&
+                    r->findings[i].code != QI_PROB_COPIED_MISSING)
                     add(p, &r->findings[i]);
-            if (f) {
+            if ((f = add(p, NULL))) {
                 f->code = QI_PROB_READ_ERROR;
                 f->structure = "refcount table";
                 f->offset = img->hdr.refcount_table_offset;
@@ -633,6 +634,12 @@ int qi_repair(qi_image *img, const qi_check_opts *opts, qi_check_result *res)
     if (rc < 0) {
         *res = r;
         memset(&r, 0, sizeof r);
+        if (p.n) {      /* the lines of the pass that stopped */
+            free(res->findings);
+            res->findings = p.v;
+            res->n_findings = res->cap_findings = p.n;
+            p.v = NULL;
+        }
         res->check_errors++;
         res->corruptions_fixed = p.cfix;
         res->leaks_fixed = p.lfix;

@@ -126,7 +126,25 @@ copied_ok() {
     crash_ok "$name" "$img"
 }
 
-# scenario NAME CHUNK [CHECK | dirty-ok] [copied-ok]: BASE is $NAME.base (made by the
+# repair_ok NAME IMG: the criterion of the repair scenarios (check -r on a
+# damaged image): every error qemu-img check reports after the crash was
+# there before the repair (NAME.base.err) or is COPIED missing at refcount
+# 1 (the safe direction, as copied_ok); `qemu-img check -r all` then leaves
+# the image clean, and crash_ok holds for it (the guest data is the same).
+repair_ok() {
+    local name=$1 img=$2 bad
+    qemu-img check "$img" >"$name.check" 2>&1
+    bad=$(grep -E '^ERROR' "$name.check" | grep -vxF -f "$name.base.err" | grep -vE \
+        '^ERROR OFLAG_COPIED (data|L2) cluster: (l1_index=[0-9]+ )?l[12]_entry=[0-7]?[0-9a-f]{0,15} refcount=1$')
+    [ -n "$bad" ] && { echo "qemu-img check, new errors: $(echo "$bad" | head -3 | tr '\n' ' ')"; return; }
+    cp "$img" "$name.fix"
+    qemu-img check -q -r all "$name.fix" >/dev/null 2>&1
+    qemu-img check "$name.fix" >"$name.check" 2>&1 ||
+        { echo "after qemu-img check -r all: $(grep -m3 -E 'ERROR|Leak' "$name.check" | tr '\n' ' ')"; return; }
+    crash_ok "$name" "$name.fix"
+}
+
+# scenario NAME CHUNK [CHECK | dirty-ok] [copied-ok | repair-ok]: BASE is $NAME.base (made by the
 # caller). CHECK, a command, is also run after each stop as CHECK BASE IMG
 # OLD GOT (OLD, GOT: raw guest data before and after), and after the
 # uninterrupted run with --closed appended. dirty-ok: the criterion of lazy
@@ -157,6 +175,11 @@ print(i["cluster-size"] // (32 if i.get("format-specific", {}).get("data", {}).g
     what="no corruption"
     [ "$mode" = dirty-ok ] && what="corruption only under the dirty bit, both repairs clean"
     [ "$crit" = copied-ok ] && what="no corruption but COPIED missing at refcount 1 (check -r all clean)"
+    if [ "$crit" = repair-ok ]; then
+        what="no new corruption but COPIED missing at refcount 1 (check -r all clean)"
+        qemu-img check "$name.base" 2>&1 | grep -E '^ERROR' >"$name.base.err"
+        echo 'no line' >>"$name.base.err"
+    fi
     for fmode in "" ",drop"; do
         fails=""
         for n in $(seq 0 $((w - 1))); do
@@ -164,6 +187,7 @@ print(i["cluster-size"] // (32 if i.get("format-specific", {}).get("data", {}).g
             QINSPECT_FAULT="$n$fmode" "$QINSPECT" -w -e "$chunk" "$name.img" >/dev/null 2>&1
             if [ "$mode" = dirty-ok ]; then why=$(dirty_ok "$name" "$name.img")
             elif [ "$crit" = copied-ok ]; then why=$(copied_ok "$name" "$name.img")
+            elif [ "$crit" = repair-ok ]; then why=$(repair_ok "$name" "$name.img")
             else why=$(crash_ok "$name" "$name.img"); fi
             [ -n "$why" ] && fails="$fails
 N=$n: $why"
@@ -470,5 +494,32 @@ snapbase snapd1 cluster_size=65536 &&
 # a version 2 image: create, apply and delete in one session
 snapbase snapv2 compat=0.10 &&
     scenario snapv2 'img:snapshot_create("three") img:snapshot_apply("one") img:snapshot_delete("two")' "$SNAPCHK" copied-ok
+
+# check -r all (repair.c): each repair path on a small damaged image
+# (4 KiB clusters), poked at exact offsets (tests/cli/poke.py)
+POKE="python3 $CRASH_DIR/../cli/poke.py"
+repbase() {
+    local name=$1 op; shift
+    qemu-img create -q -f qcow2 -o cluster_size=4096 "$name.base" 2M &&
+        qio -c 'write -P 0x61 0 40k' -c 'write -P 0x62 1M 12k' "$name.base" || return 1
+    if [ "${SNAP:-}" ]; then
+        qemu-img snapshot -c one "$name.base" && qio -c 'write -P 0x63 16k 8k' "$name.base" || return 1
+    fi
+    for op in "$@"; do
+        # shellcheck disable=SC2086
+        $POKE "$name.base" $op || return 1
+    done
+}
+REPAIR='img:check{repair="all"}'
+# leaks lowered (a refcount too high, an L2 entry dropped)
+repbase rleak "refcount-of 0 1" "l2 0x100000 zero" && scenario rleak "$REPAIR" "" repair-ok
+# refcounts too low raised (a shared cluster of a snapshot)
+SNAP=1 repbase rraise "refcount-of 0x8000 -1" && scenario rraise "$REPAIR" "" repair-ok
+# COPIED both ways in L2 and L1, with a leak lowered to 1 under a missing COPIED
+SNAP=1 repbase rcopied "l2 0x8000 set" "l2 0x100000 clear" "l1 0 clear" "refcount-of 0x4000 1" "l2 0x4000 clear" &&
+    scenario rcopied "$REPAIR" "" repair-ok
+# refcount table entry zeroed, refcount block zeroed: the structure rebuilt
+repbase rrt "rt 0 0" && scenario rrt "$REPAIR" "" repair-ok
+repbase rrb "refblock-zero 0" && scenario rrb "$REPAIR" "" repair-ok
 
 t_done

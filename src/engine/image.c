@@ -684,6 +684,7 @@ static int open_chain(qi_image **out, const char *path, const qi_open_opts *o,
     return 0;
 fail:
     qi_err_copy(err, &img->err);
+    qi_journal_abandon(img->journal);
     qi_image_close(img);
     return rc;
 }

@@ -77,6 +77,7 @@ struct qi_journal {
     size_t n, cap;
     uint64_t bytes;             /* memory held by the log */
     uint8_t *buf;               /* undo: record buffer (QI_UREC_MAX_PAYLOAD) */
+    bool saved_any;             /* undo: a 'D' record was written */
 };
 
 uint32_t qi_journal_crc(const uint8_t *h, const uint8_t *p, size_t plen)
@@ -278,6 +279,12 @@ void qi_journal_free(qi_journal *j)
 
 bool qi_journal_dry(const qi_journal *j) { return j && j->dry; }
 
+void qi_journal_abandon(qi_journal *j)
+{
+    if (j && !j->dry && j->path && !j->saved_any)
+        (void)unlink(j->path);
+}
+
 void qi_journal_detach(qi_journal *j, struct qi_bio *b)
 {
     if (j && b->journal_idx < j->nf && j->f[b->journal_idx].b == b)
@@ -343,6 +350,7 @@ static int save_gap(qi_journal *j, jfile *f, uint64_t s, uint64_t e, qi_err *err
         if ((rc = qi_bio_pread_raw(f->b, j->buf, n, s, err, "undo file")) < 0 ||
             (rc = append(j, QI_UREC_DATA, p, sizeof p, j->buf, n, err)) < 0)
             return rc;
+        j->saved_any = true;
         s += n;
     }
     return 0;

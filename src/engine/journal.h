@@ -34,6 +34,9 @@ int qi_journal_attach(qi_journal *j, struct qi_bio *b, qi_err *err);
  * crash). Returns 0 or QI_EIO. */
 int qi_journal_finish(qi_journal *j, qi_err *err);
 void qi_journal_free(qi_journal *j);
+/* The open failed: remove the undo file if it saved nothing (so that the
+ * same --undo FILE works for the next try). */
+void qi_journal_abandon(qi_journal *j);
 /* B is being closed: its slot keeps the saved ranges (a file opened again
  * under J gets its slot back) and its dry-run changes. */
 void qi_journal_detach(qi_journal *j, struct qi_bio *b);

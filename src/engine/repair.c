@@ -56,6 +56,9 @@ typedef struct rp {
     uint64_t nc;
     uint8_t *buf;               /* one cluster */
     bool dedup, wrote;
+    uint64_t keep[16][2];       /* -r leaks: host ranges read through an
+                                 * entry QEMU does not count; not freed */
+    size_t n_keep;
 } rp;
 
 static qi_finding *add(rp *p, const qi_finding *from)
@@ -166,6 +169,17 @@ static int fix_entries(rp *p, const qi_check_result *r, bool *changed)
             fixed(add(p, f), "now a zero cluster (reads as zeros, as before)");
             p->cfix++;
             *changed = true;
+        } else if (f->code == QI_PROB_COMPRESSED_BITMAP) {
+            /* QEMU reads the cluster and ignores the bitmap, but does not
+             * count the reference: its -r all frees the cluster and the
+             * next allocation overwrites the data. The bitmap of a
+             * compressed entry must be 0: clearing it keeps the data. */
+            if ((rc = put64(p, f->offset + 8, 0, "L2 entry")) < 0)
+                return rc;
+            fixed(add(p, f), "subcluster bitmap cleared: the compressed data is kept and "
+                  "counted (qemu-img -r all frees its cluster, and the data is lost)");
+            p->cfix++;
+            *changed = true;
         } else if (f->code == QI_PROB_PAST_EOF && f->structure &&
                    !strcmp(f->structure, "L2 entry")) {
             if ((rc = zero_past_eof(p, f)) < 0)
@@ -192,6 +206,36 @@ static bool needs_rebuild(const qi_check_result *r)
     return false;
 }
 
+/* -r leaks: the host ranges of compressed entries with a bitmap (readable,
+ * not counted by QEMU) are noted so that their clusters are not freed. */
+static int note_kept(rp *p, const qi_check_result *r)
+{
+    qi_image *img = p->img;
+    int rc;
+    for (size_t i = 0; i < r->n_findings && p->n_keep < 16; i++) {
+        const qi_finding *f = &r->findings[i];
+        uint8_t b[16];
+        qi_l2_entry e;
+        if (f->code != QI_PROB_COMPRESSED_BITMAP)
+            continue;
+        if ((rc = qi_bio_pread(img->file, b, 16, f->offset, &img->err, "L2 entry")) < 0)
+            return rc;
+        qi_format_decode_l2(p->g, false, qi_be64(b), 0, &e);
+        p->keep[p->n_keep][0] = e.host_offset;
+        p->keep[p->n_keep++][1] = e.host_offset + e.csize;
+    }
+    return 0;
+}
+
+static bool kept(const rp *p, uint64_t k)
+{
+    uint64_t a = k << p->g->cluster_bits, b = a + p->g->cluster_size;
+    for (size_t i = 0; i < p->n_keep; i++)
+        if (p->keep[i][0] < b && a < p->keep[i][1])
+            return true;
+    return false;
+}
+
 /* Set the refcounts of the REFCOUNT_LOW (RAISE) or REFCOUNT_HIGH findings
  * of R to their references, one write per refcount block (the table is
  * valid: no rebuild was needed). */
@@ -206,6 +250,14 @@ static int set_refcounts(rp *p, const qi_check_result *r, bool raise)
         const qi_finding *f = i < r->n_findings ? &r->findings[i] : NULL;
         if (f && f->code != (raise ? QI_PROB_REFCOUNT_LOW : QI_PROB_REFCOUNT_HIGH))
             continue;
+        if (f && !raise && !f->expected && kept(p, f->offset >> g->cluster_bits)) {
+            qi_finding *n = add(p, f);
+            if (n)
+                snprintf(n->fix, sizeof n->fix, "not freed: a compressed entry with a "
+                         "subcluster bitmap still reads from it (qemu-img -r leaks frees "
+                         "it; -r all clears the bitmap and keeps the data)");
+            continue;
+        }
         uint64_t k = f ? f->offset >> g->cluster_bits : 0, ti = k / g->refblock_entries;
         if (cur >= 0 && (!f || (int64_t)ti != cur)) {
             p->wrote = true;
@@ -518,6 +570,8 @@ static int refcounts_in_place(rp *p, const qi_check_result *r)
         if (!mine && f->qemu[0])
             add(p, f);
     }
+    if (!all && (rc = note_kept(p, r)) < 0)
+        return rc;
     if (all && (rc = set_refcounts(p, r, true)) < 0)
         return rc;
     if (copied && (rc = copied_pass(p, false)) < 0)

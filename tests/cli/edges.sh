@@ -39,7 +39,7 @@ t_check "setup: qemu-img/qemu-io make img.qcow2" \
 
 # ---- help and version ----
 expect_rc "--help exits 0" 0 --help
-t_check "--help lists the session usage" grep -q 'qinspect \[-w\] \[-U\] \[-e CHUNK\]\.\.\. IMAGE \[SCRIPT \[ARGS\.\.\.\]\]' out.txt
+t_check "--help lists the session usage" grep -q 'qinspect \[-w \[--undo FILE|--dry-run\]\] \[-U\] \[-e CHUNK\]\.\.\. IMAGE \[SCRIPT \[ARGS\.\.\.\]\]' out.txt
 for cmd in info map check snapshot convert create; do
     t_check "--help lists $cmd" grep -qE "^  $cmd " out.txt
 done

@@ -239,6 +239,18 @@ undo_ok "rebuild" lazy.undo lazy.qcow2 lazy.orig
 [ "$(dirty_flag lazy.qcow2)" = true ] && t_ok "rebuild: dirty again after undo" ||
     t_fail "rebuild: dirty again after undo"
 dry_compare rebuild "" lazy.orig
+# a clean lazy image: a write sets the dirty bit, the close clears it; the
+# dry run lists the clear as its last change
+cp lazy.qcow2 lazyclean.qcow2
+"$QINSPECT" -w -e '' lazyclean.qcow2 >/dev/null 2>&1
+out=$("$QINSPECT" -w --dry-run -e 'img:write(0, "x")' lazyclean.qcow2 2>&1)
+if [ "$(dirty_flag lazyclean.qcow2)" = false ] &&
+   printf '%s\n' "$out" | tail -n 2 | head -n 1 | grep -q 'header at 0x48: 0000000000000001 -> 0000000000000000'; then
+    t_ok "lazy write --dry-run: the dirty bit cleared at close is the last change"
+else
+    t_fail "lazy write --dry-run: the dirty bit cleared at close is the last change"
+    printf '%s\n' "$out" | t_diag
+fi
 
 # ---- an external data file ----
 qemu-img create -q -f qcow2 -o data_file=ext.data ext.qcow2 4M
@@ -266,6 +278,23 @@ if "$QINSPECT" -e 'qinspect.open("damaged.qcow2", {dry_run = true})' damaged.qco
     t_fail "Lua: dry_run without write raises"
 else t_ok "Lua: dry_run without write raises"; fi
 
+# ---- the dry run's memory cap ----
+qemu-img create -q -f qcow2 -o cluster_size=2M big.qcow2 512M
+cp big.qcow2 big.orig
+if "$QINSPECT" -w --dry-run -e 'img:write(0, ("x"):rep(140 * 1024 * 1024))' big.qcow2 >big.out 2>&1 ||
+   ! grep -q "more than 256 MiB in memory" big.out || ! cmp -s big.qcow2 big.orig; then
+    t_fail "dry run past its memory cap: a clear error, the file untouched"; t_diag <big.out
+else
+    t_ok "dry run past its memory cap: a clear error, the file untouched"
+fi
+rm -f big.qcow2 big.orig
+
+# ---- a failed open leaves no undo file behind (the same name works next) ----
+printf 'QFI\373short' >short.qcow2
+if "$QINSPECT" -w --undo short.undo -e '' short.qcow2 >/dev/null 2>&1 || [ -e short.undo ]; then
+    t_fail "a failed open: no undo file left"
+else t_ok "a failed open: no undo file left"; fi
+
 # ---- crashes: at every write index of a writer with --undo ----
 # count_writes CMD...: the writes CMD makes (fault injection counting).
 count_writes() {
@@ -282,7 +311,12 @@ crash_writer() {
         for ((n = 0; n < w; n++)); do
             cp "$orig" cw.qcow2; rm -f cw.undo
             QINSPECT_FAULT="$n$mode" "$QINSPECT" -w --undo cw.undo -e "$chunk" cw.qcow2 >/dev/null 2>&1
-            if ! "$QINSPECT" undo cw.undo cw.qcow2 >cw.out 2>&1 || ! cmp -s cw.qcow2 "$orig"; then
+            # an open that failed before saving anything removes its undo
+            # file: then the image must be untouched
+            if [ ! -e cw.undo ]; then
+                echo "no undo file" >cw.out
+                cmp -s cw.qcow2 "$orig" || { bad=1; echo "crash after write $n$mode: no undo file, image changed" | t_diag; break; }
+            elif ! "$QINSPECT" undo cw.undo cw.qcow2 >cw.out 2>&1 || ! cmp -s cw.qcow2 "$orig"; then
                 bad=1; echo "crash after write $n$mode: $(cat cw.out)" | t_diag; break
             fi
         done

@@ -6,7 +6,8 @@
 #             qemu-img/qemu-io (helpers below) and damages it with `poke`,
 #             whose offsets are computed by qcow.py from the image's own
 #             header and tables. `keep` saves the image before the damage
-#             as orig.qcow2. The first line is a comment saying what it is.
+#             as orig.qcow2 (and an external data file img.data as
+#             orig.data). The first line is a comment saying what it is.
 #   expect.1  what qemu-img check (7.2) says of the damaged image, as
 #             KEY=VALUE lines (exit=, corruptions=, leaks=, check-errors=;
 #             a key not listed is not checked): it keeps a case from
@@ -86,7 +87,7 @@ io() {      # io CMD...: qemu-io commands on the image; any error fails
     fi
 }
 poke() { python3 "$here/qcow.py" "$IMG" "$1"; }     # poke 'STATEMENTS'
-keep() { cp "$IMG" orig.qcow2; }
+keep() { cp "$IMG" orig.qcow2; [ -f img.data ] && cp img.data orig.data; true; }
 snap() { qemu-img snapshot -c "$1" "$IMG"; }
 
 # counters CASE_DIR JSON EXIT: check a qemu-img result against expect.1
@@ -176,7 +177,8 @@ run_case() {
     if ! (set -e; . "$d/make.sh") >make.log 2>&1; then
         case_notok "$name: make.sh failed"; diag <make.log; return
     fi
-    for c in q m r qr; do cp "$IMG" "$c/$IMG"; done
+    # the image and its external data file (make.sh names it img.data)
+    for c in q m r qr; do cp "$IMG" "$c/$IMG"; [ -f img.data ] && cp img.data "$c/"; done
     (cd q && qemu-img check --output=json "$IMG" >../q.json 2>../q.err); qrc=$?
     (cd m && "$QINSPECT" check --output=json "$IMG" >../m.json 2>../m.err); mrc=$?
     if out=$(expect1 "$d" q.json "$qrc" 2>&1); then

@@ -35,8 +35,10 @@
 #   2. qinspect check --output=json on an identical copy: the same exit
 #      status and counters (corruptions, leaks, check-errors,
 #      image-end-offset, total/allocated/fragmented/compressed clusters,
-#      filename, format; a key qemu-img leaves out counts as 0), and the
-#      copy is byte-identical afterwards (check is read-only);
+#      filename, format; a key qemu-img leaves out counts as 0), the same
+#      human output (stdout byte for byte, stderr but for the program
+#      prefix and a failed check's last line), and the copy is
+#      byte-identical afterwards (check is read-only);
 #   3. repair: `qinspect check -r all` on a third copy, then qemu-img check
 #      exit 0 and expect.2.
 # If qinspect's -r is not implemented (the repair branch not merged),
@@ -187,14 +189,23 @@ run_case() {
         case_notok "$name: qemu-img check classifies the damage as expect.1"
         { echo "$out"; cat q.err; } | head -20 | diag
     fi
+    # the human output too: stdout byte for byte, stderr with the program
+    # prefix removed and the final error line of a failed check left out
+    # (qemu-img's "Check failed: <errno text>", qinspect's "img.qcow2: ...")
+    (cd q && qemu-img check "$IMG" >../qh.out 2>../qh.err)
+    (cd m && "$QINSPECT" check "$IMG" >../mh.out 2>../mh.err)
+    sed -i -e 's/^qemu-img: //' -e '/^Check failed: /d' qh.err
+    sed -i -e 's/^qinspect: //' -e "/^$IMG: /d" mh.err
     out=$(parity q.json m.json 2>&1)
-    if [ $? = 0 ] && [ "$qrc" = "$mrc" ] && cmp -s "$IMG" "m/$IMG"; then
-        case_ok "$name: qinspect check: same counters and exit as qemu-img ($mrc), file unchanged"
+    if [ $? = 0 ] && [ "$qrc" = "$mrc" ] && cmp -s "$IMG" "m/$IMG" && cmp -s qh.out mh.out &&
+        cmp -s qh.err mh.err; then
+        case_ok "$name: qinspect check: same counters, exit ($mrc) and messages as qemu-img," \
+            "file unchanged"
     else
         case_notok "$name: qinspect check differs from qemu-img check (exit $qrc vs $mrc)"
         cmp -s "$IMG" "m/$IMG" || echo "qinspect check changed the file" | diag
-        { echo "$out"; echo "--- qemu-img"; cat q.err; echo "--- qinspect"; cat m.err; } |
-            head -30 | diag
+        { echo "$out"; echo "--- human output, qemu-img < > qinspect";
+          diff qh.err mh.err; diff qh.out mh.out; } | head -30 | diag
     fi
     if [ "$repair" = no ]; then
         echo REPAIR-NOT-RUN; return

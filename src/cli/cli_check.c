@@ -32,13 +32,78 @@
 
 #define EXIT_UNSUPPORTED 63
 
+/* F's line as qemu-img prints it: "Repairing ..." for what was fixed. */
+static void put_line(const qi_finding *f, bool as_fixed)
+{
+    const char *q = f->qemu;
+    if (!q[0])
+        return;
+    /* the rebuild replaces what was wrong: QEMU names it as found */
+    if (!strncmp(f->fix, "refcount structure rebuilt", 26))
+        as_fixed = false;
+    if (as_fixed && f->fixed && !strncmp(q, "ERROR", 5))
+        fprintf(stderr, "Repairing%s\n", q + 5);
+    else if (as_fixed && f->fixed && !strncmp(q, "Leaked", 6))
+        fprintf(stderr, "Repairing%s\n", q + 6);
+    else
+        fprintf(stderr, "%s\n", q);
+}
+
+static bool is_compare(const qi_finding *f)
+{
+    return f->code == QI_PROB_REFCOUNT_LOW || f->code == QI_PROB_REFCOUNT_HIGH ||
+           f->code == QI_PROB_REFCOUNT_ZERO;
+}
+
+/* A line of the old refcount structure freed after a rebuild. */
+static bool is_freed(const qi_finding *f)
+{
+    return f->fixed && !strncmp(f->fix, "old refcount structure", 22);
+}
+
+static bool is_copied(const qi_finding *f)
+{
+    return f->code == QI_PROB_COPIED_SHARED || f->code == QI_PROB_COPIED_MISSING ||
+           f->code == QI_PROB_COPIED_MISSING_DEDUP;
+}
+
+/* The repair pass's lines in qemu-img's order (qcow2_check_refcounts):
+ * the walk's, the first comparison's, then the rebuild or the second
+ * comparison (fixed ones as "Repairing"), then the COPIED pass's. */
+static void print_repair_lines(const qi_check_result *r)
+{
+    const qi_finding *v = r->findings;
+    bool rebuilt = false, compare = false;
+    for (size_t i = 0; i < r->n_repair; i++) {
+        if (!is_compare(&v[i]) && !is_copied(&v[i]))
+            put_line(&v[i], true);
+        rebuilt |= v[i].fixed && !strncmp(v[i].fix, "refcount structure rebuilt", 26);
+        compare |= is_compare(&v[i]);
+    }
+    for (size_t i = 0; i < r->n_repair; i++)
+        if (is_compare(&v[i]) && !is_freed(&v[i]))
+            put_line(&v[i], false);
+    if (rebuilt) {
+        fprintf(stderr, "Rebuilding refcount structure\n");
+        for (size_t i = 0; i < r->n_repair; i++)
+            if (is_freed(&v[i]))
+                put_line(&v[i], true);
+    } else if (compare) {
+        for (size_t i = 0; i < r->n_repair; i++)
+            if (is_compare(&v[i]))
+                put_line(&v[i], true);
+    }
+    for (size_t i = 0; i < r->n_repair; i++)
+        if (is_copied(&v[i]))
+            put_line(&v[i], true);
+}
+
 static void print_human(const qi_check_result *r, bool quiet)
 {
-    size_t first = 0;
-    if (r->n_repair) {
-        for (size_t i = 0; i < r->n_repair; i++)
-            if (r->findings[i].qemu[0])
-                fprintf(stderr, "%s\n", r->findings[i].qemu);
+    size_t first = r->n_repair;
+    if (r->n_repair)
+        print_repair_lines(r);
+    if (r->leaks_fixed || r->corruptions_fixed) {
         if (!quiet)
             printf("The following inconsistencies were found and repaired:\n\n"
                    "    %" PRId64 " leaked clusters\n    %" PRId64 " corruptions\n\n"

@@ -81,24 +81,14 @@ static qi_finding *add(rp *p, const qi_finding *from)
     return f;
 }
 
-/* Mark F fixed, its qemu-img line as qemu-img prints it while repairing. */
+/* Mark F fixed, WHAT saying how (its qemu line stays the one of the check:
+ * the CLI prints qemu-img's "Repairing" form of it). */
 static void fixed(qi_finding *f, const char *what)
 {
-    char line[sizeof f->qemu];
-    const char *rest;
     if (!f)
         return;
-    rest = f->qemu;
     f->fixed = true;
     snprintf(f->fix, sizeof f->fix, "%s", what);
-    if (!strncmp(rest, "ERROR", 5))
-        rest += 5;
-    else if (!strncmp(rest, "Leaked", 6))
-        rest += 6;
-    else
-        return;
-    snprintf(line, sizeof line, "Repairing%s", rest);
-    memcpy(f->qemu, line, sizeof line);
 }
 
 static uint64_t refs(const rp *p, uint64_t off)
@@ -404,17 +394,46 @@ static int64_t plain_corruptions(const qi_check_result *r)
 
 /* Step 1 by rebuilding: fixed counts as QEMU's (the corruptions and leaks
  * the new structure made go away); R becomes the count after it. */
+/* QEMU's rebuilt structure counts the old table and blocks, and its
+ * leak pass then frees them ("Repairing cluster K refcount=R reference=S"):
+ * ours never counted them; the same lines are recorded (FULL: the counts
+ * with them, p->count: without). */
+static void freed_lines(rp *p, const uint32_t *full, uint64_t n_full)
+{
+    for (uint64_t k = 0; k < n_full && k < p->nc; k++) {
+        qi_finding *f;
+        if (full[k] <= p->count[k] || !(f = add(p, NULL)))
+            continue;
+        f->code = QI_PROB_REFCOUNT_HIGH;
+        f->severity = QI_SEV_LEAK;
+        f->structure = "refcount";
+        f->offset = k << p->g->cluster_bits;
+        f->expected = p->count[k];
+        f->found = full[k];
+        f->fixed = true;
+        snprintf(f->fix, sizeof f->fix, "old refcount structure: free after the rebuild");
+        snprintf(f->qemu, sizeof f->qemu, "Leaked cluster %" PRIu64 " refcount=%" PRIu32
+                 " reference=%" PRIu32, k, full[k], p->count[k]);
+    }
+}
+
 static int refcounts_rebuilt(rp *p, qi_check_result *r)
 {
     qi_check_result scratch = { 0 };
     int64_t corr = plain_corruptions(r), leaks = r->leaks;
+    uint32_t *full = p->count;
+    uint64_t n_full = p->nc;
     int rc;
     for (size_t i = 0; i < r->n_findings; i++)
         if (r->findings[i].code != QI_PROB_COPIED_SHARED &&
             r->findings[i].code != QI_PROB_COPIED_MISSING && r->findings[i].qemu[0])
             add(p, &r->findings[i]);
+    p->count = NULL;
     rc = rebuild(p, &scratch);
     qi_check_result_free(&scratch);
+    if (rc == 0)
+        freed_lines(p, full, n_full);
+    free(full);
     if (rc < 0 || (rc = recount(p, r, false)) < 0)
         return rc;
     if (plain_corruptions(r) < corr)
@@ -436,12 +455,15 @@ static int refcounts_rebuilt(rp *p, qi_check_result *r)
 /* ---- steps 2 and 4: COPIED, against the final refcounts (the counts) ---- */
 
 static void copied_finding(rp *p, bool l1, uint64_t site, uint64_t raw, uint64_t rc,
-                           bool fix)
+                           bool fix, uint64_t guest)
 {
     qi_finding *f = add(p, NULL);
     bool copied = raw & QI_OFLAG_COPIED;
     if (!f)
         return;
+    f->guest_offset = guest;
+    f->guest_length = l1 ? (uint64_t)p->g->l2_entries << p->g->cluster_bits
+                         : p->g->cluster_size;
     f->code = copied ? QI_PROB_COPIED_SHARED
             : p->dedup ? QI_PROB_COPIED_MISSING_DEDUP : QI_PROB_COPIED_MISSING;
     f->severity = f->code == QI_PROB_COPIED_MISSING_DEDUP ? QI_SEV_NOTE : QI_SEV_CORRUPTION;
@@ -456,11 +478,11 @@ static void copied_finding(rp *p, bool l1, uint64_t site, uint64_t raw, uint64_t
     }
     if (l1)
         snprintf(f->qemu, sizeof f->qemu, "%s OFLAG_COPIED L2 cluster: l1_index=%" PRIu64
-                 " l1_entry=%" PRIx64 " refcount=%" PRIu64, fix ? "Repairing" : "ERROR",
+                 " l1_entry=%" PRIx64 " refcount=%" PRIu64, "ERROR",
                  (site - p->img->hdr.l1_table_offset) / 8, raw, rc);
     else
         snprintf(f->qemu, sizeof f->qemu, "%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64
-                 " refcount=%" PRIu64, fix ? "Repairing" : "ERROR", raw, rc);
+                 " refcount=%" PRIu64, "ERROR", raw, rc);
     if (fix) {
         f->fixed = true;
         snprintf(f->fix, sizeof f->fix, copied ? "COPIED cleared" : "COPIED set");
@@ -471,21 +493,21 @@ static void copied_finding(rp *p, bool l1, uint64_t site, uint64_t raw, uint64_t
 /* One entry against the COPIED rule; SET: fix only missing COPIED (step 4),
  * else only COPIED too many (step 2). *NEW: the entry to write, or RAW. */
 static void judge(rp *p, bool l1, uint64_t site, uint64_t raw, uint64_t rc, bool set,
-                  uint64_t *new)
+                  uint64_t guest, uint64_t *new)
 {
     bool copied = raw & QI_OFLAG_COPIED;
     *new = raw;
     if ((rc == 1) == copied || copied == set)
         return;
     if (set && p->dedup) {
-        copied_finding(p, l1, site, raw, rc, false);
+        copied_finding(p, l1, site, raw, rc, false, guest);
         return;
     }
     *new = copied ? raw & ~QI_OFLAG_COPIED : raw | QI_OFLAG_COPIED;
-    copied_finding(p, l1, site, raw, rc, true);
+    copied_finding(p, l1, site, raw, rc, true, guest);
 }
 
-static int copied_l2(rp *p, uint64_t l2, bool set)
+static int copied_l2(rp *p, uint64_t l2, uint64_t guest0, bool set)
 {
     const qi_geom *g = p->g;
     qi_image *img = p->img;
@@ -501,7 +523,7 @@ static int copied_l2(rp *p, uint64_t l2, bool set)
         if (d.type != QI_CLUSTER_NORMAL && d.type != QI_CLUSTER_ZERO_ALLOC)
             continue;
         judge(p, false, site, raw, img->data_file ? 1 : refs(p, raw & QI_L2E_OFFSET_MASK),
-              set, &nw);
+              set, guest0 + ((uint64_t)j << g->cluster_bits), &nw);
         if (nw != raw && (rc = put64(p, site, nw, "L2 entry")) < 0)
             return rc;
     }
@@ -522,11 +544,12 @@ static int copied_pass(rp *p, bool set)
         l2 = raw & QI_L1E_OFFSET_MASK;
         if (!l2)
             continue;
-        judge(p, true, l1 + 8ull * i, raw, refs(p, l2), set, &nw);
+        uint64_t guest0 = (uint64_t)i << (p->g->l2_bits + p->g->cluster_bits);
+        judge(p, true, l1 + 8ull * i, raw, refs(p, l2), set, guest0, &nw);
         if (nw != raw && (rc = put64(p, l1 + 8ull * i, nw, "L1 entry")) < 0)
             break;
         if (!(l2 & (p->g->cluster_size - 1)) && l2 < img->file->size)
-            rc = copied_l2(p, l2, set);
+            rc = copied_l2(p, l2, guest0, set);
     }
     return rc < 0 ? rc : sync_file(p);
 }
@@ -580,8 +603,13 @@ static int refcounts_in_place(rp *p, const qi_check_result *r)
         return rc;
     if (copied)
         return copied_pass(p, true);
-    keep_copied_findings(p, r);
-    return 0;
+    /* not repaired: named against the refcounts as they are now (QEMU's
+     * COPIED pass runs after the leaks were fixed) */
+    qi_check_result now = { 0 };
+    if ((rc = qi_check_count(p->img, &now, false, NULL, NULL)) == 0)
+        keep_copied_findings(p, &now);
+    qi_check_result_free(&now);
+    return rc;
 }
 
 /* ---- the whole repair ---- */
@@ -635,6 +663,43 @@ static int finish(rp *p, qi_check_result *res)
     return 0;
 }
 
+/* Order of qemu-img's lines within a group: the comparison by cluster,
+ * COPIED by guest offset (an L1 entry before its L2 entries), the rest as
+ * met. */
+static int group(const qi_finding *f)
+{
+    switch (f->code) {
+    case QI_PROB_REFCOUNT_LOW: case QI_PROB_REFCOUNT_HIGH: case QI_PROB_REFCOUNT_ZERO:
+        return 1;
+    case QI_PROB_COPIED_SHARED: case QI_PROB_COPIED_MISSING: case QI_PROB_COPIED_MISSING_DEDUP:
+        return 2;
+    default:
+        return 0;
+    }
+}
+
+static void sort_lines(qi_finding *v, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {    /* insertion sort: stable, small n */
+        qi_finding t = v[i];
+        size_t j = i;
+        while (j > 0) {
+            const qi_finding *a = &v[j - 1];
+            int ga = group(a), gt = group(&t);
+            bool after = ga > gt ||
+                (ga == gt && ga == 1 && a->offset > t.offset) ||
+                (ga == gt && ga == 2 && (a->guest_offset > t.guest_offset ||
+                 (a->guest_offset == t.guest_offset && a->structure && t.structure &&
+                  !strcmp(a->structure, "L2 entry") && !strcmp(t.structure, "L1 entry"))));
+            if (!after)
+                break;
+            v[j] = v[j - 1];
+            j--;
+        }
+        v[j] = t;
+    }
+}
+
 /* RES = the repair pass's findings, then the check's. */
 static int merge(rp *p, qi_check_result *res)
 {
@@ -642,11 +707,22 @@ static int merge(rp *p, qi_check_result *res)
     qi_finding *v;
     res->corruptions_fixed = p->cfix;
     res->leaks_fixed = p->lfix;
-    if (!p->cfix && !p->lfix)
-        return 0;       /* nothing repaired: qemu-img shows the one check */
+    if (!p->cfix && !p->lfix) {
+        /* nothing repaired: qemu-img shows the repair pass only (its
+         * counters are the check's: nothing changed) */
+        if (p->n)
+            sort_lines(p->v, p->n < 4096 ? p->n : 0);
+        free(res->findings);
+        res->findings = p->v;
+        res->n_findings = res->cap_findings = res->n_repair = p->n;
+        p->v = NULL;
+        return 0;
+    }
     if (!(v = qi_mem_alloc_capped(total ? total : 1, sizeof *v, (size_t)1 << 30)))
         return qi_fail(p->img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
     memcpy(v, p->v, p->n * sizeof *v);
+    if (p->n < 4096)
+        sort_lines(v, p->n);
     if (res->n_findings)
         memcpy(v + p->n, res->findings, res->n_findings * sizeof *v);
     free(res->findings);

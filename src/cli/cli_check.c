@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -200,23 +199,23 @@ static int exit_status(int rc, const qi_check_result *r)
     return r->corruptions ? 2 : r->leaks ? 3 : 0;
 }
 
-/* The default undo file of a repair: FILE.qinspect-undo-<UTC timestamp>,
- * with -2, -3, ... appended when a repair in the same second made one. */
+/* The default undo file of a repair (qi_cli_default_undo: FILE.qinspect-
+ * undo-<UTC timestamp>), with -2, -3, ... appended when a repair in the
+ * same second made one (an undo file is never overwritten). */
 static char *default_undo(const char *path)
 {
-    char stamp[32], *out;
-    time_t now = time(NULL);
-    struct tm tm;
-    size_t n;
-    if (!gmtime_r(&now, &tm) || !strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm))
-        return NULL;
-    n = strlen(path) + strlen(stamp) + sizeof ".qinspect-undo-" + 12;
-    if (!(out = malloc(n)))
-        return NULL;
-    snprintf(out, n, "%s.qinspect-undo-%s", path, stamp);
-    for (unsigned i = 2; access(out, F_OK) == 0 && i < 1000000; i++)
-        snprintf(out, n, "%s.qinspect-undo-%s-%u", path, stamp, i);
-    return out;
+    size_t n = strlen(path) + 64;
+    char *out = malloc(n), *base = malloc(n);
+    if (out && base && qi_cli_default_undo(path, base, n)) {
+        snprintf(out, n, "%s", base);
+        for (unsigned i = 2; access(out, F_OK) == 0 && i < 1000000; i++)
+            snprintf(out, n, "%s-%u", base, i);
+        free(base);
+        return out;
+    }
+    free(out);
+    free(base);
+    return NULL;
 }
 
 static int run_check(const char *path, unsigned flags, unsigned repair, int json, bool quiet,

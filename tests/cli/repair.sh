@@ -283,6 +283,21 @@ qemu-img check dd.qcow2 >dd.chk 2>&1
 t_check "dedup: on disk only the missing COPIED (refcount 1) is left, as stock qemu-img sees" \
     bash -c "[ \$(grep -c OFLAG_COPIED dd.chk) = 1 ] && grep -qE 'OFLAG_COPIED data cluster: l2_entry=[0-7]?[0-9a-f]{0,15} refcount=1\$' dd.chk"
 
+# Lua: img:check{repair="all"} on an image opened -w: qemu-img's counters
+for what in "refcount-of 0 1" "rt 0 0"; do
+    mk lu.qcow2 && $POKE lu.qcow2 $what && cp lu.qcow2 luq.qcow2
+    qemu-img check -r all --output=json luq.qcow2 >q.json 2>/dev/null
+    "$QINSPECT" -w lu.qcow2 -e 'local r = img:check{repair="all"}
+        print(string.format("%d %d %d %d %d", r.corruptions, r.leaks, r.corruptions_fixed,
+                            r.leaks_fixed, r.repaired))' >l.out 2>l.err
+    t_check "Lua img:check{repair=\"all\"} ($what): counters as qemu-img -r all, image clean" \
+        python3 -c "
+import json; q = json.load(open('q.json')); c, l, cf, lf, n = map(int, open('l.out').read().split())
+assert (c, l, cf, lf) == (q.get('corruptions', 0), q.get('leaks', 0), q.get('corruptions-fixed', 0),
+                          q.get('leaks-fixed', 0)) and n > 0, (c, l, cf, lf, q)
+import subprocess; assert subprocess.call(['qemu-img', 'check', '-q', 'lu.qcow2']) == 0"
+done
+
 # QEMU holds the image: refused, file unchanged
 mk held.qcow2 && $POKE held.qcow2 refcount-of 0 1 && cp held.qcow2 held0.qcow2
 if command -v qemu-system-x86_64 >/dev/null 2>&1 ||

@@ -47,6 +47,7 @@ typedef enum qi_problem_code {
     QI_PROB_SUBCLUSTER_UNALLOC_ENTRY,
     QI_PROB_COMPRESSED_DATA_FILE,
     QI_PROB_READ_ERROR,
+    QI_PROB_SNAPSHOT_INCOMPLETE,
 } qi_problem_code;
 
 typedef struct qi_problem {

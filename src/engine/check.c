@@ -124,9 +124,17 @@ static qi_finding *finding(ck *c, qi_problem_code code, const char *st, uint64_t
 
 /* Read LEN bytes at OFF; bytes past the end of the file read as zeros
  * (QEMU's file driver does the same). */
+/* QEMU's block layer refuses a read ending past BDRV_MAX_LENGTH (INT64_MAX
+ * rounded down to 1 GiB) with -EIO: a refcount table entry or a snapshot's
+ * L1 table offset may hold such an offset (neither is masked to 2^56). */
+#define QEMU_MAX_LENGTH 0x7fffffffc0000000ull
+
 static int read_padded(ck *c, void *buf, uint64_t len, uint64_t off, const char *st)
 {
     uint64_t fsize = c->img->file->size, have = 0;
+    if (off > QEMU_MAX_LENGTH || len > QEMU_MAX_LENGTH - off)
+        return qi_fail(c->img, QI_EIO, st, off, "offset %#" PRIx64 " is beyond what "
+                       "QEMU can read (2^63 - 2^30)", off);
     if (off < fsize)
         have = fsize - off < len ? fsize - off : len;
     memset((uint8_t *)buf + have, 0, len - have);
@@ -193,11 +201,6 @@ static int inc_ref(void *payload, const qi_ref *r)
 {
     return inc(payload, r->host_offset, r->length);
 }
-
-/* QEMU's block layer refuses a read ending past BDRV_MAX_LENGTH (INT64_MAX
- * rounded down to 1 GiB) with -EIO: a refcount table entry may hold such
- * an offset (its mask keeps bits 56..63). */
-#define QEMU_MAX_LENGTH 0x7fffffffc0000000ull
 
 /* On-disk refcount of cluster K into *V. Returns 0; 1 when it cannot be
  * read because the block is unaligned (QEMU: -EIO after signalling the
@@ -406,7 +409,8 @@ static int walk_l1(ck *c, uint64_t off, uint32_t size, bool active)
     if (!(l1 = qi_mem_alloc_capped(size, 8, QI_MEM_CAP)))
         return qi_fail(c->img, QI_ENOMEM, "L1 table", off, "out of memory");
     if ((rc = read_padded(c, l1, 8ull * size, off, "L1 table")) < 0) {
-        finding(c, QI_PROB_READ_ERROR, "L1 table", off, NULL);
+        finding(c, QI_PROB_READ_ERROR, "L1 table", off, "ERROR: I/O error in "
+                "check_refcounts_l1");
         c->res->check_errors++;
         goto out;
     }
@@ -588,6 +592,21 @@ static int snapshot_offset(ck *c)
                    " invalid (not cluster aligned or past 2^63)", off);
 }
 
+/* QEMU's check then requires, in a version 3 image, every snapshot's extra
+ * data to hold at least vm_state_size_large and disk_size (16 bytes; spec
+ * "Snapshots"): a shorter entry is a corruption. */
+static void snapshot_incomplete(ck *c)
+{
+    const qi_image *img = c->img;
+    if (img->hdr.version < 3)
+        return;
+    for (uint32_t i = 0; i < img->n_snaps; i++)
+        if (img->snaps[i].extra_data_size < 16)
+            finding(c, QI_PROB_SNAPSHOT_INCOMPLETE, "snapshot table entry",
+                    img->snaps[i].entry_offset, "ERROR snapshot table entry %" PRIu32
+                    " is incomplete", i);
+}
+
 static int run(ck *c)
 {
     qi_image *img = c->img;
@@ -596,7 +615,10 @@ static int run(ck *c)
     int rc;
     if (!(c->tab = malloc(bytes)) || !(c->block = malloc(g->cluster_size)))
         return qi_fail(img, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
-    if ((rc = snapshot_offset(c)) < 0 || (rc = load_reftable(c)) < 0 ||
+    if ((rc = snapshot_offset(c)) < 0)
+        return rc;
+    snapshot_incomplete(c);
+    if ((rc = load_reftable(c)) < 0 ||
         (rc = grow(c, ((img->file->size + g->cluster_size - 1) >> g->cluster_bits) - 1)) < 0)
         return rc;
     /* QEMU's array is exactly the file's clusters, and so is ours; a

@@ -132,6 +132,12 @@ static const qi_problem table[] = {
       "a metadata structure could not be read",
       "The check could not read a table it needs, so it could not complete (qemu-img check "
       "counts this as a check error, exit status 1)." },
+    { QI_PROB_SNAPSHOT_INCOMPLETE, "snapshot_incomplete", QI_SEV_CORRUPTION,
+      "a snapshot table entry is incomplete",
+      "In a version 3 image every snapshot's extra data must hold at least the 64-bit VM "
+      "state size and the disk size (16 bytes). A shorter entry leaves the snapshot's disk "
+      "size unknown; qemu-img check counts it as a corruption and its repair rewrites the "
+      "entry with the extra data filled in." },
 };
 
 #define N_PROBLEMS (sizeof table / sizeof table[0])

@@ -6,7 +6,8 @@
 #             qemu-img/qemu-io (helpers below) and damages it with `poke`,
 #             whose offsets are computed by qcow.py from the image's own
 #             header and tables. `keep` saves the image before the damage
-#             as orig.qcow2. The first line is a comment saying what it is.
+#             as orig.qcow2 (and an external data file img.data as
+#             orig.data). The first line is a comment saying what it is.
 #   expect.1  what qemu-img check (7.2) says of the damaged image, as
 #             KEY=VALUE lines (exit=, corruptions=, leaks=, check-errors=;
 #             a key not listed is not checked): it keeps a case from
@@ -34,8 +35,10 @@
 #   2. qinspect check --output=json on an identical copy: the same exit
 #      status and counters (corruptions, leaks, check-errors,
 #      image-end-offset, total/allocated/fragmented/compressed clusters,
-#      filename, format; a key qemu-img leaves out counts as 0), and the
-#      copy is byte-identical afterwards (check is read-only);
+#      filename, format; a key qemu-img leaves out counts as 0), the same
+#      human output (stdout byte for byte, stderr but for the program
+#      prefix and a failed check's last line), and the copy is
+#      byte-identical afterwards (check is read-only);
 #   3. repair: `qinspect check -r all` on a third copy, then qemu-img check
 #      exit 0 and expect.2.
 # If qinspect's -r is not implemented (the repair branch not merged),
@@ -86,7 +89,7 @@ io() {      # io CMD...: qemu-io commands on the image; any error fails
     fi
 }
 poke() { python3 "$here/qcow.py" "$IMG" "$1"; }     # poke 'STATEMENTS'
-keep() { cp "$IMG" orig.qcow2; }
+keep() { cp "$IMG" orig.qcow2; [ -f img.data ] && cp img.data orig.data; true; }
 snap() { qemu-img snapshot -c "$1" "$IMG"; }
 
 # counters CASE_DIR JSON EXIT: check a qemu-img result against expect.1
@@ -170,13 +173,14 @@ grep -q 'not implemented' "$work/probe/err" && repair=no
 n_repair_missing=0
 
 run_case() {
-    local d=$1 name=${1##*/} w=$work/${1##*/} qrc mrc rrc qqrc e2 out
+    local d=$1 name=${1##*/} w=$work/${1##*/} qrc mrc rrc qqrc e2 uses_qemu out
     mkdir -p "$w/q" "$w/m" "$w/r" "$w/qr"
     cd "$w" || return
     if ! (set -e; . "$d/make.sh") >make.log 2>&1; then
         case_notok "$name: make.sh failed"; diag <make.log; return
     fi
-    for c in q m r qr; do cp "$IMG" "$c/$IMG"; done
+    # the image and its external data file (make.sh names it img.data)
+    for c in q m r qr; do cp "$IMG" "$c/$IMG"; [ -f img.data ] && cp img.data "$c/"; done
     (cd q && qemu-img check --output=json "$IMG" >../q.json 2>../q.err); qrc=$?
     (cd m && "$QINSPECT" check --output=json "$IMG" >../m.json 2>../m.err); mrc=$?
     if out=$(expect1 "$d" q.json "$qrc" 2>&1); then
@@ -185,22 +189,37 @@ run_case() {
         case_notok "$name: qemu-img check classifies the damage as expect.1"
         { echo "$out"; cat q.err; } | head -20 | diag
     fi
+    # the human output too: stdout byte for byte, stderr with the program
+    # prefix removed and the final error line of a failed check left out
+    # (qemu-img's "Check failed: <errno text>", qinspect's "img.qcow2: ...")
+    (cd q && qemu-img check "$IMG" >../qh.out 2>../qh.err)
+    (cd m && "$QINSPECT" check "$IMG" >../mh.out 2>../mh.err)
+    sed -i -e 's/^qemu-img: //' -e '/^Check failed: /d' qh.err
+    sed -i -e 's/^qinspect: //' -e "/^$IMG: /d" mh.err
     out=$(parity q.json m.json 2>&1)
-    if [ $? = 0 ] && [ "$qrc" = "$mrc" ] && cmp -s "$IMG" "m/$IMG"; then
-        case_ok "$name: qinspect check: same counters and exit as qemu-img ($mrc), file unchanged"
+    if [ $? = 0 ] && [ "$qrc" = "$mrc" ] && cmp -s "$IMG" "m/$IMG" && cmp -s qh.out mh.out &&
+        cmp -s qh.err mh.err; then
+        case_ok "$name: qinspect check: same counters, exit ($mrc) and messages as qemu-img," \
+            "file unchanged"
     else
         case_notok "$name: qinspect check differs from qemu-img check (exit $qrc vs $mrc)"
         cmp -s "$IMG" "m/$IMG" || echo "qinspect check changed the file" | diag
-        { echo "$out"; echo "--- qemu-img"; cat q.err; echo "--- qinspect"; cat m.err; } |
-            head -30 | diag
+        { echo "$out"; echo "--- human output, qemu-img < > qinspect";
+          diff qh.err mh.err; diff qh.out mh.out; } | head -30 | diag
     fi
     if [ "$repair" = no ]; then
         echo REPAIR-NOT-RUN; return
     fi
-    (cd qr && qemu-img check -r all "$IMG" >../qr.out 2>&1)
+    # qemu-img's own repair only where expect.2 compares with it
+    uses_qemu=
+    grep -Eqx 'same-as-qemu|unfixed-as-qemu' "$d/expect.2" && uses_qemu=1
+    [ -n "$uses_qemu" ] && (cd qr && qemu-img check -r all "$IMG" >../qr.out 2>&1)
     (cd r && "$QINSPECT" check -r all "$IMG" >../r.out 2>&1); rrc=$?
     (cd r && qemu-img check --output=json "$IMG" >../after.json 2>../after.err); qrc=$?
-    (cd qr && qemu-img check --output=json "$IMG" >../qafter.json 2>/dev/null); qqrc=$?
+    qqrc=
+    if [ -n "$uses_qemu" ]; then
+        (cd qr && qemu-img check --output=json "$IMG" >../qafter.json 2>/dev/null); qqrc=$?
+    fi
     out=$(expect2 "$d" 2>&1); e2=$?
     if [ "$e2" = 0 ] && grep -qx unfixed-as-qemu "$d/expect.2"; then
         # qemu-img's own repair leaves this damage: no worse than it

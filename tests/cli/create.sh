@@ -122,8 +122,7 @@ same l1 -f qcow2 -o cluster_size=2M,extended_l2=on a.qcow2 2T
 same l1 -f qcow2 -o preallocation=metadata,cluster_size=512,refcount_bits=64 a.qcow2 20M
 same l1 -f qcow2 -o preallocation=falloc,cluster_size=512,refcount_bits=64 a.qcow2 20M
 same l1 -f qcow2 -o preallocation=metadata,cluster_size=4096,refcount_bits=2 a.qcow2 1G
-# past 2 GiB QEMU preallocates in requests of 2 GiB - 64 KiB: the L2 table
-# at each request's end is linked in two runs
+# past 2 GiB QEMU preallocates in several requests (of 2 GiB - 64 KiB)
 same l1 -f qcow2 -o preallocation=metadata a.qcow2 5G
 
 # ---- syntax ----

@@ -10,10 +10,13 @@
  * runs are read along, as that is cheaper than another request), read in
  * pieces of PIECE bytes with one qi_image_read each, and written with one
  * pwrite per run of 4 KiB blocks that are not all zero (qemu-img convert's
- * default -S 4k). Reading and writing overlap: a writer thread scans and
- * writes the pieces the main thread has read while the main thread reads
- * the next ones (a ring of pieces; the main thread only reuses a piece
+ * default -S 4k). Reading and writing overlap: the main thread reads a
+ * piece and finds its data runs (the zero scan, while the piece is still in
+ * the CPU's cache), and a writer thread writes the runs of the pieces
+ * queued before it (a ring of pieces; the main thread only reuses a piece
  * after the writer has finished with it, and it alone calls the engine).
+ * The two halves then cost about the same: copying into the page cache is
+ * the larger part of a convert, and the writer does nothing else.
  * qcow2 output is cli_convert_qcow2.c; this file parses the options for
  * both. Calls: include/qi, cli.h helpers, POSIX file I/O and threads. */
 #include <errno.h>
@@ -42,9 +45,15 @@
  * (the zero scan and the copy into the page cache) cheap. */
 #define PIECE (256u << 10)    /* bytes read into one piece */
 #define NPIECE (2 * (CHUNK / PIECE))
+#define MAXRUN 64             /* data runs a job lists (-S 4k: 32 at most) */
+/* A queued piece of N bytes for guest offset OFF, and its data runs
+ * [at, at + len) (offsets in the piece) found by the main thread; NRUN -1
+ * when there were more than MAXRUN (a small -S): the writer scans it. */
 typedef struct wjob {
     uint64_t off;
     size_t n;
+    int nrun;
+    uint32_t at[MAXRUN], len[MAXRUN];
 } wjob;
 typedef struct wslot {
     pthread_t thread;
@@ -134,6 +143,49 @@ static int write_sparse(conv *c, const uint8_t *buf, uint64_t off, size_t n)
     return 0;
 }
 
+/* The data runs of the N bytes of BUF for guest offset OFF into J, as
+ * write_sparse would write them. */
+static void find_runs(const conv *c, const uint8_t *buf, uint64_t off, size_t n, wjob *j)
+{
+    size_t i = 0, run = 0;
+    bool in_data = false;
+    *j = (wjob){ .off = off, .n = n };
+    if (!c->sparse) {
+        j->at[0] = 0, j->len[0] = (uint32_t)n, j->nrun = 1;
+        return;
+    }
+    for (; i < n; i += c->sparse - (size_t)((off + i) % c->sparse)) {
+        size_t blen = c->sparse - (size_t)((off + i) % c->sparse);
+        bool zero = block_is_zero(buf + i, blen > n - i ? n - i : blen);
+        if (!zero && !in_data) {
+            run = i;
+            in_data = true;
+        } else if (zero && in_data) {
+            if (j->nrun == MAXRUN) {
+                j->nrun = -1;
+                return;
+            }
+            j->at[j->nrun] = (uint32_t)run, j->len[j->nrun++] = (uint32_t)(i - run);
+            in_data = false;
+        }
+    }
+    if (in_data && j->nrun == MAXRUN)
+        j->nrun = -1;
+    else if (in_data)
+        j->at[j->nrun] = (uint32_t)run, j->len[j->nrun++] = (uint32_t)(n - run);
+}
+
+/* Write job J of piece BUF. */
+static int run_job(conv *c, const uint8_t *buf, const wjob *j)
+{
+    if (j->nrun < 0)
+        return write_sparse(c, buf, j->off, j->n);
+    for (int k = 0; k < j->nrun; k++)
+        if (write_all(c, buf + j->at[k], j->len[k], j->off + j->at[k]) < 0)
+            return -1;
+    return 0;
+}
+
 /* Address of ring piece I. */
 static uint8_t *piece_buf(const conv *c, unsigned i)
 {
@@ -160,10 +212,10 @@ static void *writer_main(void *arg)
         }
         if (w->head == w->tail)
             break;
-        wjob j = w->job[w->head % NPIECE];
+        const wjob *j = &w->job[w->head % NPIECE];  /* the reader leaves it alone */
         bool skip = w->failed; /* after a failure, only drain */
         pthread_mutex_unlock(&w->mu);
-        bool bad = !skip && write_sparse(c, piece_buf(c, w->head), j.off, j.n) < 0;
+        bool bad = !skip && run_job(c, piece_buf(c, w->head), j) < 0;
         pthread_mutex_lock(&w->mu);
         w->failed |= bad;
         w->head++;
@@ -230,13 +282,17 @@ static int writer_stop(conv *c)
 static int submit(conv *c, uint64_t off, size_t n)
 {
     wslot *w = &c->w;
+    const uint8_t *buf = piece_buf(c, w->tail);
     if (!w->running) {
-        if (write_sparse(c, piece_buf(c, w->tail), off, n) < 0)
+        wjob j;
+        find_runs(c, buf, off, n, &j);
+        if (run_job(c, buf, &j) < 0)
             return w->failed = true, -1;
         return 0;
     }
+    /* the job slot is free: its piece is (writer_wait below) */
+    find_runs(c, buf, off, n, &w->job[w->tail % NPIECE]);
     pthread_mutex_lock(&w->mu);
-    w->job[w->tail % NPIECE] = (wjob){ off, n };
     w->tail++;
     if (w->writer_waits)
         pthread_cond_signal(&w->cv);

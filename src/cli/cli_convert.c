@@ -362,8 +362,10 @@ static bool map_source(conv *c, const char *file)
         close(fd);
         return false;
     }
+    /* no MADV_SEQUENTIAL: pages seen through such a mapping do not count
+     * as used, so the source would be the first thing reclaimed (and read
+     * from disk by the next convert) */
     close(fd);
-    (void)madvise(p, (size_t)st.st_size, MADV_SEQUENTIAL);
     c->map = p;
     c->map_len = (uint64_t)st.st_size;
     c->map_file = file;

@@ -10,10 +10,19 @@
  * runs are read along, as that is cheaper than another request), read in
  * pieces of PIECE bytes with one qi_image_read each, and written with one
  * pwrite per run of 4 KiB blocks that are not all zero (qemu-img convert's
- * default -S 4k). Reading and writing overlap: a writer thread scans and
- * writes the pieces the main thread has read while the main thread reads
- * the next ones (a ring of pieces; the main thread only reuses a piece
+ * default -S 4k). Reading and writing overlap: the main thread reads a
+ * piece and finds its data runs (the zero scan, while the piece is still in
+ * the CPU's cache), and a writer thread writes the runs of the pieces
+ * queued before it (a ring of pieces; the main thread only reuses a piece
  * after the writer has finished with it, and it alone calls the engine).
+ * The two halves then cost about the same: copying into the page cache is
+ * the larger part of a convert, and the writer does nothing else.
+ * Runs that qi_image_map places in the source file itself, uncompressed
+ * and inside the file (a plain image's data, or a raw source), are not
+ * read at all: the file is mapped read-only and the writer writes straight
+ * from the mapping, so each byte is copied once (into the output's page
+ * cache) instead of twice; the writer drops the pages of each piece from
+ * the mapping once written, so at most the ring's bytes stay mapped.
  * qcow2 output is cli_convert_qcow2.c; this file parses the options for
  * both. Calls: include/qi, cli.h helpers, POSIX file I/O and threads. */
 #include <errno.h>
@@ -23,6 +32,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -42,9 +52,17 @@
  * (the zero scan and the copy into the page cache) cheap. */
 #define PIECE (256u << 10)    /* bytes read into one piece */
 #define NPIECE (2 * (CHUNK / PIECE))
+#define MAXRUN 64             /* data runs a job lists (-S 4k: 32 at most) */
+/* A queued piece of N bytes for guest offset OFF, and its data runs
+ * [at, at + len) (offsets in the piece) found by the main thread; NRUN -1
+ * when there were more than MAXRUN (a small -S): the writer scans it. */
 typedef struct wjob {
     uint64_t off;
     size_t n;
+    const uint8_t *src;       /* the bytes in the source mapping, or NULL:
+                               * in the ring piece */
+    int nrun;
+    uint32_t at[MAXRUN], len[MAXRUN];
 } wjob;
 typedef struct wslot {
     pthread_t thread;
@@ -69,6 +87,10 @@ typedef struct conv {
     size_t sparse;            /* block size for hole detection, 0 = none */
     int snap;                 /* snapshot index, -1 for the active view */
     uint64_t span_start, span_end; /* pending span, empty when equal */
+    const char *map_file;     /* the source file mapped (as map names it) */
+    uint8_t *map;             /* its mapping, NULL if none (yet) */
+    uint64_t map_len;
+    bool map_failed;          /* mapping refused: read everything */
 } conv;
 
 static bool block_is_zero(const uint8_t *p, size_t n)
@@ -134,6 +156,59 @@ static int write_sparse(conv *c, const uint8_t *buf, uint64_t off, size_t n)
     return 0;
 }
 
+/* The data runs of the N bytes of BUF for guest offset OFF into J, as
+ * write_sparse would write them. */
+static void find_runs(const conv *c, const uint8_t *buf, uint64_t off, size_t n, wjob *j)
+{
+    size_t i = 0, run = 0;
+    bool in_data = false;
+    *j = (wjob){ .off = off, .n = n };
+    if (!c->sparse) {
+        j->at[0] = 0, j->len[0] = (uint32_t)n, j->nrun = 1;
+        return;
+    }
+    for (; i < n; i += c->sparse - (size_t)((off + i) % c->sparse)) {
+        size_t blen = c->sparse - (size_t)((off + i) % c->sparse);
+        bool zero = block_is_zero(buf + i, blen > n - i ? n - i : blen);
+        if (!zero && !in_data) {
+            run = i;
+            in_data = true;
+        } else if (zero && in_data) {
+            if (j->nrun == MAXRUN) {
+                j->nrun = -1;
+                return;
+            }
+            j->at[j->nrun] = (uint32_t)run, j->len[j->nrun++] = (uint32_t)(i - run);
+            in_data = false;
+        }
+    }
+    if (in_data && j->nrun == MAXRUN)
+        j->nrun = -1;
+    else if (in_data)
+        j->at[j->nrun] = (uint32_t)run, j->len[j->nrun++] = (uint32_t)(n - run);
+}
+
+/* Write job J of piece BUF (or of its bytes in the source mapping). */
+static int run_job(conv *c, const uint8_t *buf, const wjob *j)
+{
+    int rc = 0;
+    if (j->src)
+        buf = j->src;
+    if (j->nrun < 0)
+        rc = write_sparse(c, buf, j->off, j->n);
+    for (int k = 0; rc == 0 && k < j->nrun; k++)
+        rc = write_all(c, buf + j->at[k], j->len[k], j->off + j->at[k]);
+    if (j->src) {
+        /* whole pages only: a page shared with the next piece refaults
+         * from the page cache if it is still needed */
+        uintptr_t a = ((uintptr_t)j->src + 4095) & ~(uintptr_t)4095;
+        uintptr_t b = ((uintptr_t)j->src + j->n) & ~(uintptr_t)4095;
+        if (b > a)
+            (void)madvise((void *)a, b - a, MADV_DONTNEED);
+    }
+    return rc;
+}
+
 /* Address of ring piece I. */
 static uint8_t *piece_buf(const conv *c, unsigned i)
 {
@@ -160,10 +235,10 @@ static void *writer_main(void *arg)
         }
         if (w->head == w->tail)
             break;
-        wjob j = w->job[w->head % NPIECE];
+        const wjob *j = &w->job[w->head % NPIECE];  /* the reader leaves it alone */
         bool skip = w->failed; /* after a failure, only drain */
         pthread_mutex_unlock(&w->mu);
-        bool bad = !skip && write_sparse(c, piece_buf(c, w->head), j.off, j.n) < 0;
+        bool bad = !skip && run_job(c, piece_buf(c, w->head), j) < 0;
         pthread_mutex_lock(&w->mu);
         w->failed |= bad;
         w->head++;
@@ -227,16 +302,22 @@ static int writer_stop(conv *c)
 
 /* Queue the piece the reader just filled (N bytes for guest offset OFF) and
  * make sure the next one is free. */
-static int submit(conv *c, uint64_t off, size_t n)
+static int submit(conv *c, uint64_t off, size_t n, const uint8_t *src)
 {
     wslot *w = &c->w;
+    const uint8_t *buf = src ? src : piece_buf(c, w->tail);
     if (!w->running) {
-        if (write_sparse(c, piece_buf(c, w->tail), off, n) < 0)
+        wjob j;
+        find_runs(c, buf, off, n, &j);
+        j.src = src;
+        if (run_job(c, buf, &j) < 0)
             return w->failed = true, -1;
         return 0;
     }
+    /* the job slot is free: its piece is (writer_wait below) */
+    find_runs(c, buf, off, n, &w->job[w->tail % NPIECE]);
+    w->job[w->tail % NPIECE].src = src;
     pthread_mutex_lock(&w->mu);
-    w->job[w->tail % NPIECE] = (wjob){ off, n };
     w->tail++;
     if (w->writer_waits)
         pthread_cond_signal(&w->cv);
@@ -247,8 +328,6 @@ static int submit(conv *c, uint64_t off, size_t n)
 /* Read and write [START, END) piece by piece. */
 static int copy_range(conv *c, uint64_t start, uint64_t end)
 {
-    if (!c->piece)
-        c->piece = c->sparse > PIECE ? CHUNK : PIECE;
     while (start < end) {
         size_t n = end - start < c->piece ? (size_t)(end - start) : c->piece;
         uint8_t *buf = piece_buf(c, c->w.tail);
@@ -257,9 +336,56 @@ static int copy_range(conv *c, uint64_t start, uint64_t end)
                                                       start, n);
         if (rc < 0)
             return qi_cli_engine_error(qi_image_error(c->img), rc), -1;
-        if (submit(c, start, n) < 0)
+        if (submit(c, start, n, NULL) < 0)
             return -1;
         start += n;
+    }
+    return 0;
+}
+
+/* Map the source file FILE read-only (once); false if it cannot be, or
+ * if FILE is another file than the one mapped. */
+static bool map_source(conv *c, const char *file)
+{
+    struct stat st;
+    int fd;
+    void *p;
+    if (c->map)
+        return !strcmp(file, c->map_file);
+    if (c->map_failed)
+        return false;
+    c->map_failed = true;
+    if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
+        return false;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
+        (p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+        close(fd);
+        return false;
+    }
+    /* no MADV_SEQUENTIAL: pages seen through such a mapping do not count
+     * as used, so the source would be the first thing reclaimed (and read
+     * from disk by the next convert) */
+    close(fd);
+    c->map = p;
+    c->map_len = (uint64_t)st.st_size;
+    c->map_file = file;
+    c->map_failed = false;
+    return true;
+}
+
+/* Extent E written straight from the source mapping, piece by piece; 1 if
+ * E is not such a run (the caller reads it), 0 done, -1 failed. */
+static int copy_mapped(conv *c, const qi_map_ext *e)
+{
+    if (c->snap >= 0 || e->depth != 0 || e->compressed || !e->has_offset || !e->file ||
+        e->offset > UINT64_MAX - e->length || !map_source(c, e->file) ||
+        e->offset + e->length > c->map_len)
+        return 1;
+    for (uint64_t k = 0; k < e->length;) {
+        size_t n = e->length - k < c->piece ? (size_t)(e->length - k) : c->piece;
+        if (submit(c, e->start + k, n, c->map + e->offset + k) < 0)
+            return -1;
+        k += n;
     }
     return 0;
 }
@@ -279,8 +405,11 @@ static int conv_cb(void *payload, const qi_map_ext *e)
 {
     conv *c = payload;
     uint64_t end = e->start + e->length;
+    int rc;
     if (e->zero || !e->data)
         return 0;
+    if ((rc = copy_mapped(c, e)) <= 0)
+        return rc < 0 ? CONV_CB_STOP : 0;
     if (c->span_end > c->span_start && e->start <= c->span_end + GAP &&
         end - c->span_start <= CHUNK) {
         c->span_end = end;
@@ -360,6 +489,7 @@ static int convert(conv *c)
         return qi_cli_error("%s: cannot open: %s", c->dst, strerror(errno));
     if (!(c->bufs[0] = aligned_alloc(4096, CHUNK)) || !(c->bufs[1] = aligned_alloc(4096, CHUNK)))
         return qi_cli_error("out of memory");
+    c->piece = c->sparse > PIECE ? CHUNK : PIECE;
     writer_start(c);
     rc = convert_data(c);
     if (writer_stop(c) < 0)
@@ -544,6 +674,8 @@ out:
         rc = qi_cli_error("%s: close failed: %s", c.dst, strerror(errno));
     free(c.bufs[0]);
     free(c.bufs[1]);
+    if (c.map)
+        munmap(c.map, (size_t)c.map_len);
     free(a.opts);
     qi_image_close(c.img);
     return rc;

@@ -260,12 +260,20 @@ void qi_cache_barrier(qi_cache *c, qi_bio *bio)
     c->barrier = bio;
 }
 
-int qi_cache_flush(qi_cache *c, qi_err *err)
+int qi_cache_write(qi_cache *c, qi_err *err)
 {
     int rc;
     for (uint32_t i = 0; i < c->nslots && c->ndirty; i++)
         if (c->slots[i].valid && (rc = write_slot(c, i, err)) < 0)
             return rc;
+    return 0;
+}
+
+int qi_cache_flush(qi_cache *c, qi_err *err)
+{
+    int rc;
+    if ((rc = qi_cache_write(c, err)) < 0)
+        return rc;
     return qi_bio_sync(c->bio, err);
 }
 

@@ -77,6 +77,11 @@ void qi_cache_barrier(qi_cache *c, qi_bio *bio);
  * sync C's file. Returns 0, QI_EIO, QI_ENOSPC (ERR says which table). */
 int qi_cache_flush(qi_cache *c, qi_err *err);
 
+/* qi_cache_flush without the closing sync: for a caller that puts more
+ * writes under the same sync (each must be harmless on disk before or
+ * without the others: they share one ordering point). */
+int qi_cache_write(qi_cache *c, qi_err *err);
+
 /* Forget the table at OFF without writing it (its cluster was freed); a
  * no-op if it is not cached. Asserts it is not borrowed. */
 void qi_cache_discard(qi_cache *c, uint64_t off);

@@ -226,7 +226,10 @@ static int write_out(const spec *s, const qi_layout *lo, const char *path, uint6
                      uint64_t fl, const uint8_t *hdr, qi_err *err)
 {
     qi_bio *f = NULL, *d = NULL;
+    uint8_t *scratch;           /* one L2 table at a time */
     int rc;
+    if (!(scratch = qi_mem_alloc_capped(1, lo->cs, QI_MEM_CAP)))
+        return qi_err_set(err, path, QI_ENOMEM, "", QI_NO_OFFSET, "out of memory");
     if ((rc = qi_bio_create(&f, path, err)) < 0 || (rc = qi_bio_truncate(f, 0, err)) < 0)
         goto out;
     if (s->o->data_file &&
@@ -234,8 +237,8 @@ static int write_out(const spec *s, const qi_layout *lo, const char *path, uint6
          (rc = qi_bio_truncate(d, 0, err)) < 0))
         goto out;
     for (size_t i = 0; i < lo->n; i++)
-        if ((rc = qi_bio_pwrite(f, lo->r[i].buf, lo->r[i].len, lo->r[i].off, err,
-                                "metadata")) < 0)
+        if ((rc = qi_bio_pwrite(f, qi_layout_bytes(lo, i, scratch), lo->r[i].len,
+                                lo->r[i].off, err, "metadata")) < 0)
             goto out;
     if ((rc = fill(f, s->prealloc, fo, fl, err)) < 0)
         goto out;
@@ -256,6 +259,7 @@ static int write_out(const spec *s, const qi_layout *lo, const char *path, uint6
 out:
     qi_bio_close(d);
     qi_bio_close(f);
+    free(scratch);
     return rc;
 }
 
@@ -281,8 +285,8 @@ int qi_image_create(qi_image **out, const char *path, const qi_create_opts *opts
                     "'qcow2' (try using a larger cluster size)");
     else if (rc < 0)
         rc = qi_err_set(err, path, rc, "", QI_NO_OFFSET,
-                        "the new image's metadata is over 1 GiB (qinspect "
-                        "builds it in memory before writing)");
+                        "the new image's metadata takes over 1 GiB of memory "
+                        "(qinspect lays it out in memory before writing)");
     if (rc == 0)
         rc = build_header(&s, &lo, hdr, path, err);
     if (rc == 0)

@@ -25,26 +25,47 @@
 
 static uint64_t div_up(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
-/* A new range of LEN bytes at cluster IDX, zero-filled; its buffer or NULL
- * (out of memory, or more metadata than the cap). */
-static uint8_t *add_range(qi_layout *lo, uint64_t idx, size_t len)
+/* Count N more bytes held; false if that passes the cap. */
+static bool hold(qi_layout *lo, uint64_t n)
+{
+    if (n > QI_LAYOUT_CAP - lo->held)
+        return false;
+    lo->held += n;
+    return true;
+}
+
+/* Append a range of LEN bytes at cluster IDX with buffer BUF (NULL: the L2
+ * table of L1 index L2). Returns 0 or QI_ENOMEM. */
+static int push_range(qi_layout *lo, uint64_t idx, size_t len, uint8_t *buf, uint64_t l2)
 {
     uint64_t off = idx << lo->cbits;
     if (lo->n == lo->cap) {
         size_t cap = lo->cap ? 2 * lo->cap : 64;
         qi_layout_range *r = realloc(lo->r, cap * sizeof *r);
         if (!r)
-            return NULL;
+            return QI_ENOMEM;
         lo->r = r;
         lo->cap = cap;
     }
-    uint8_t *buf;
-    if (lo->held + len > QI_LAYOUT_CAP || !(buf = qi_mem_calloc_capped(1, len, QI_MEM_CAP)))
-        return NULL;
-    lo->held += len;
-    lo->r[lo->n++] = (qi_layout_range){ off, len, buf };
+    if (!hold(lo, sizeof *lo->r))
+        return QI_ENOMEM;
+    lo->r[lo->n++] = (qi_layout_range){ off, len, buf, l2 };
     if (off + len > lo->file_end)
         lo->file_end = off + len;
+    return 0;
+}
+
+/* A new range of LEN bytes at cluster IDX, zero-filled; its buffer or NULL
+ * (out of memory, or more metadata than the cap). */
+static uint8_t *add_range(qi_layout *lo, uint64_t idx, size_t len)
+{
+    uint8_t *buf;
+    if (!hold(lo, len) || !(buf = qi_mem_calloc_capped(1, len, QI_MEM_CAP)))
+        return NULL;
+    if (push_range(lo, idx, len, buf, 0) < 0) {
+        free(buf);
+        return NULL;
+    }
     return buf;
 }
 
@@ -329,7 +350,28 @@ void qi_layout_free(qi_layout *lo)
     free(lo->r);
     free(lo->rb);
     free(lo->l2);
+    free(lo->runs);
     memset(lo, 0, sizeof *lo);
+}
+
+const uint8_t *qi_layout_bytes(const qi_layout *lo, size_t i, uint8_t *scratch)
+{
+    const qi_layout_range *r = &lo->r[i];
+    uint64_t mask = (1ull << lo->l2_bits) - 1, words = lo->l2e_size / 8;
+    if (r->buf)
+        return r->buf;
+    memset(scratch, 0, lo->cs);
+    for (uint64_t k = lo->l2[r->l2].first; k; k = lo->runs[k - 1].next) {
+        const qi_layout_run *u = &lo->runs[k - 1];
+        for (uint64_t j = 0; j < u->n; j++) {
+            uint64_t e = (u->g + j) & mask;
+            qi_format_put_entry(scratch, e * words,
+                                qi_format_encode_l2((u->host + j) << lo->cbits, true, false));
+            if (words == 2 && u->suballoc)
+                qi_format_put_entry(scratch, e * 2 + 1, 0xffffffffull);
+        }
+    }
+    return scratch;
 }
 
 int qi_layout_grow_l1(qi_layout *lo, uint64_t entries)
@@ -342,7 +384,7 @@ int qi_layout_grow_l1(qi_layout *lo, uint64_t entries)
         return 0;
     if ((rc = alloc(lo, div_up(entries * 8, lo->cs), &idx)) < 0)
         return rc;
-    if (!(lo->l1 = add_range(lo, idx, entries * 8)) ||
+    if (!(lo->l1 = add_range(lo, idx, entries * 8)) || !hold(lo, entries * sizeof *lo->l2) ||
         !(lo->l2 = calloc(entries, sizeof *lo->l2)))
         return QI_ENOMEM;
     lo->l1_size = entries;
@@ -351,38 +393,53 @@ int qi_layout_grow_l1(qi_layout *lo, uint64_t entries)
 }
 
 /* get_cluster_table: the L2 table of guest cluster G, allocated (and
- * entered in the L1 table, COPIED) when missing. */
-static int l2_table(qi_layout *lo, uint64_t g, uint8_t **l2)
+ * entered in the L1 table, COPIED) when missing; *L2 its record. */
+static int l2_table(qi_layout *lo, uint64_t g, qi_layout_l2 **l2)
 {
     uint64_t i = g >> lo->l2_bits, idx;
     int rc;
-    if (!lo->l2[i]) {
+    if (!lo->l2[i].range) {
         if ((rc = alloc(lo, 1, &idx)) < 0)
             return rc;
-        if (!(lo->l2[i] = add_range(lo, idx, lo->cs)))
-            return QI_ENOMEM;
+        if ((rc = push_range(lo, idx, lo->cs, NULL, i)) < 0)
+            return rc;
+        lo->l2[i].range = lo->n;
         qi_format_put_entry(lo->l1, i, qi_format_encode_l1(idx << lo->cbits, true));
     }
-    *l2 = lo->l2[i];
+    *l2 = &lo->l2[i];
     return 0;
 }
 
-/* Map guest clusters [G, G+N) to host clusters from HOST on, COPIED
- * (qcow2_alloc_cluster_link_l2 of a preallocation); with SUBALLOC the
- * subclusters are marked allocated. */
+/* Map guest clusters [G, G+N) (in one L2 table) to host clusters from
+ * HOST on, COPIED (qcow2_alloc_cluster_link_l2 of a preallocation); with
+ * SUBALLOC the subclusters are marked allocated. Recorded as a run of the
+ * table, rendered by qi_layout_bytes. */
 static int link(qi_layout *lo, uint64_t g, uint64_t n, uint64_t host, bool suballoc)
 {
-    uint8_t *l2;
-    uint64_t mask = (1ull << lo->l2_bits) - 1;
+    qi_layout_l2 *l2;
     int rc = l2_table(lo, g, &l2);
-    for (uint64_t k = 0; rc == 0 && k < n; k++) {
-        uint64_t e = (g + k) & mask, words = lo->l2e_size / 8;
-        qi_format_put_entry(l2, e * words,
-                            qi_format_encode_l2((host + k) << lo->cbits, true, false));
-        if (words == 2 && suballoc)
-            qi_format_put_entry(l2, e * 2 + 1, 0xffffffffull);
+    if (rc < 0 || n == 0)
+        return rc;
+    if (lo->nruns == lo->runs_cap) {
+        uint64_t cap = lo->runs_cap ? 2 * lo->runs_cap : 64;
+        qi_layout_run *r = qi_mem_alloc_capped(cap, sizeof *r, QI_LAYOUT_CAP);
+        if (!r)
+            return QI_ENOMEM;
+        if (lo->nruns)
+            memcpy(r, lo->runs, lo->nruns * sizeof *r);
+        free(lo->runs);
+        lo->runs = r;
+        lo->runs_cap = cap;
     }
-    return rc;
+    if (!hold(lo, sizeof *lo->runs))
+        return QI_ENOMEM;
+    lo->runs[lo->nruns++] = (qi_layout_run){ g, n, host, 0, suballoc };
+    if (l2->last)
+        lo->runs[l2->last - 1].next = lo->nruns;
+    else
+        l2->first = lo->nruns;
+    l2->last = lo->nruns;
+    return 0;
 }
 
 /* qcow2_alloc_host_offset for a preallocation of guest bytes from OFF,
@@ -393,7 +450,7 @@ static int alloc_host(qi_layout *lo, uint64_t off, uint64_t *bytes, uint64_t *ho
 {
     uint64_t start = off, remaining = *bytes, cur = INT64_MAX, l2mask, nb, got;
     uint64_t next = UINT64_MAX;   /* host cluster the next run must start at */
-    uint8_t *l2;
+    qi_layout_l2 *l2;
     int rc;
     *host = UINT64_MAX;
     l2mask = (1ull << lo->l2_bits) - 1;

@@ -251,11 +251,11 @@ static int fix_tree(qi_image *img, const qi_l1view *v, bool clear_all, bool surv
  * with addend +1 rewrites the table it walks): entries ENT (N of them, the
  * rest of the table zeros), each reduced to its L2 offset plus COPIED where
  * the L2 table's refcount is 1 (never with CLEAR_ALL), as QEMU's refcount
- * pass writes it. Written whole (size * 8 bytes) and synced only if it
- * differs from the table in memory, which then changes in place (views of
- * it see the change, as with qi_cluster_set_l1). */
+ * pass writes it. Written whole (size * 8 bytes), and with SYNC synced,
+ * only if it differs from the table in memory, which then changes in place
+ * (views of it see the change, as with qi_cluster_set_l1). */
 static int write_l1(qi_image *img, qi_l1tab *tab, const uint64_t *ent, uint32_t n,
-                    bool clear_all)
+                    bool clear_all, bool sync)
 {
     uint8_t *buf = NULL;
     uint64_t *nw = NULL;
@@ -282,7 +282,7 @@ static int write_l1(qi_image *img, qi_l1tab *tab, const uint64_t *ent, uint32_t 
         goto out;
     if ((rc = qi_bio_pwrite(img->file, buf, 8ull * tab->size, tab->off, &img->err,
                             "L1 table")) < 0 ||
-        (rc = qi_bio_sync(img->file, &img->err)) < 0)
+        (sync && (rc = qi_bio_sync(img->file, &img->err)) < 0))
         goto out;
     memcpy(tab->e, nw, 8ull * tab->size);
 out:
@@ -298,7 +298,7 @@ static int write_active_l1(qi_image *img, const uint64_t *ent, uint32_t n, bool 
     int rc;
     if ((rc = qi_cluster_view_active(img, &v)) < 0)
         return rc;
-    rc = write_l1(img, v.tab, ent, n, clear_all);
+    rc = write_l1(img, v.tab, ent, n, clear_all, true);
     qi_cluster_view_put(img, &v);
     return rc;
 }
@@ -312,7 +312,7 @@ static int fix_active(qi_image *img)
     if ((rc = qi_cluster_view_active(img, &v)) < 0)
         return rc;
     if ((rc = fix_tree(img, &v, false, false)) == 0 && (rc = sync_tables(img)) == 0)
-        rc = write_l1(img, v.tab, v.tab->e, v.size, false);
+        rc = write_l1(img, v.tab, v.tab->e, v.size, false, true);
     qi_cluster_view_put(img, &v);
     return rc;
 }
@@ -431,9 +431,11 @@ static int table_make(qi_image *img, uint32_t skip, const qi_snapshot *add, tabl
 /* Replace the snapshot table by one without entry SKIP and with ADD
  * appended (QEMU's qcow2_write_snapshots). Crash table:
  *   1. the new table's clusters allocated (refcount 1), refcount blocks
- *      synced                                   crash: leaked clusters
+ *      written (with every refcount change the caller left in the cache)
  *   2. each entry written at its 8-aligned place (QEMU leaves the padding
- *      unwritten), synced                       crash: leaked clusters
+ *      unwritten); 1 and 2 synced together: nothing points at the new
+ *      clusters before step 3, so either order on disk is
+ *                                               crash: leaked clusters
  *   3. header: nb_snapshots and snapshots_offset in one 12-byte synced
  *      write (image.c reads the new table into img->snaps)
  *                                               crash: consistent, the old
@@ -453,7 +455,7 @@ static int write_table(qi_image *img, uint32_t skip, const qi_snapshot *add)
     /* 1 */
     if (t.size && (rc = qi_refcount_alloc(img, (t.size + cs - 1) / cs, &off)) < 0)
         goto out;
-    if ((rc = qi_cache_flush(img->rb_cache, &img->err)) < 0)
+    if ((rc = qi_cache_write(img->rb_cache, &img->err)) < 0)
         goto out;
     /* 2 */
     for (uint32_t i = 0; i < t.n; i++)
@@ -547,47 +549,66 @@ static void new_entry(qi_image *img, const char *name, uint64_t l1_off, uint32_t
     };
 }
 
-/* The snapshot's copy of the active L1 (entries as they are, COPIED
- * included, as QEMU copies them): its clusters allocated, exactly
- * l1_size * 8 bytes written, then the refcount blocks written and
- * everything synced at once (nothing points at the copy yet: a crash
- * leaves unused space or a leak, in either order). */
-static int copy_l1(qi_image *img, const qi_l1view *v, uint64_t *off)
+/* The snapshot's copy of the active L1 as it is now (entries as they are,
+ * COPIED included, as QEMU copies them): l1_size * 8 bytes in *BUF (the
+ * caller frees it; NULL for an empty table). */
+static int l1_image(qi_image *img, const qi_l1view *v, uint8_t **buf)
 {
-    uint64_t cs = img->g.cluster_size, bytes = 8ull * v->size;
-    uint8_t *buf;
+    *buf = NULL;
+    if (!v->size)
+        return 0;
+    if (!(*buf = qi_mem_alloc_capped(v->size, 8, QI_MAX_L1_ENTRIES * 8)))
+        return qi_fail(img, QI_ENOMEM, "L1 table", v->l1_off, "out of memory");
+    for (uint32_t i = 0; i < v->size; i++)
+        qi_put_be64(*buf + 8ull * i, v->tab->e[i]);
+    return 0;
+}
+
+/* The copy BUF of an L1 table of SIZE entries: its clusters allocated (in
+ * the refcount cache) and the copy written at *OFF, not synced (nothing
+ * points at it yet: the sync of write_table's step 2 covers it). */
+static int copy_l1(qi_image *img, const uint8_t *buf, uint32_t size, uint64_t *off)
+{
+    uint64_t cs = img->g.cluster_size, bytes = 8ull * size;
     int rc;
     *off = img->free_hint << img->g.cluster_bits;
     if (!bytes)
         return 0;
     if ((rc = qi_refcount_alloc(img, (bytes + cs - 1) / cs, off)) < 0)
         return rc;
-    if (!(buf = qi_mem_alloc_capped(v->size, 8, QI_MAX_L1_ENTRIES * 8)))
-        return qi_fail(img, QI_ENOMEM, "L1 table", v->l1_off, "out of memory");
-    for (uint32_t i = 0; i < v->size; i++)
-        qi_put_be64(buf + 8ull * i, v->tab->e[i]);
-    if ((rc = qi_bio_pwrite(img->file, buf, bytes, *off, &img->err,
-                            "snapshot L1 table")) == 0)
-        rc = qi_cache_flush(img->rb_cache, &img->err);
-    free(buf);
-    return rc;
+    return qi_bio_pwrite(img->file, buf, bytes, *off, &img->err, "snapshot L1 table");
 }
 
-/* Crash table:
- *   0. the active tree collected, every refcount checked (nothing written)
- *   1. the snapshot's L1 copy: clusters allocated (refcount 1), the copy
- *      written, both synced                    crash: leaked clusters
- *   2. COPIED cleared in the active L2 tables (synced after the refcount
- *      blocks), then in the active L1 (written whole, synced)
- *                                              crash: consistent (COPIED
- *                                              missing is allowed), leaks
- *   3. every cluster of the active tree +1 per reference, refcount blocks
- *      synced with the new table's allocation  crash: leaks (refcounts
+/* Step 1 of create: COPIED cleared on the active L2 tables and L1, all
+ * written, one sync (the refcount cache is clean: can_write flushed it,
+ * so the L2 tables do not wait for it). */
+static int clear_copied(qi_image *img, qi_l1view *v)
+{
+    int rc;
+    if ((rc = fix_tree(img, v, true, false)) < 0 ||
+        (rc = qi_cache_write(img->l2_cache, &img->err)) < 0 ||
+        (rc = write_l1(img, v->tab, v->tab->e, v->size, true, false)) < 0)
+        return rc;
+    return qi_bio_sync(img->file, &img->err);
+}
+
+/* Crash table (four syncs; qemu-img snapshot -c makes eight):
+ *   0. the active tree collected, every refcount checked, the active L1
+ *      copied in memory (nothing written)
+ *   1. COPIED cleared in the active L2 tables and the active L1, written,
+ *      one sync                                crash: consistent (COPIED
+ *                                              missing is allowed)
+ *   2. the snapshot's L1 copy: clusters allocated (refcount 1), the copy
+ *      written; every cluster of the active tree +1 per reference (in the
+ *      cache); both reach the disk with the new table's allocation and
+ *      entries, under one sync (write_table steps 1-2), after step 1's
+ *      sync: a refcount of 2 never meets a COPIED flag on disk
+ *                                              crash: leaks (refcounts
  *                                              above the references)
- *   4. the snapshot table with the new entry (write_table: allocate,
- *      write, header switch, old table -1)     crash: leaks, or consistent
- *                                              with the snapshot
- *   5. refcount blocks synced                  crash: consistent */
+ *   3. the header switch to the new table (write_table step 3)
+ *                                              crash: consistent with the
+ *                                              snapshot, old table leaked
+ *   4. the old table -1, refcount blocks synced crash: consistent */
 int qi_snapshot_create(qi_image *img, const char *name)
 {
     qi_l1view v = { 0 };
@@ -595,6 +616,7 @@ int qi_snapshot_create(qi_image *img, const char *name)
     qi_snapshot s;
     char id[24];
     uint64_t l1_off;
+    uint8_t *copy = NULL;
     int rc;
     if ((rc = can_write(img)) < 0)
         return rc;
@@ -607,25 +629,22 @@ int qi_snapshot_create(qi_image *img, const char *name)
     if ((rc = qi_cluster_view_active(img, &v)) < 0)
         return rc;
     /* 0 */
-    if ((rc = collect(img, &v, &r)) < 0 || (rc = check_room(img, &r)) < 0)
+    if ((rc = collect(img, &v, &r)) < 0 || (rc = check_room(img, &r)) < 0 ||
+        (rc = l1_image(img, &v, &copy)) < 0)
         goto out;
     /* 1 */
-    if ((rc = copy_l1(img, &v, &l1_off)) < 0)
+    if ((rc = clear_copied(img, &v)) < 0)
         goto out;
-    /* 2 */
-    if ((rc = fix_tree(img, &v, true, false)) < 0 || (rc = sync_tables(img)) < 0 ||
-        (rc = write_l1(img, v.tab, v.tab->e, v.size, true)) < 0)
+    /* 2 (synced by write_table), 3 */
+    if ((rc = copy_l1(img, copy, v.size, &l1_off)) < 0 || (rc = add_refs(img, &r, +1)) < 0)
         goto out;
-    /* 3 (synced with the new table's allocation, step 1 of write_table) */
-    if ((rc = add_refs(img, &r, +1)) < 0)
-        goto out;
-    /* 4 */
     new_entry(img, name, l1_off, v.size, &s, id, sizeof id);
     if ((rc = write_table(img, UINT32_MAX, &s)) < 0)
         goto out;
-    /* 5 */
+    /* 4 */
     rc = sync_tables(img);
 out:
+    free(copy);
     free(r.v);
     qi_cluster_view_put(img, &v);
     forget_derived(img);
@@ -704,7 +723,7 @@ int qi_snapshot_apply(qi_image *img, const char *id_or_name)
     /* 2, 3 */
     if ((rc = add_refs(img, &rs, +1)) < 0 || (rc = fix_tree(img, &sv, false, false)) < 0 ||
         (rc = sync_tables(img)) < 0 ||
-        (rc = write_l1(img, sv.tab, sv.tab->e, sv.size, false)) < 0)
+        (rc = write_l1(img, sv.tab, sv.tab->e, sv.size, false, true)) < 0)
         goto out;
     /* 4: the old active entries are kept in OLD (the table changes in place) */
     if ((rc = keep_entries(img, &av, &old)) < 0 ||

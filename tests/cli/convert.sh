@@ -217,6 +217,23 @@ t_check "unreadable cluster read ahead (no -c): exit 1, the cluster named" eval 
 "$QINSPECT" convert -O qcow2 s.raw ra.qcow2 && qemu-img compare -q s.raw ra.qcow2
 t_check "a source of several chunks converts with read-ahead: the same data" test $? = 0
 
+# raw output reads a plain image's data through a mapping of the file: a
+# source cut short (its last data cluster past the end) is an error naming
+# it, as before, never a SIGBUS from the mapping
+qemu-img create -q -f qcow2 cut.qcow2 4M
+qemu-io -f qcow2 -c 'write -q -P 0x61 0 1M' -c 'write -q -P 0x62 2M 1M' cut.qcow2 >/dev/null
+truncate -s 1200000 cut.qcow2
+timeout 120 "$QINSPECT" convert -O raw cut.qcow2 cut.raw 2>err.txt
+rc=$?
+t_check "raw output of a source cut short: exit 1, the cluster past the end named" eval \
+    '[ $rc = 1 ] && grep -q "past the end of the file" err.txt'
+# a source with its data in an external file: mapped too (the data file)
+qemu-img create -q -f qcow2 -o data_file=ext.data ext.qcow2 4M
+qemu-io -f qcow2 -c 'write -q -P 0x63 64k 1M' -c 'write -q -P 0x64 3M 64k' ext.qcow2 >/dev/null
+rm -f ext.raw
+"$QINSPECT" convert -O raw ext.qcow2 ext.raw && qemu-img compare -q ext.qcow2 ext.raw
+t_check "raw output of an image with a data file: the same data as qemu-img reads" test $? = 0
+
 # ---- -p: progress on a terminal only ----
 out=$("$QINSPECT" convert -p -O qcow2 s.raw p1.qcow2)
 t_check "-p with stdout not a terminal prints nothing" test -z "$out"

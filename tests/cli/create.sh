@@ -122,6 +122,8 @@ same l1 -f qcow2 -o cluster_size=2M,extended_l2=on a.qcow2 2T
 same l1 -f qcow2 -o preallocation=metadata,cluster_size=512,refcount_bits=64 a.qcow2 20M
 same l1 -f qcow2 -o preallocation=falloc,cluster_size=512,refcount_bits=64 a.qcow2 20M
 same l1 -f qcow2 -o preallocation=metadata,cluster_size=4096,refcount_bits=2 a.qcow2 1G
+# past 2 GiB QEMU preallocates in several requests (of 2 GiB - 64 KiB)
+same l1 -f qcow2 -o preallocation=metadata a.qcow2 5G
 
 # ---- syntax ----
 same syntax -f qcow2 -o cluster_size=4k -o refcount_bits=8 a.qcow2 1M

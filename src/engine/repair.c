@@ -147,12 +147,32 @@ static int zero_past_eof(rp *p, const qi_finding *f)
     return 0;
 }
 
+static bool needs_rebuild(const qi_check_result *r);
+
+/* May step 0 write into the L2 table holding the entry at SITE? Never in
+ * the header cluster (an L1 entry with only reserved bits makes cluster 0
+ * an "L2 table"), and only in a table nothing else references (an L1 entry
+ * pointing at a data cluster or other metadata makes that an "L2 table"
+ * too: writing into it destroys what is really there), unless the refcount
+ * structures it overlaps are rebuilt anyway. Else the entry is left as
+ * qemu-img leaves it. */
+static bool may_write_table(const rp *p, const qi_check_result *r, uint64_t site)
+{
+    uint64_t k = site >> p->g->cluster_bits;
+    if (!k)
+        return false;
+    return (p->count && k < p->nc && p->count[k] == 1) || needs_rebuild(r);
+}
+
 static int fix_entries(rp *p, const qi_check_result *r, bool *changed)
 {
     int rc;
     *changed = false;
     for (size_t i = 0; i < r->n_findings; i++) {
         const qi_finding *f = &r->findings[i];
+        if ((f->code == QI_PROB_DATA_UNALIGNED || f->code == QI_PROB_COMPRESSED_BITMAP ||
+             f->code == QI_PROB_PAST_EOF) && !may_write_table(p, r, f->offset))
+            continue;
         if (f->code == QI_PROB_DATA_UNALIGNED && strstr(f->qemu, "Preallocated")) {
             if ((rc = put64(p, f->offset, p->g->extl2 ? 0 : QI_OFLAG_ZERO, "L2 entry")) < 0)
                 return rc;

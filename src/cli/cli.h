@@ -97,11 +97,6 @@ typedef struct qi_cli_write {
  * run (W may be NULL: neither); on failure print the error, return NULL. */
 qi_image *qi_cli_open_write(const char *path, unsigned flags, const qi_cli_write *w);
 
-/* The default undo file name of issue 11 for IMAGE:
- * "IMAGE.qinspect-undo-YYYYMMDDTHHMMSSZ" (UTC) in BUF (N bytes); NULL if
- * it does not fit. */
-const char *qi_cli_default_undo(const char *image, char *buf, size_t n);
-
 /* Close IMG; for a dry run, first print on F "Dry run: nothing was
  * written..." and one line per change (cli_undo.c format), then "N changes.".
  * Returns QI_CLI_OK or QI_CLI_ERR (F could not be written). */

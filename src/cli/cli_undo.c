@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
 #include "json.h"
@@ -39,18 +38,6 @@ qi_image *qi_cli_open_write(const char *path, unsigned flags, const qi_cli_write
         return NULL;
     }
     return img;
-}
-
-const char *qi_cli_default_undo(const char *image, char *buf, size_t n)
-{
-    char stamp[32];
-    time_t t = time(NULL);
-    struct tm tm;
-    if (!gmtime_r(&t, &tm) || !strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm))
-        snprintf(stamp, sizeof stamp, "%lld", (long long)t);
-    if ((size_t)snprintf(buf, n, "%s.qinspect-undo-%s", image, stamp) >= n)
-        return NULL;
-    return buf;
 }
 
 static const char *kind_name(int kind)

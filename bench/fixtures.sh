@@ -19,6 +19,9 @@
 #             then 20 internal snapshots with 300 writes after each.
 #   d.raw     2 GiB (QUICK 256 MiB) raw: half unique 64K blocks, half copies of
 #             earlier ones, 3% holes.
+#   e.qcow2   512-byte clusters, 1048576 (QUICK 131072) data clusters in runs of
+#             mean length 2 between holes: a million clusters of metadata for
+#             check (issue 11: "the 512 B cluster fixture with a million clusters").
 #   tiny.qcow2, tiny.raw   1 MiB images for the probes of run.sh.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -26,11 +29,11 @@ QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     DIR=${1:-${TMPDIR:-/tmp}/qinspect-bench-quick}
     A_VSIZE=$((4 << 30)); A_WRITES=400; B_CLUSTERS=32768
-    C_VSIZE=$((2 << 30)); C_EXTENTS=64; D_SIZE=$((256 << 20))
+    C_VSIZE=$((2 << 30)); C_EXTENTS=64; D_SIZE=$((256 << 20)); E_CLUSTERS=131072
 else
     DIR=${1:-${TMPDIR:-/tmp}/qinspect-bench-full}
     A_VSIZE=$((64 << 30)); A_WRITES=6000; B_CLUSTERS=262144
-    C_VSIZE=$((16 << 30)); C_EXTENTS=512; D_SIZE=$((2 << 30))
+    C_VSIZE=$((16 << 30)); C_EXTENTS=512; D_SIZE=$((2 << 30)); E_CLUSTERS=1048576
 fi
 # Bump RECIPE when a recipe below changes; gen.py's checksum is part of the
 # stamp, so editing the generator rebuilds everything.
@@ -97,6 +100,16 @@ if ! fresh d.raw "$D_SIZE"; then
     rm -f d.raw d.raw.stamp
     "${GEN[@]}" dups d.raw.tmp "$D_SIZE" >&2
     done_fixture d.raw "$D_SIZE"
+fi
+
+if ! fresh e.qcow2 "$E_CLUSTERS"; then
+    log "e.qcow2: $E_CLUSTERS clusters of 512 bytes in short runs"
+    rm -f e.qcow2 e.qcow2.stamp
+    "${GEN[@]}" runs e.raw.tmp 512 "$E_CLUSTERS"
+    qemu-img convert -f raw -O qcow2 -S 512 -o cluster_size=512 e.raw.tmp e.qcow2.tmp
+    rm -f e.raw.tmp
+    qemu-img check -q e.qcow2.tmp
+    done_fixture e.qcow2 "$E_CLUSTERS"
 fi
 
 if ! fresh tiny.qcow2 1; then

@@ -3,11 +3,10 @@
 -- Each argument is a directory (every regular file in it, sorted) or an
 -- image path; with no argument the session's own image is summarised.
 -- For each image: format facts, allocation counts of the active L2 tables,
--- and the problems found by the read-side checks of explain() (every
--- active L1/L2 entry, and the refcount of every host cluster against its
--- references). An image that cannot be opened gives {"path", "error",
--- "code"}.
-local explain = require "qinspect.explain"
+-- and the problems img:check{} finds (qemu-img check's rules, with its
+-- corruption and leak counters), counted per problem; an image whose
+-- metadata cannot be read has a read_error problem too. An image that
+-- cannot be opened gives {"path", "error", "code"}.
 
 local LISTS = setmetatable({}, { __mode = "k" }) -- tables to encode as arrays even when empty
 
@@ -49,39 +48,16 @@ local function is_dir(a)
   return r:find("d") ~= nil
 end
 
-local function problems(i, out)
+-- The problems of the image: the findings of img:check{} (the C check,
+-- qemu-img check's rules: one pass over all metadata) counted by problem.
+local function problems(i, out, r)
+  local res = i:check{}
   local counts = {}
-  local function note(findings)
-    for _, f in ipairs(findings) do counts[f.name] = (counts[f.name] or 0) + 1 end
-  end
-  for _, e1 in i.l1:entries() do
-    note(explain.findings(e1, { refs = false }))
-    local t = e1.l2_offset % i.cluster_size == 0 and e1.l2_offset < i.file_size and e1:l2()
-    if t then
-      for _, e in t:entries() do
-        if e.raw ~= 0 or (e.bitmap or 0) ~= 0 then note(explain.findings(e, { refs = false })) end
-      end
-    end
-  end
-  local cs = i.cluster_size
-  -- references per host cluster in one pass over all metadata
-  local refcount_of = {}
-  for _, r in ipairs(i:references()) do
-    if r.length > 0 then
-      for c = r.host_offset // cs, (r.host_offset + r.length - 1) // cs do
-        refcount_of[c] = (refcount_of[c] or 0) + 1
-      end
-    end
-  end
-  for c = 0, (i.file_size + cs - 1) // cs - 1 do
-    local rc, refs = i:refcount(c * cs), refcount_of[c] or 0
-    local name = (refs > 0 and rc == 0) and "refcount_zero_referenced"
-      or rc < refs and "refcount_below_references" or rc > refs and "refcount_above_references"
-    if name then counts[name] = (counts[name] or 0) + 1 end
-  end
+  for _, f in ipairs(res.findings) do counts[f.code] = (counts[f.code] or 0) + 1 end
   for name in pairs(counts) do out[#out + 1] = { problem = name, count = counts[name],
                                                  severity = qinspect.problems[name].severity } end
   table.sort(out, function(a, b) return a.problem < b.problem end)
+  r.corruptions, r.leaks = res.corruptions, res.leaks
   return out
 end
 
@@ -94,23 +70,20 @@ local function summarize(path)
     r.version, r.cluster_size, r.refcount_bits = h.version, i.cluster_size, i.refcount_bits
     r.extended_l2, r.compression_type = i.extended_l2, h.compression_type == 1 and "zstd" or "zlib"
     r.backing_file, r.snapshots = h.backing_file, #i.snapshots
-    local alloc = { normal = 0, zero = 0, ["zero-allocated"] = 0, compressed = 0, l2_tables = 0 }
-    local ok, err = pcall(function()
-      for _, e1 in i.l1:entries() do
-        local t = e1:l2()
-        if t then
-          alloc.l2_tables = alloc.l2_tables + 1
-          for _, e in t:entries() do
-            if alloc[e.type] then alloc[e.type] = alloc[e.type] + 1 end
-          end
-        end
-      end
-    end)
+    -- entries of the active L2 tables by type, counted in C
+    local ok, alloc = pcall(i.allocation, i)
+    local err
+    if ok then alloc.unallocated = nil else err, alloc = alloc, nil end
     r.allocation = alloc
     r.problems = {}
     LISTS[r.problems] = true
-    if ok then ok, err = pcall(problems, i, r.problems) end
-    if not ok then r.read_error = tostring(err) end
+    local ok2, err2 = pcall(problems, i, r.problems, r)
+    if not ok then r.read_error = tostring(err) elseif not ok2 then r.read_error = tostring(err2) end
+    -- a script reading only `problems` must never see a damaged image as clean
+    if r.read_error then
+      r.problems[#r.problems + 1] = { problem = "read_error", count = 1,
+                                      severity = qinspect.problems.read_error.severity }
+    end
   end
   i:close()
   return r

@@ -17,7 +17,7 @@ layer_of() {  # engine module (header or source base name) -> layer number
         cache) echo 1 ;;
         refcount|image|layout) echo 2 ;;   # image.h is the shared state header
         cluster|dedupidx|bitmap) echo 3 ;;   # bitmap: persistent dirty bitmaps
-        rw|cwrite|map|meta|refwalk|rebuild|create|shrink) echo 4 ;;
+        rw|cwrite|map|meta|refwalk|refindex|rebuild|create|shrink|scan) echo 4 ;;
         check|repair|problem|snapshot|dedup) echo 5 ;;
         *) echo 9 ;;
     esac

@@ -7,14 +7,14 @@ L0="err mem hashtab bio journal undo format compress"
 L1="$L0 cache"
 L2="$L1 refcount layout"
 L3="$L2 cluster bitmap"
-L4="$L3 image rw cwrite map meta refwalk rebuild create shrink"
+L4="$L3 image rw cwrite map meta refwalk refindex rebuild create shrink scan"
 L5="$L4 problem"
 case ${1%%_*} in
     err|mem|hashtab|bio|journal|undo|format|compress) deps=$L0 ;;
     cache) deps=$L1 ;;
     refcount|layout) deps=$L2 ;;
     cluster|bitmap) deps=$L3 ;;
-    image|rw|cwrite|map|meta|refwalk|rebuild|create|shrink) deps=$L4 ;;
+    image|rw|cwrite|map|meta|refwalk|refindex|rebuild|create|shrink|scan) deps=$L4 ;;
     problem) deps=$L5 ;;
     *) echo "unit-deps.sh: unknown module '$1'" >&2; exit 1 ;;
 esac

@@ -12,5 +12,6 @@
 #include "qi/meta.h"
 #include "qi/check.h"
 #include "qi/snapshot.h"
+#include "qi/scan.h"
 
 #endif

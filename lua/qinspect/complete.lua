@@ -156,4 +156,21 @@ function M.complete(word, env)
   return matches, appends
 end
 
+-- complete_string(before, word) -> matches, appends for WORD inside a
+-- string literal that follows BEFORE: the help topics after `help "` or
+-- `help("`; nil elsewhere (the REPL then completes file names).
+function M.complete_string(before, word)
+  if not before:match("help%s*%(?%s*[\"']$") then return nil end
+  local ok, help = pcall(require, "qinspect.help")
+  if not ok then return nil end
+  local matches, appends = {}, {}
+  for _, t in ipairs(help.topics()) do
+    if t:sub(1, #word) == word then
+      matches[#matches + 1] = t
+      appends[#appends + 1] = ""
+    end
+  end
+  return matches, appends
+end
+
 return M

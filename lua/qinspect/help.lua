@@ -9,6 +9,75 @@
 -- lists the C problem table (qinspect.problems).
 local M = {}
 
+-- Signatures and one-line descriptions of the methods, by metatable name.
+-- tests/lua checks that every method the C bindings register has one.
+local SIG = {
+  ["qinspect.image"] = {
+    read = { "(offset, length) -> string", "guest bytes (backing chain honoured)" },
+    write = { "(offset, data)", "guest write, copy-on-write where needed (-w)" },
+    write_compressed = { "(offset, data)", "one guest cluster written compressed, as QEMU packs it (-w)" },
+    zero = { "(offset, length [, {unmap=bool}])", "make the range read as zeros (-w)" },
+    discard = { "(offset, length)", "drop the whole clusters in the range (-w)" },
+    resize = { "(new_size [, {shrink=true}])", "change the virtual size as qemu-img resize (-w)" },
+    flush = { "()", "write cached changes back in crash-safe order and sync" },
+    trace = { "(fn) -> list", "the on-disk writes fn causes, in order, with syncs" },
+    poke = { "(host_offset, bytes) -> old bytes", "raw edit of the file, no rule checked (-w)" },
+    set_refcount = { "(host_offset, n) -> old refcount", "raw edit of one refcount (-w)" },
+    edits = { "() -> list", "the raw edits made through this image: {what, old, new}" },
+    read_snapshot = { "(id_or_name, offset, length) -> string", "a snapshot's guest bytes" },
+    snapshot_create = { "(name) -> id", "internal snapshot, as qemu-img snapshot -c (-w)" },
+    snapshot_apply = { "(id_or_name)", "revert the image to a snapshot (-w)" },
+    snapshot_delete = { "(id_or_name)", "delete a snapshot (-w)" },
+    l2_for = { "(guest_offset) -> L2 entry, L2 table | nil", "the entry mapping a guest offset" },
+    refcount = { "(host_offset) -> n", "refcount of the host cluster holding the offset" },
+    owners = { "(host_offset) -> list", "every reference to that host cluster (owner records)" },
+    references = { "() -> list", "every reference of the image (what check counts)" },
+    check = { "([{...}]) -> result", "qemu-img check's counters and findings (help \"check\")" },
+    allocation = { "() -> counts", "active L2 entries by type: normal, zero, compressed, ..., l2_tables" },
+    scan = { "([fn]) -> runs, info", "every host cluster classified: kind, shape of unreferenced ones" },
+    backing = { "() -> image | nil", "the backing image (borrowed)" },
+    map = { "([start [, length]]) -> iterator", "runs as qemu-img map: {start, length, data, zero, ...}" },
+    close = { "()", "flush and close" },
+  },
+  ["qinspect.snapshots"] = {
+    entries = { "() -> iterator", "for i, snap in snaps:entries() (0-based i)" },
+    find = { "(id_or_name) -> snapshot | nil", "a snapshot by id, then by name" },
+  },
+  ["qinspect.snapshot"] = {
+    read = { "(offset, length) -> string", "this snapshot's guest bytes" },
+  },
+  ["qinspect.l1table"] = {
+    entries = { "() -> iterator", "for i, e in t:entries() (0-based i)" },
+  },
+  ["qinspect.l1entry"] = {
+    l2 = { "() -> L2 table | nil", "the L2 table this entry points to" },
+  },
+  ["qinspect.l2table"] = {
+    entries = { "() -> iterator", "for i, e in t:entries() (0-based i)" },
+  },
+  ["qinspect.l2entry"] = {
+    subcluster = { "(i) -> string", "extended L2: \"unallocated\", \"allocated\", \"zero\" or \"invalid\"" },
+  },
+  ["qinspect.reftable"] = {
+    entries = { "() -> iterator", "for i, e in t:entries() (0-based i)" },
+    block = { "(i) -> refcount block | nil", "the block entry i points to" },
+  },
+  ["qinspect.reftentry"] = {
+    block = { "() -> refcount block | nil", "the block this entry points to" },
+  },
+  ["qinspect.refblock"] = {
+    entries = { "() -> iterator", "for i, e in b:entries() (0-based i)" },
+    entry = { "(i) -> refcount entry", "refcount entry i of this block" },
+  },
+}
+M.signatures = SIG
+
+local function method_line(tname, m, self)
+  local sig = SIG[tname] and SIG[tname][m]
+  if not sig then return "  " .. self .. ":" .. m .. "(...)" end
+  return string.format("  %s:%s%s\n      %s", self, m, sig[1], sig[2])
+end
+
 local function help_object(mt)
   local out = { mt.__qi_label .. " (" .. (mt.__name or "?") .. ")" }
   if #mt.__qi_methods > 0 then
@@ -16,7 +85,7 @@ local function help_object(mt)
     for i, m in ipairs(mt.__qi_methods) do names[i] = m end
     table.sort(names)
     out[#out + 1] = "methods:"
-    for _, m in ipairs(names) do out[#out + 1] = "  :" .. m .. "(...)" end
+    for _, m in ipairs(names) do out[#out + 1] = method_line(mt.__name, m, "") end
   end
   if #mt.__qi_fields > 0 then
     out[#out + 1] = "fields:"
@@ -27,6 +96,22 @@ local function help_object(mt)
   end
   out[#out + 1] = "explain(obj) says what it means and whether it is valid."
   return table.concat(out, "\n")
+end
+
+-- help(img.read): find the method among the classes the bindings registered.
+local function help_function(fn)
+  local reg = debug and debug.getregistry and debug.getregistry()
+  local hits = {}
+  for tname, mt in pairs(reg or {}) do
+    if type(tname) == "string" and type(mt) == "table" and rawget(mt, "__qi_methodtable") then
+      for m, f in pairs(mt.__qi_methodtable) do
+        if f == fn then hits[#hits + 1] = mt.__qi_label .. " method\n" .. method_line(tname, m, "obj") end
+      end
+    end
+  end
+  if #hits == 0 then return "a function value: no help for it" end
+  table.sort(hits)
+  return table.concat(hits, "\n")
 end
 
 local function help_table(t)
@@ -368,6 +453,8 @@ function M.text(obj)
     return "no help topic '" .. obj .. "'\n" .. topics_text()
   elseif type(obj) == "table" then
     return help_table(obj)
+  elseif type(obj) == "function" then
+    return help_function(obj)
   end
   return "a " .. type(obj) .. " value: no help for it"
 end

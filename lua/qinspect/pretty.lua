@@ -2,7 +2,8 @@
 --
 -- Engine objects print through their __tostring (raw 64-bit entries are
 -- shown there as 0x%016x beside the decoded fields); plain tables print
--- recursively with sorted keys, and cycles are marked; strings holding
+-- recursively with sorted keys (a field named raw holding an integer as
+-- 0x%016x, as in owner records), and cycles are marked; strings holding
 -- binary data print as a hexdump. In the REPL, output taller than the
 -- terminal goes through a pager ($QINSPECT_PAGER, else $PAGER, else
 -- `less -FRX`; `qinspect.pretty.paging = false` or QINSPECT_PAGER=cat turns
@@ -71,7 +72,11 @@ local function format_table(t, indent, seen, depth)
   for _, k in ipairs(keys) do
     local ks = (type(k) == "string" and k:match("^[%a_][%w_]*$")) and k
       or "[" .. format(k, pad, seen, depth + 1) .. "]"
-    parts[#parts + 1] = pad .. ks .. " = " .. format(t[k], pad, seen, depth + 1)
+    local v = t[k]
+    -- a raw 64-bit entry (owner and reference records): hex, as objects show it
+    local vs = (k == "raw" and math.type(v) == "integer") and string.format("0x%016x", v)
+      or format(v, pad, seen, depth + 1)
+    parts[#parts + 1] = pad .. ks .. " = " .. vs
   end
   seen[t] = nil
   if #parts == 0 then return "{}" end

@@ -197,18 +197,6 @@ static int m_close(lua_State *L)
     return image_close(L);
 }
 
-static const char *size_text(char *buf, size_t n, uint64_t v)
-{
-    static const char *const unit[] = { "B", "KiB", "MiB", "GiB" };
-    int u = 0;
-    while (u < 3 && v >= 1024 && v % 1024 == 0) {
-        v /= 1024;
-        u++;
-    }
-    snprintf(buf, n, "%" PRIu64 " %s", v, unit[u]);
-    return buf;
-}
-
 static int image_tostring(lua_State *L)
 {
     qi_bind_image *b = luaL_checkudata(L, 1, QI_MT_IMAGE);
@@ -226,7 +214,7 @@ static int image_tostring(lua_State *L)
     else if (qi_image_cluster_size(b->img))
         lua_pushfstring(L, "%s image '%s' (%s, %s clusters)", qi_image_format(b->img),
                         path, qi_image_writable(b->img) ? "rw" : "ro",
-                        size_text(cs, sizeof cs, qi_image_cluster_size(b->img)));
+                        qi_bind_format_size(cs, sizeof cs, qi_image_cluster_size(b->img)));
     else
         lua_pushfstring(L, "%s image '%s' (%s)", qi_image_format(b->img), path,
                         qi_image_writable(b->img) ? "rw" : "ro");
@@ -911,6 +899,8 @@ static const luaL_Reg image_methods[] = {
     { "owners", qi_bind_owners },
     { "references", qi_bind_references },
     { "check", qi_bind_check },
+    { "scan", qi_bind_scan },
+    { "allocation", qi_bind_allocation },
     { "backing", m_backing },
     { "map", m_map },
     { "close", m_close },

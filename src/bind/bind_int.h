@@ -92,6 +92,9 @@ qi_bind_image *qi_bind_newbox(lua_State *L);
 qi_image *qi_bind_check_image(lua_State *L, int idx);
 qi_image *qi_bind_check_image_any(lua_State *L, int idx);
 int qi_bind_box_open(lua_State *L, int idx);
+/* V as "64 KiB" (the largest unit up to GiB that divides it) into BUF. */
+const char *qi_bind_format_size(char *buf, size_t n, uint64_t v);
+
 uint64_t qi_bind_checkoffset(lua_State *L, int arg);
 size_t qi_bind_checklength(lua_State *L, int arg);
 void qi_bind_checkoptions(lua_State *L, int idx, const char *const names[]);
@@ -153,6 +156,8 @@ int qi_bind_references(lua_State *L);
 
 /* bind_check.c */
 int qi_bind_check(lua_State *L);
+int qi_bind_scan(lua_State *L);     /* bind_scan.c: img:scan([fn]) */
+int qi_bind_allocation(lua_State *L); /* bind_scan.c: img:allocation() */
 int qi_bind_push_bitmaps(lua_State *L, qi_image *img);
 void qi_bind_push_problems(lua_State *L);
 void qi_bind_push_l1entry(lua_State *L, int image_idx, uint64_t off,

@@ -270,8 +270,13 @@ static int header_tostring(lua_State *L)
     const qi_header *h;
     qi_bind_checkchild(L, 1, QI_MT_HEADER, &img);
     h = hdr(L, img);
-    lua_pushfstring(L, "qcow2 v%d header: %d-bit clusters, size %I, l1_size %d, %d snapshots",
-                    (int)h->version, (int)h->cluster_bits, (lua_Integer)h->size,
+    char cs[40];
+    if (h->cluster_bits >= 9 && h->cluster_bits <= 21)
+        qi_bind_format_size(cs, sizeof cs, (uint64_t)1 << h->cluster_bits);
+    else    /* a header being repaired by hand: say what is there */
+        snprintf(cs, sizeof cs, "cluster_bits %u (invalid)", (unsigned)h->cluster_bits);
+    lua_pushfstring(L, "qcow2 v%d header: %s clusters, size %I, l1_size %d, %d snapshots",
+                    (int)h->version, cs, (lua_Integer)h->size,
                     (int)h->l1_size, (int)h->nb_snapshots);
     return 1;
 }

@@ -187,8 +187,8 @@ static int class_newindex(lua_State *L)
     return f->set(L, lua_touserdata(L, 1), img, 3);
 }
 
-/* Metatable fields read by help(): label, sorted method names, and the
- * field list {name=, doc=, writable=}. */
+/* Metatable fields read by help(): label, method names, the methods by
+ * name, and the field list {name=, doc=, writable=}. */
 static void set_help_meta(lua_State *L, const qi_bind_class *c)
 {
     int n = 0;
@@ -200,6 +200,10 @@ static void set_help_meta(lua_State *L, const qi_bind_class *c)
         lua_rawseti(L, -2, ++n);
     }
     lua_setfield(L, -2, "__qi_methods");
+    lua_newtable(L);            /* name -> function: help(img.read) finds it */
+    if (c->methods)
+        luaL_setfuncs(L, c->methods, 0);
+    lua_setfield(L, -2, "__qi_methodtable");
     lua_newtable(L);
     n = 0;
     for (const qi_bind_field *f = c->fields; f && f->name; f++) {
@@ -233,6 +237,10 @@ void qi_bind_newclass(lua_State *L, const qi_bind_class *c)
         lua_pushcfunction(L, c->len);
         lua_setfield(L, -2, "__len");
     }
+    if (c->len && c->index_int) {
+        lua_pushcfunction(L, qi_bind_entries);
+        lua_setfield(L, -2, "__pairs");
+    }
     if (c->tostring) {
         lua_pushcfunction(L, c->tostring);
         lua_setfield(L, -2, "__tostring");
@@ -245,6 +253,19 @@ void qi_bind_newclass(lua_State *L, const qi_bind_class *c)
         luaL_setfuncs(L, c->meta, 0);
     set_help_meta(L, c);
     lua_pop(L, 1);
+}
+
+/* V as "64 KiB": the largest binary unit that divides it, to GiB. */
+const char *qi_bind_format_size(char *buf, size_t n, uint64_t v)
+{
+    static const char *const unit[] = { "B", "KiB", "MiB", "GiB" };
+    int u = 0;
+    while (u < 3 && v >= 1024 && v % 1024 == 0) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, n, "%" PRIu64 " %s", v, unit[u]);
+    return buf;
 }
 
 /* Argument ARG as a byte offset: a non-negative integer. */

@@ -173,12 +173,22 @@ static int in_string(const char *line, int end)
     return quote != 0;
 }
 
-/* Under lua_pcall: require("qinspect.complete").complete(word) -> 2. */
+/* Under lua_pcall: require("qinspect.complete").complete(word) -> 2, or
+ * with a second argument (the line before the word, which is inside a
+ * string literal) .complete_string(before, word) -> 2, or nil. */
 static int complete_call(lua_State *L)
 {
+    int in_str = lua_gettop(L) >= 2;
     lua_getglobal(L, "require");
     lua_pushliteral(L, "qinspect.complete");
     lua_call(L, 1, 1);
+    if (in_str) {
+        lua_getfield(L, -1, "complete_string");
+        lua_pushvalue(L, 2);
+        lua_pushvalue(L, 1);
+        lua_call(L, 2, 2);
+        return 2;
+    }
     lua_getfield(L, -1, "complete");
     lua_pushvalue(L, 1);
     lua_call(L, 1, 2);
@@ -252,6 +262,21 @@ static char **complete(const char *text, int start, int end)
     const char *sep;
     (void)end;
     if (in_string(rl_line_buffer, start)) {
+        /* help "co<Tab>: topic names; any other string: file names */
+        if (lua_checkstack(L, 8)) {
+            lua_pushcfunction(L, complete_call);
+            lua_pushstring(L, text);
+            lua_pushlstring(L, rl_line_buffer, (size_t)start);
+            if (lua_pcall(L, 2, 2, 0) == LUA_OK && lua_istable(L, -2) && lua_istable(L, -1)) {
+                rl_attempted_completion_over = 1;
+                display_strip = 0;
+                rl_completion_display_matches_hook = display_matches;
+                m = match_array(L);
+                lua_settop(L, top);
+                return m;
+            }
+            lua_settop(L, top);
+        }
         rl_completion_display_matches_hook = NULL; /* file names as usual */
         return NULL;
     }

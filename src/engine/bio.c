@@ -313,6 +313,7 @@ int qi_bio_pwrite(qi_bio *b, const void *buf, size_t len, uint64_t off,
         done += (size_t)n;
     }
     b->unsynced = true;
+    b->writes++;
     if (off + len > b->size)
         b->size = off + len;
     return 0;
@@ -362,6 +363,7 @@ int qi_bio_truncate(qi_bio *b, uint64_t size, qi_err *err)
         if (errno != EINTR)
             return write_errno(b, size, err, "", "truncate");
     b->unsynced = true;
+    b->writes++;
     b->size = size;
     return 0;
 }
@@ -407,6 +409,7 @@ int qi_bio_discard(qi_bio *b, uint64_t off, uint64_t len, qi_err *err,
         }
     }
     b->unsynced = true;
+    b->writes++;
     return 0;
 }
 

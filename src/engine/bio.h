@@ -23,6 +23,8 @@ typedef struct qi_bio {
     uint64_t blocks512; /* st_blocks at open */
     bool writable;
     bool unsynced;      /* written since the last qi_bio_sync */
+    uint64_t writes;    /* writes, cuts and discards made through this handle
+                         * (tells an index built from the file it is stale) */
     bool nosync;        /* qi_bio_sync orders nothing (no fdatasync):
                          * QI_OPEN_UNSAFE */
     struct qi_bio_undo *undo;   /* fault injection: pre-images of unsynced writes */

@@ -133,6 +133,8 @@ static int read_padded(ck *c, void *buf, uint64_t len, uint64_t off, const char 
 static int grow(ck *c, uint64_t k)
 {
     uint64_t nn = c->n, bytes;
+    if (!nn)
+        nn = k + 1;     /* the first call sizes the array to the file exactly */
     while (nn <= k)
         nn = nn < 1024 ? 1024 : nn * 2;
     if (__builtin_mul_overflow(nn, 4, &bytes) || bytes > QI_CHECK_MAX_BYTES)
@@ -554,10 +556,9 @@ static int run(ck *c)
     if ((rc = load_reftable(c)) < 0 ||
         (rc = grow(c, ((img->file->size + g->cluster_size - 1) >> g->cluster_bits) - 1)) < 0)
         return rc;
-    /* QEMU's array is exactly the file's clusters; grow() rounds up, but the
-     * extra counters are 0 and their on-disk refcounts are compared too, as
-     * QEMU compares the clusters its array grew to for references past EOF */
-    c->n = (img->file->size + g->cluster_size - 1) >> g->cluster_bits;
+    /* QEMU's array is exactly the file's clusters, and so is ours; a
+     * reference past EOF grows it (doubling), and the on-disk refcounts of
+     * the clusters it grew to are compared too, as QEMU compares them */
     if ((rc = count_all(c)) < 0 || (rc = compare(c, &highest)) < 0)
         return rc;
     for (size_t i = 0; i < c->n_copied; i++) {

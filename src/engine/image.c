@@ -26,6 +26,7 @@
 #include "journal.h"
 #include "mem.h"
 #include "rebuild.h"
+#include "refindex.h"
 #include "refcount.h"
 #include "shrink.h"
 
@@ -717,6 +718,7 @@ void qi_image_close(qi_image *img)
         return;
     close_writes(img);
     qi_bitmap_free(img->bm);
+    qi_refindex_free(img->refindex);
     qi_image_close(img->backing);
     qi_cache_free(img->l2_cache);
     qi_cache_free(img->rb_cache);

@@ -16,6 +16,8 @@
 
 struct qi_l1tab;
 
+typedef struct qi_refindex qi_refindex;
+
 struct qi_image {
     char *path;                 /* as given to open */
     bool raw;                   /* a raw file (backing files only, or forced) */
@@ -49,6 +51,7 @@ struct qi_image {
     qi_bitmap *bitmaps;
     uint32_t n_bitmaps;
     struct qi_bitmaps *bm;      /* bitmaps tracking writes (bitmap.c), or NULL */
+    struct qi_refindex *refindex; /* owners index (refindex.c), or NULL */
 
     qi_cache *l2_cache;
     qi_cache *rb_cache;

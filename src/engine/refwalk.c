@@ -2,8 +2,8 @@
  *
  * One walk over all metadata that reports each reference with where it
  * lives (table and index), what it points at and, for L2 entries, the guest
- * offset it maps. The reverse lookup img:owners() filters it; the check
- * (issue: check/repair) will count it. L2 tables are borrowed from the cache
+ * offset it maps. The owners index (refindex.c) is built from it; the check
+ * counts it. L2 tables are borrowed from the cache
  * one at a time. Calls: cluster, refcount, format. */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -182,27 +182,6 @@ int qi_refwalk(qi_image *img, qi_ref_cb cb, void *payload)
     if ((rc = walk_refcounts(img, cb, payload)) != 0)
         return rc;
     return walk_fixed(img, cb, payload);
-}
-
-typedef struct owners_ctx {
-    uint64_t first, last;   /* target cluster's byte range */
-    qi_ref_cb cb;
-    void *payload;
-} owners_ctx;
-
-static int owners_filter(void *payload, const qi_ref *r)
-{
-    owners_ctx *c = payload;
-    if (!r->length || r->host_offset > c->last || r->host_offset + r->length - 1 < c->first)
-        return 0;
-    return c->cb(c->payload, r);
-}
-
-int qi_meta_owners(qi_image *img, uint64_t host_off, qi_ref_cb cb, void *payload)
-{
-    uint64_t cs = img->g.cluster_size;
-    owners_ctx c = { host_off & ~(cs - 1), (host_off & ~(cs - 1)) + cs - 1, cb, payload };
-    return qi_refwalk(img, owners_filter, &c);
 }
 
 int qi_meta_references(qi_image *img, qi_ref_cb cb, void *payload)

@@ -71,4 +71,35 @@ t.ok(#missing == 0, "every method is documented in LUA API")
 if #missing > 0 then t.diag("undocumented: " .. table.concat(missing, ", ")) end
 t.ok(#extra == 0, "every documented method exists")
 if #extra > 0 then t.diag("no such method: " .. table.concat(extra, ", ")) end
+
+-- every method has a signature in help.lua, shown by help(obj) and help(fn)
+local nosig, nmeth = {}, 0
+for k, v in pairs(debug.getregistry()) do
+  if type(k) == "string" and type(v) == "table" and v.__qi_label then
+    for _, m in ipairs(v.__qi_methods) do
+      nmeth = nmeth + 1
+      if not (H.signatures[k] and H.signatures[k][m]) then nosig[#nosig + 1] = k .. ":" .. m end
+    end
+  end
+end
+table.sort(nosig)
+t.ok(nmeth >= 20 and #nosig == 0, "every method (" .. nmeth .. ") has a signature in help.lua")
+if #nosig > 0 then t.diag("no signature: " .. table.concat(nosig, ", ")) end
+t.ok(H.text(img):find(":read(offset, length) -> string", 1, true), "help(img) shows signatures")
+local rd = H.text(img.read)
+t.ok(rd:find("image method", 1, true) and rd:find("obj:read(offset, length)", 1, true),
+     "help(img.read) names the method and its signature: " .. rd:gsub("\n.*", ""))
+t.ok(H.text(print):find("no help", 1, true), "help(print) says there is none")
+
+-- presentation: cluster size in bytes, raw values of records in hex, pairs on lists
+t.ok(tostring(img.header):find(" KiB clusters", 1, true)
+     or tostring(img.header):find(" B clusters", 1, true),
+     "the header summary names the cluster size: " .. tostring(img.header))
+local P = require "qinspect.pretty"
+local shown = P.format({ raw = -9223372036854710272, n = 5 })
+t.ok(shown:find("raw = 0x8000000000010000", 1, true) and shown:find("n = 5", 1, true),
+     "pp shows a record's raw field in hex: " .. shown:gsub("%s+", " "))
+local seen = {}
+for i, e in pairs(img.l1) do seen[#seen + 1] = i .. "=" .. e.index end
+t.ok(#seen == #img.l1 and seen[1] == "0=0", "pairs(img.l1) walks entries 0.. like :entries()")
 t.done()

@@ -459,13 +459,24 @@ print('cluster 0x%x refcount 1 references %d' % (host, was)); print('over-refere
 
     must mkdir -p "$S/sum"
     must cp "$S/plain.qcow2" "$S/nocopied.qcow2" "$S/text.img" "$S/sum/"
+    # garbage over the whole L2 table: a damaged image must not look clean
+    must cp "$S/plain.qcow2" "$S/sum/garbage.qcow2"
+    must python3 - "$S/sum/garbage.qcow2" <<'PY'
+import sys
+f = open(sys.argv[1], "r+b"); h = f.read(64)
+cs = 1 << int.from_bytes(h[20:24], "big"); l1 = int.from_bytes(h[40:48], "big")
+f.seek(l1); l2 = int.from_bytes(f.read(8), "big") & 0x00fffffffffffe00
+f.seek(l2); f.write(bytes((i * 37 + 11) & 0xff for i in range(cs)))
+PY
     "$Q" "$S/basic.qcow2" "$root/examples/summarize.lua" "$S/sum" "$S/missing.qcow2" > "$S/sum.jsonl" 2>"$S/err"; rc=$?
     python3 - "$S" 2>"$S/perr" <<'PY'
 import json, subprocess, sys
 S = sys.argv[1]
 lines = [json.loads(l) for l in open(S + "/sum.jsonl")]
 by = {l["path"]: l for l in lines}
-assert len(lines) == 4, lines
+assert len(lines) == 5, lines
+g = by[S + "/sum/garbage.qcow2"]
+assert g["problems"] and any(p["severity"] == "corruption" for p in g["problems"]), g
 for name in ("plain", "nocopied"):
     r = by["%s/sum/%s.qcow2" % (S, name)]
     info = json.loads(subprocess.check_output(["qemu-img", "info", "--output=json", "%s/sum/%s.qcow2" % (S, name)]))

@@ -128,6 +128,12 @@ check "completion: field of an entry (img.l1[0].co -> copied)" \
 enter ' == true and "copied-" .. "yes" or "no"'
 check "completed entry field evaluates" until_ok has_line 'copied-yes'
 
+type_text 'help "cop'
+key Tab
+check "completion: help \"cop<Tab> gives the topic copied, not a file name" \
+    until_ok cursor_is "${prompt}help \"copied\""
+key C-u
+
 type_text 'img.l1[0].'
 key Tab Tab
 check "completion: listing shows field names without the prefix" \

@@ -297,6 +297,7 @@ int qi_bio_pwrite(qi_bio *b, const void *buf, size_t len, uint64_t off,
     if (b->journal && qi_journal_dry(b->journal)) {
         if ((rc = qi_journal_dry_write(b->journal, b, buf, len, off, structure, err)) < 0)
             return rc;
+        b->writes++;    /* the file as reads see it changed */
         if (off + len > b->size)
             b->size = off + len;
         return 0;
@@ -353,6 +354,7 @@ int qi_bio_truncate(qi_bio *b, uint64_t size, qi_err *err)
     if (b->journal && qi_journal_dry(b->journal)) {
         if ((rc = qi_journal_dry_truncate(b->journal, b, size, err)) < 0)
             return rc;
+        b->writes++;
         b->size = size;
         return 0;
     }
@@ -390,8 +392,12 @@ int qi_bio_discard(qi_bio *b, uint64_t off, uint64_t len, qi_err *err,
         fault.trace(fault.trace_payload, b, structure, off, (size_t)len, NULL);
     if ((rc = fault_gate(b, off, (size_t)len, err, structure)) < 0)
         return rc;
-    if (b->journal && qi_journal_dry(b->journal))
-        return qi_journal_dry_write(b->journal, b, NULL, (size_t)len, off, structure, err);
+    if (b->journal && qi_journal_dry(b->journal)) {
+        if ((rc = qi_journal_dry_write(b->journal, b, NULL, (size_t)len, off, structure,
+                                       err)) == 0)
+            b->writes++;
+        return rc;
+    }
     if (b->journal && (rc = qi_journal_save(b->journal, b, off, len, err)) < 0)
         return rc;
     if (fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,

@@ -20,6 +20,7 @@ local SIG = {
     discard = { "(offset, length)", "drop the whole clusters in the range (-w)" },
     resize = { "(new_size [, {shrink=true}])", "change the virtual size as qemu-img resize (-w)" },
     flush = { "()", "write cached changes back in crash-safe order and sync" },
+    changes = { "() -> list", "a dry run's changes so far (dry_run=true; help \"undo\")" },
     trace = { "(fn) -> list", "the on-disk writes fn causes, in order, with syncs" },
     poke = { "(host_offset, bytes) -> old bytes", "raw edit of the file, no rule checked (-w)" },
     peek = { "(host_offset, len) -> bytes", "raw bytes of the file (at most 1 MiB; any open image)" },

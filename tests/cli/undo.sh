@@ -278,6 +278,18 @@ if "$QINSPECT" -e 'qinspect.open("damaged.qcow2", {dry_run = true})' damaged.qco
     t_fail "Lua: dry_run without write raises"
 else t_ok "Lua: dry_run without write raises"; fi
 
+# ---- a dry run's writes reach what reads build (the owners index) ----
+qemu-img create -q -f qcow2 own.qcow2 16M
+qio own.qcow2 "write -P 7 0 64k"
+out=$("$QINSPECT" -w --dry-run -e '
+  assert(#img:owners(0) >= 1)     -- builds the index before the write
+  img:write(65536, ("x"):rep(65536)); img:flush()
+  local m = img:l2_for(65536)
+  print("owners", #img:owners(m.host_offset))' own.qcow2 2>&1)
+if printf '%s\n' "$out" | grep -qx $'owners\t1'; then
+    t_ok "dry run: img:owners sees the cluster the overlay allocated"
+else t_fail "dry run: img:owners sees the cluster the overlay allocated"; printf '%s\n' "$out" | t_diag; fi
+
 # ---- the dry run's memory cap ----
 qemu-img create -q -f qcow2 -o cluster_size=2M big.qcow2 512M
 cp big.qcow2 big.orig

@@ -68,6 +68,10 @@ const qi_problem *qi_problem_find(const char *name);
 size_t qi_problem_count(void);
 const qi_problem *qi_problem_at(size_t i);
 
+/* Whether IMG carries the dedup header extension (docs/dedup-design.md
+ * section 5): COPIED missing at refcount 1 is then a note, not corruption. */
+bool qi_check_is_dedup(const qi_image *img);
+
 /* What `check -r` does about problem CODE (one sentence), or NULL. */
 const char *qi_problem_repair(qi_problem_code code);
 

@@ -92,6 +92,8 @@ qi_bind_image *qi_bind_newbox(lua_State *L);
 qi_image *qi_bind_check_image(lua_State *L, int idx);
 qi_image *qi_bind_check_image_any(lua_State *L, int idx);
 int qi_bind_box_open(lua_State *L, int idx);
+/* Push registry[KEY], a weak-keyed table (created on first use). */
+void qi_bind_push_weak_registry(lua_State *L, const char *key);
 /* V as "64 KiB" (the largest unit up to GiB that divides it) into BUF. */
 const char *qi_bind_format_size(char *buf, size_t n, uint64_t v);
 

@@ -360,9 +360,11 @@ const char *qi_bind_hex64(char buf[19], uint64_t v)
 
 #define QI_EDITS_KEY "qinspect.edits"
 
-static void push_edit_lists(lua_State *L)
+/* Push the weak-keyed table registry[KEY], created on first use (state
+ * kept per image box, gone with the box). */
+void qi_bind_push_weak_registry(lua_State *L, const char *key)
 {
-    if (lua_getfield(L, LUA_REGISTRYINDEX, QI_EDITS_KEY) == LUA_TTABLE)
+    if (lua_getfield(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE)
         return;
     lua_pop(L, 1);
     lua_newtable(L);
@@ -371,7 +373,12 @@ static void push_edit_lists(lua_State *L)
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
     lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, QI_EDITS_KEY);
+    lua_setfield(L, LUA_REGISTRYINDEX, key);
+}
+
+static void push_edit_lists(lua_State *L)
+{
+    qi_bind_push_weak_registry(L, QI_EDITS_KEY);
 }
 
 void qi_bind_push_edits(lua_State *L, int idx)

@@ -16,7 +16,6 @@
 
 #define QI_MT_CHECKCACHE "qinspect.checkcache"
 #define CACHE_KEY "qinspect.checkcaches"
-#define DEDUP_EXT_MAGIC 0x51494444u
 
 typedef struct check_cache {
     qi_check_result res;
@@ -38,16 +37,7 @@ static check_cache *cache_of(lua_State *L, int idx)
 {
     check_cache *c;
     idx = lua_absindex(L, idx);
-    if (lua_getfield(L, LUA_REGISTRYINDEX, CACHE_KEY) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_createtable(L, 0, 1);
-        lua_pushliteral(L, "k");
-        lua_setfield(L, -2, "__mode");
-        lua_setmetatable(L, -2);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, LUA_REGISTRYINDEX, CACHE_KEY);
-    }
+    qi_bind_push_weak_registry(L, CACHE_KEY);
     lua_pushvalue(L, idx);
     if (lua_rawget(L, -2) == LUA_TUSERDATA) {
         lua_remove(L, -2);
@@ -66,16 +56,6 @@ static check_cache *cache_of(lua_State *L, int idx)
     lua_rawset(L, -4);
     lua_remove(L, -2);
     return c;
-}
-
-static bool is_dedup(qi_image *img)
-{
-    uint32_t n = 0;
-    const qi_ext *e = qi_meta_extensions(img, &n);
-    for (uint32_t i = 0; i < n; i++)
-        if (e[i].type == DEDUP_EXT_MAGIC)
-            return true;
-    return false;
 }
 
 static int push_one(void *payload, const qi_finding *f)
@@ -121,7 +101,7 @@ int qi_bind_findings_at(lua_State *L)
     qi_check_findings_at(&c->res, qi_meta_header(img)->cluster_bits, site, target, push_one,
                          L, &refs);
     lua_pushinteger(L, (lua_Integer)refs);
-    lua_pushboolean(L, is_dedup(img));
+    lua_pushboolean(L, qi_check_is_dedup(img));
     lua_pushboolean(L, c->rc >= 0);
     return 4;
 }

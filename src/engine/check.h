@@ -13,7 +13,4 @@
  * entries (at least the file's clusters). Returns 0 or QI_E* as qi_check. */
 int qi_check_count(qi_image *img, qi_check_result *res, bool no_refstruct,
                    uint32_t **count, uint64_t *n);
-
-/* The image carries the dedup header extension (docs/dedup-design.md). */
-bool qi_check_is_dedup(const qi_image *img);
 #endif

@@ -6,8 +6,9 @@
  * allocated_clusters, fragmented_clusters, compressed_clusters,
  * corruptions_fixed, leaks_fixed) and `findings`, a list of records
  * {code, severity, summary, structure, offset, guest_offset, guest_length,
- * expected, found, qemu, fixed, fix}; `code` is the problem's name in
- * qinspect.problems. img:check{repair="leaks"|"all"} (an image opened -w)
+ * expected, found, qemu, fixed, fix, repair, entry}; `code` is the
+ * problem's name in qinspect.problems, `entry` the L1/L2 entry object the
+ * finding is about. img:check{repair="leaks"|"all"} (an image opened -w)
  * repairs as qemu-img check -r does (qi_repair) and returns the check of
  * the repaired image with corruptions_fixed and leaks_fixed; its
  * `findings` then hold the repair pass's records (fixed = true where the
@@ -34,7 +35,40 @@ static void set_int(lua_State *L, const char *k, lua_Integer v)
     lua_setfield(L, -2, k);
 }
 
-void qi_bind_push_finding(lua_State *L, const qi_finding *f)
+/* The entry object a finding is about (L1 and L2 entries), or nothing:
+ * the finding's offset is the entry's own place in the file. */
+static int push_entry(lua_State *L, int box, qi_image *img, const qi_finding *f)
+{
+    uint64_t cs = qi_image_cluster_size(img), esz = qi_meta_extended_l2(img) ? 16 : 8;
+    const qi_header *h = qi_meta_header(img);
+    if (!f->structure || !cs || !h)
+        return 0;
+    if (!strcmp(f->structure, "L2 entry")) {
+        uint64_t table = f->offset & ~(cs - 1);
+        qi_bind_push_l2entry(L, box, table, (uint32_t)((f->offset - table) / esz));
+        return 1;
+    }
+    if (strcmp(f->structure, "L1 entry") || f->offset % 8)
+        return 0;
+    if (f->offset >= h->l1_table_offset && f->offset < h->l1_table_offset + 8ull * h->l1_size) {
+        qi_bind_push_l1entry(L, box, 0, 0, -1, (uint32_t)((f->offset - h->l1_table_offset) / 8));
+        return 1;
+    }
+    uint32_t n = 0;
+    const qi_snapshot *sn = qi_meta_snapshots(img, &n);
+    for (uint32_t i = 0; i < n; i++)
+        if (f->offset >= sn[i].l1_table_offset &&
+            f->offset < sn[i].l1_table_offset + 8ull * sn[i].l1_size) {
+            qi_bind_push_l1entry(L, box, sn[i].l1_table_offset, sn[i].l1_size, i,
+                                 (uint32_t)((f->offset - sn[i].l1_table_offset) / 8));
+            return 1;
+        }
+    return 0;
+}
+
+/* A finding as a record; BOX (0: none) is the stack index of its image's
+ * box, to link the entry object the finding is about (field `entry`). */
+void qi_bind_push_finding(lua_State *L, const qi_finding *f, int box, qi_image *img)
 {
     const qi_problem *p = qi_problem_lookup(f->code);
     lua_createtable(L, 0, 10);
@@ -61,6 +95,8 @@ void qi_bind_push_finding(lua_State *L, const qi_finding *f)
         lua_pushstring(L, qi_problem_repair(f->code));
         lua_setfield(L, -2, "repair");
     }
+    if (box && push_entry(L, box, img, f))
+        lua_setfield(L, -2, "entry");
     lua_pushboolean(L, f->fixed);
     lua_setfield(L, -2, "fixed");
     if (f->fix[0]) {
@@ -69,7 +105,7 @@ void qi_bind_push_finding(lua_State *L, const qi_finding *f)
     }
 }
 
-static void push_result(lua_State *L, const qi_check_result *r)
+static void push_result(lua_State *L, const qi_check_result *r, int box, qi_image *img)
 {
     lua_createtable(L, 0, 11);
     set_int(L, "corruptions", r->corruptions);
@@ -85,7 +121,7 @@ static void push_result(lua_State *L, const qi_check_result *r)
     set_int(L, "repaired", (lua_Integer)r->n_repair);
     lua_createtable(L, (int)(r->n_findings < 1u << 20 ? r->n_findings : 1u << 20), 0);
     for (size_t i = 0; i < r->n_findings; i++) {
-        qi_bind_push_finding(L, &r->findings[i]);
+        qi_bind_push_finding(L, &r->findings[i], box, img);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     lua_setfield(L, -2, "findings");
@@ -123,6 +159,6 @@ int qi_bind_check(lua_State *L)
     lua_setmetatable(L, -2);
     if ((rc = qi_check(img, &opts, r)) < 0)
         return qi_bind_raise(L, img, rc);
-    push_result(L, r);
+    push_result(L, r, 1, img);
     return 1;
 }

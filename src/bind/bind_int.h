@@ -159,7 +159,8 @@ int qi_bind_references(lua_State *L);
 /* bind_check.c */
 int qi_bind_check(lua_State *L);
 struct qi_finding;
-void qi_bind_push_finding(lua_State *L, const struct qi_finding *f); /* bind_check.c */
+void qi_bind_push_finding(lua_State *L, const struct qi_finding *f, int box,
+                          qi_image *img); /* bind_check.c */
 int qi_bind_findings_at(lua_State *L); /* bind_verdict.c: qinspect.findings_at */
 int qi_bind_scan(lua_State *L);     /* bind_scan.c: img:scan([fn]) */
 int qi_bind_allocation(lua_State *L); /* bind_scan.c: img:allocation() */

@@ -58,11 +58,16 @@ static check_cache *cache_of(lua_State *L, int idx)
     return c;
 }
 
+typedef struct push_ctx {
+    lua_State *L;
+    qi_image *img;
+} push_ctx;
+
 static int push_one(void *payload, const qi_finding *f)
 {
-    lua_State *L = payload;
-    qi_bind_push_finding(L, f);
-    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    push_ctx *c = payload;
+    qi_bind_push_finding(c->L, f, 1, c->img);
+    lua_rawseti(c->L, -2, (lua_Integer)lua_rawlen(c->L, -2) + 1);
     return 0;
 }
 
@@ -98,8 +103,9 @@ int qi_bind_findings_at(lua_State *L)
         c->valid = true;
     }
     lua_newtable(L);
+    push_ctx pc = { L, img };
     qi_check_findings_at(&c->res, qi_meta_header(img)->cluster_bits, site, target, push_one,
-                         L, &refs);
+                         &pc, &refs);
     lua_pushinteger(L, (lua_Integer)refs);
     lua_pushboolean(L, qi_check_is_dedup(img));
     lua_pushboolean(L, c->rc >= 0);

@@ -40,4 +40,23 @@ out=$("$QINSPECT" r.qcow2 -e "local t, f = require('qinspect.explain').text(img.
     for _, x in ipairs(f) do io.write(x.name, ' ') end" 2>&1)
 t_check "the refcount table entry 1 is blamed: refblock_outside_image ($out)" \
     bash -c "case '$out' in *refblock_outside_image*) exit 0 ;; *) exit 1 ;; esac"
+# ---- a finding links to the entry it is about ----
+cp a.qcow2 c.qcow2
+# COPIED cleared on L2 entry 3 and on the L1 entry (refcount 1 both: corruptions)
+python3 -c "
+f = open('c.qcow2', 'r+b')
+for off in ($l2 + 3 * 8, $l1):
+    f.seek(off); v = int.from_bytes(f.read(8), 'big'); f.seek(off); f.write((v & ~(1 << 63)).to_bytes(8, 'big'))"
+t_check "qemu-img check reports both COPIED problems" \
+    bash -c '[ "$(qemu-img check c.qcow2 2>&1 | grep -c OFLAG_COPIED)" = 2 ]'
+out=$("$QINSPECT" c.qcow2 -e "
+    for _, f in ipairs(img:check{}.findings) do
+        local e = f.entry
+        io.write(f.structure, ' ', e and tostring(e) or 'none', ' ', e and tostring(e.copied) or '-', ';')
+    end" 2>&1)
+case $out in
+    *"L2 entry L2 entry 3 of table "*" false;"*"L1 entry L1 entry 0"*" false;"*|*"L1 entry L1 entry 0"*" false;"*"L2 entry L2 entry 3 of table "*" false;"*)
+        t_ok "img:check{} findings carry the entry objects they are about ($out)" ;;
+    *) t_fail "img:check{} findings carry the entry objects they are about ($out)" ;;
+esac
 t_done

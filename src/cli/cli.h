@@ -102,6 +102,9 @@ typedef struct qi_cli_write {
 
 /* Open PATH read-write (FLAGS | QI_OPEN_RW) with W's undo file or as a dry
  * run (W may be NULL: neither); on failure print the error, return NULL. */
+/* Print the reason an open of PATH failed; returns NULL. */
+qi_image *qi_cli_open_failed(qi_err *err, int rc, const char *path);
+
 qi_image *qi_cli_open_write(const char *path, unsigned flags, const qi_cli_write *w);
 
 /* The default undo file name of issue 11 for IMAGE:

@@ -32,12 +32,8 @@ qi_image *qi_cli_open_write(const char *path, unsigned flags, const qi_cli_write
         return NULL;
     }
     int rc = qi_image_open(&img, path, &o, &err);
-    if (rc < 0) {
-        if (!err.file[0])
-            snprintf(err.file, sizeof err.file, "%s", path);
-        qi_cli_engine_error(&err, rc);
-        return NULL;
-    }
+    if (rc < 0)
+        return qi_cli_open_failed(&err, rc, path);
     return img;
 }
 

@@ -128,13 +128,8 @@ qi_image *qi_cli_open(const char *path, unsigned flags)
     memset(&err, 0, sizeof err);
     o.flags = flags;
     int rc = qi_image_open(&img, path, &o, &err);
-    if (rc < 0) {
-        /* the path must appear in the message even if the engine left it out */
-        if (!err.file[0])
-            snprintf(err.file, sizeof err.file, "%s", path);
-        qi_cli_engine_error(&err, rc);
-        return NULL;
-    }
+    if (rc < 0)
+        return qi_cli_open_failed(&err, rc, path);
     for (uint32_t i = 0; i < qi_image_damage_count(img); i++) {
         char line[2048];
         fprintf(stderr, "qinspect: warning: damage: %s\n",
@@ -296,3 +291,13 @@ int main(int argc, char **argv)
                 (unsigned long long)qi_fault_writes(), qi_fault_tripped() ? ", stopped" : "");
     return rc;
 }
+/* Print why opening PATH failed (the path in the message even if the engine
+ * left it out); returns NULL for the caller to return. */
+qi_image *qi_cli_open_failed(qi_err *err, int rc, const char *path)
+{
+    if (!err->file[0])
+        snprintf(err->file, sizeof err->file, "%s", path);
+    qi_cli_engine_error(err, rc);
+    return NULL;
+}
+

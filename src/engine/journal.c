@@ -232,6 +232,19 @@ int qi_journal_attach(qi_journal *j, struct qi_bio *b, qi_err *err)
     return jsync(j, err);
 }
 
+
+/* A file's state record (an E or C record): index, size, st_dev, st_ino,
+ * mtime seconds and nanoseconds, big-endian, 40 bytes. */
+void qi_journal_put_state(uint8_t p[40], uint32_t index, const struct stat *st)
+{
+    qi_put_be32(p, index);
+    qi_put_be64(p + 4, (uint64_t)st->st_size);
+    qi_put_be64(p + 12, (uint64_t)st->st_dev);
+    qi_put_be64(p + 20, (uint64_t)st->st_ino);
+    qi_put_be64(p + 28, (uint64_t)st->st_mtim.tv_sec);
+    qi_put_be32(p + 36, (uint32_t)st->st_mtim.tv_nsec);
+}
+
 int qi_journal_finish(qi_journal *j, qi_err *err)
 {
     int rc = 0;
@@ -244,12 +257,7 @@ int qi_journal_finish(qi_journal *j, qi_err *err)
             continue;
         if (fstat(j->f[i].b->fd, &st) < 0)
             return jerr(j, err, QI_EIO, "cannot stat the image");
-        qi_put_be32(p, (uint32_t)i);
-        qi_put_be64(p + 4, (uint64_t)st.st_size);
-        qi_put_be64(p + 12, (uint64_t)st.st_dev);
-        qi_put_be64(p + 20, (uint64_t)st.st_ino);
-        qi_put_be64(p + 28, (uint64_t)st.st_mtim.tv_sec);
-        qi_put_be32(p + 36, (uint32_t)st.st_mtim.tv_nsec);
+        qi_journal_put_state(p, (uint32_t)i, &st);
         rc = append(j, QI_UREC_END, p, sizeof p, NULL, 0, err);
     }
     return rc ? rc : jsync(j, err);

@@ -61,6 +61,12 @@ bool qi_journal_dry_touched(const qi_journal *j, const struct qi_bio *b);
 /* Walk the dry-run changes in order (qi_image_dry_run_changes). */
 int qi_journal_changes(qi_journal *j, qi_change_cb cb, void *payload);
 
+/* The 40-byte state record of file INDEX in an undo file (size, st_dev,
+ * st_ino, mtime): written by the journal at the end of a run and by undo
+ * when a restore completes. */
+struct stat;
+void qi_journal_put_state(uint8_t p[40], uint32_t index, const struct stat *st);
+
 /* CRC-32 of a record: header bytes H (8) then payload P. */
 uint32_t qi_journal_crc(const uint8_t *h, const uint8_t *p, size_t plen);
 

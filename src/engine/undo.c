@@ -29,6 +29,7 @@
 
 #include "qi/undo.h"
 #include "bio.h"
+#include "journal.h"
 #include "endian.h"
 #include "err.h"
 #include "journal.h"
@@ -251,12 +252,7 @@ static int append_done(ustate *u)
             continue;
         if (fstat(u->f[i].b->fd, &st) < 0)
             return uerr(u, QI_EIO, QI_NO_OFFSET, "stat: %s", strerror(errno));
-        qi_put_be32(p, (uint32_t)i);
-        qi_put_be64(p + 4, (uint64_t)st.st_size);
-        qi_put_be64(p + 12, (uint64_t)st.st_dev);
-        qi_put_be64(p + 20, (uint64_t)st.st_ino);
-        qi_put_be64(p + 28, (uint64_t)st.st_mtim.tv_sec);
-        qi_put_be32(p + 36, (uint32_t)st.st_mtim.tv_nsec);
+        qi_journal_put_state(p, (uint32_t)i, &st);
         if ((rc = append_rec(u, QI_UREC_DONE, p, sizeof p)) < 0)
             return rc;
     }
